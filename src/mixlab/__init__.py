@@ -1,0 +1,19 @@
+"""mixlab: find and apply the best domain mixture for language-model pretraining.
+
+The data flow, one folder per stage::
+
+    raw documents (jsonl / parquet / txt / HF dataset on disk)
+       --mixlab.data (readers, tokenizer, shards)-->  ShardStore (per-domain token memmaps)
+       --mixlab.sampling.MixtureSampler(weights)-->    micro-batches (input_ids, labels, domain_id)
+       --mixlab.train (HF causal LM)-->                per-domain loss sums / token counts
+       --mixlab.mixing policy.update(feedback)-->      new weights --> back to the sampler
+    mixlab.eval: per-domain validation loss / perplexity --> metrics.jsonl
+
+Nothing runs at import time; heavy modules (torch, transformers) load when first used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

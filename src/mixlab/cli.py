@@ -1,0 +1,309 @@
+"""The ``mixlab`` command: prepare | train | eval | demo.
+
+Each subcommand is a thin wrapper: it parses arguments, configures logging once, calls the
+library and prints a result. Errors a user can fix (:class:`~mixlab.errors.MixlabError`) are
+printed as one line without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mixlab import __version__
+from mixlab.errors import ConfigError, MixlabError
+
+log = logging.getLogger("mixlab")
+
+EPILOG = """\
+typical use:
+  mixlab prepare --input data/ --domain-field meta.pile_set_name --out shards/ --vocab-size 8192
+  mixlab train --config configs/tiny_cpu.yaml \
+      --set data.store=shards mixing.name=natural --out runs/natural
+  mixlab eval runs/natural runs/uniform
+  mixlab demo                      # the whole path on the built-in demo corpus
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MixlabError as exc:
+        print(f"mixlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mixlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mixlab",
+        description="Find and apply the best domain mixture for language-model pretraining.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mixlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_prepare(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_demo(sub)
+    return parser
+
+
+# ---------------------------------------------------------------------------- prepare
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="ingest a corpus, train/load a tokenizer, write per-domain token shards",
+        description=(
+            "Read documents (JSONL incl. .gz/.zst, Parquet, text files/folders, HF datasets "
+            "saved with save_to_disk), assign each a domain, tokenize with both cores and write "
+            "a shard store: per-domain uint16/uint32 token memmaps, document index, metadata, "
+            "manifest with checksums, and a deterministic train/validation split. Malformed "
+            "lines are reported with file and line and skipped (or fatal with --on-error fail); "
+            "a per-domain summary is printed and saved as ingest_summary.json."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--input", "-i", nargs="+", required=True, help="files or folders to read")
+    p.add_argument("--out", "-o", required=True, help="folder of the shard store to write")
+    p.add_argument(
+        "--domain-field", help="dotted field holding the domain, e.g. meta.pile_set_name"
+    )
+    p.add_argument(
+        "--domain-from",
+        choices=("field", "file", "folder"),
+        help="where the domain comes from (default: field if --domain-field is given, else file)",
+    )
+    p.add_argument(
+        "--domain-map",
+        help="JSON file or inline JSON mapping raw domain labels to domain names",
+    )
+    p.add_argument("--text-field", default="text", help="dotted field holding the text")
+    p.add_argument("--metadata-field", help="dotted field kept per document, e.g. url or source")
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="malformed lines: skip and count, or stop",
+    )
+    p.add_argument(
+        "--tokenizer", help="tokenizer.json or local HF tokenizer folder (default: train one)"
+    )
+    p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of a trained tokenizer")
+    p.add_argument(
+        "--tokenizer-sample-mb",
+        type=float,
+        default=20.0,
+        help="MB of text sampled across domains to train the tokenizer",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.05,
+        help="share of documents (by content hash) held out for validation",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prepare)
+
+
+def _domain_map(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    path = Path(text)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8") if path.is_file() else text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"--domain-map: not a JSON file or JSON mapping: {text!r} ({exc})"
+        ) from exc
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError("--domain-map: expected a JSON object mapping label -> domain name")
+    return raw
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from mixlab.data.prepare import prepare_from_inputs
+
+    domain_from = args.domain_from or ("field" if args.domain_field else "file")
+    options = dict(
+        domain_from=domain_from,
+        domain_field=args.domain_field,
+        domain_map=_domain_map(args.domain_map),
+        text_field=args.text_field,
+        metadata_field=args.metadata_field,
+        on_error=args.on_error,
+    )
+    store, stats = prepare_from_inputs(
+        args.input,
+        args.out,
+        reader_options=options,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        tokenizer_sample_bytes=int(args.tokenizer_sample_mb * 1e6),
+        val_fraction=args.val_fraction,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    print(stats.format_table())
+    print(
+        f"\nwrote {store.path}: {len(store.domains)} domains, vocab {store.vocab_size}, "
+        f"{int(store.train_tokens_per_domain().sum()):,} train tokens"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a causal LM on a shard store with a mixing policy",
+        description=(
+            "Train a Hugging Face causal LM on a prepared shard store. The mixing policy "
+            "(mixing.name) sets the domain weights and may update them from per-domain "
+            "training losses. The run folder gets config.yaml (resolved config), metrics.jsonl, "
+            "checkpoint.pt (atomic; --resume continues it exactly) and eval.json. "
+            "Show every config field with --help-config."
+        ),
+    )
+    p.add_argument("--config", "-c", help="YAML recipe, e.g. configs/tiny_cpu.yaml")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="A.B=C",
+        help="override config fields, e.g. --set mixing.name=uniform train.max_steps=200",
+    )
+    p.add_argument("--out", "-o", help="run folder (required unless --help-config)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    p.add_argument("--help-config", action="store_true", help="list every config field and exit")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mixlab.config import RunConfig, describe_fields
+
+    if args.help_config:
+        from mixlab.mixing.base import available_policies
+        from mixlab.model.factory import describe_presets
+
+        print(describe_fields())
+        print("\nmixing policies: " + ", ".join(available_policies()))
+        print("\nmodel presets:\n" + describe_presets())
+        return 0
+    if not args.out:
+        raise ConfigError("--out: name the run folder, e.g. --out runs/natural")
+    from mixlab.train.loop import train
+
+    if args.resume and not args.config and not args.set:
+        from mixlab.train.checkpoint import load_checkpoint
+
+        cfg = RunConfig.from_dict(load_checkpoint(args.out)["config"])
+    else:
+        cfg = RunConfig.load(args.config, args.set)
+    trainer = train(cfg, args.out, resume=args.resume)
+    if trainer.last_eval is not None:
+        print(trainer.last_eval.format_table())
+    print(f"\nrun folder: {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="per-domain validation loss / perplexity of one or more runs",
+        description=(
+            "Evaluate saved runs (run folders or checkpoint files) on their store's validation "
+            "split: per-domain loss and perplexity (token-weighted within a domain), the "
+            "unweighted mean PPL, geometric mean, worst domain and the natural (token-weighted) "
+            "loss. Several runs are compared side by side. Results are written as eval.json in "
+            "each run folder (or --json FILE for all)."
+        ),
+    )
+    p.add_argument("runs", nargs="+", help="run folders or checkpoint.pt files")
+    p.add_argument(
+        "--max-tokens", type=int, help="validation tokens per domain (default: run's eval config)"
+    )
+    p.add_argument("--json", help="also write all results to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mixlab.eval.runs import compare_table, evaluate_run
+
+    results = {}
+    for run in args.runs:
+        results[run] = evaluate_run(run, max_tokens_per_domain=args.max_tokens)
+    if len(results) == 1:
+        print(next(iter(results.values())).format_table())
+    else:
+        print(compare_table(results))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2), encoding="utf-8"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole path on the built-in demo corpus (no data needed)",
+        description=(
+            "Build a multi-domain corpus from text already on this machine (Python stdlib "
+            "source, C headers, docstrings, license texts, ...), prepare shards, train a tiny "
+            "model with a uniform and a natural mixture, and print the per-domain comparison."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default="mixlab-demo", help="folder for the store and the runs")
+    p.add_argument("--steps", type=int, default=400, help="training steps per run")
+    p.add_argument("--preset", default="llama-1m", help="model preset")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["uniform", "natural"],
+        help="static mixing policies to compare",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="rerun even if runs already finished")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mixlab.demo import run_demo
+
+    run_demo(
+        args.out,
+        steps=args.steps,
+        preset=args.preset,
+        methods=args.methods,
+        seed=args.seed,
+        fresh=args.fresh,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Evaluate saved runs: rebuild the model from a run folder and score its validation split.
+
+``evaluate_run`` reads ``config.yaml``'s twin stored inside ``checkpoint.pt`` (so a checkpoint
+file alone is enough), rebuilds the model for the run's shard store, loads the weights and
+computes per-domain validation loss/perplexity with :func:`mixlab.eval.perplexity.evaluate`.
+``compare_table`` lays several runs side by side (rows = domains and aggregates).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from mixlab.config import RunConfig
+from mixlab.data.store import ShardStore
+from mixlab.errors import ResumeError
+from mixlab.eval.perplexity import EvalResult, evaluate
+from mixlab.train.checkpoint import load_checkpoint, resolve_checkpoint
+from mixlab.train.loop import eval_record, model_from_config, resolve_precision
+
+
+def evaluate_run(
+    run: str | Path, *, max_tokens_per_domain: int | None = None, write: bool = True
+) -> EvalResult:
+    """Score a run folder or checkpoint file; writes ``eval.json`` next to the checkpoint."""
+    ckpt_path = resolve_checkpoint(run)
+    state = load_checkpoint(ckpt_path)
+    cfg = RunConfig.from_dict(state["config"])
+    store = ShardStore(cfg.data.store)
+    if store.fingerprint != state["store_fingerprint"]:
+        raise ResumeError(
+            f"{ckpt_path}: trained on a store with fingerprint {state['store_fingerprint']}, but "
+            f"{cfg.data.store} now has {store.fingerprint}; evaluate against the original store"
+        )
+    model = model_from_config(cfg, store)
+    model.load_state_dict(state["model"])
+    result = evaluate(
+        model,
+        store,
+        seq_len=cfg.data.seq_len,
+        batch_size=cfg.eval.batch_size,
+        max_tokens_per_domain=max_tokens_per_domain or cfg.eval.max_tokens_per_domain,
+        autocast_dtype=resolve_precision(cfg.train.precision),
+    )
+    if write:
+        record = eval_record(result, int(state["step"]))
+        (ckpt_path.parent / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return result
+
+
+def compare_table(results: Mapping[str, EvalResult]) -> str:
+    """Per-domain perplexity of several runs side by side, plus the aggregate rows."""
+    names = [Path(r).name or str(r) for r in results]
+    first = next(iter(results.values()))
+    width = max(12, *(len(n) for n in names))
+    dw = max(8, *(len(d) for d in first.domains), len("natural_ppl"))
+    lines = [f"{'domain (val ppl)':<{dw}} " + " ".join(f"{n:>{width}}" for n in names)]
+    per_run = [dict(zip(r.domains, r.losses(), strict=True)) for r in results.values()]
+    for d in first.domains:
+        cells = [f"{math.exp(p[d]):>{width}.3f}" if d in p else f"{'-':>{width}}" for p in per_run]
+        lines.append(f"{d:<{dw}} " + " ".join(cells))
+    lines.append("-" * len(lines[0]))
+    aggs = [r.aggregates() for r in results.values()]
+    for key in ("mean_ppl", "geo_ppl", "worst_ppl", "natural_ppl"):
+        lines.append(f"{key:<{dw}} " + " ".join(f"{a[key]:>{width}.3f}" for a in aggs))
+    return "\n".join(lines)

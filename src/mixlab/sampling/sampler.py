@@ -1,0 +1,401 @@
+"""Turn domain weights into packed training batches, reproducibly and on every rank alike.
+
+What is computed
+    Each optimiser step ``t`` (1-based, global) serves ``S = world_size * grad_accum *
+    batch_size`` sequences of ``seq_len`` tokens in total. Every sequence is a *window* of one
+    domain's training token stream (packed: windows cross document boundaries; documents are
+    already separated by EOS in the store). Weights are token shares; since all sequences have
+    the same length, ``w_i`` is also the probability that a sequence comes from domain ``i``.
+
+The rules
+    * **Domain labels** of step ``t`` come from a generator seeded by ``(seed, t)``, so every
+      rank derives the same labels without communication. ``mode`` chooses how:
+
+      - ``mixed``: each of the ``S`` sequences draws its domain i.i.d. ~ ``w``;
+      - ``stratified``: domain ``i`` gets ``round(S * w_i)`` sequences (largest remainder,
+        ties to the lower domain index), in a shuffled order;
+      - ``homogeneous``: each of the ``M = world_size * grad_accum`` micro-batches draws one
+        domain ~ ``w`` and all its sequences come from that domain (ODM / AC-ODM).
+
+    * **Windows.** Domain ``d``'s stream is cut into windows of ``seq_len`` tokens. Epoch ``e``
+      of domain ``d`` uses a generator seeded by ``(seed, d, e)`` to draw a start offset in
+      ``[0, seq_len)`` (so window boundaries move between epochs) and a random order of the
+      windows. When the order is used up the next epoch draws a fresh one; an order is never
+      replayed. The sequences of domain ``d`` in a step take the next windows of its stream in
+      global sequence order.
+    * **Ranks.** Global micro-batch ``j`` (``0 <= j < M``; sequences ``j*B .. j*B+B-1``) goes
+      to rank ``j % world_size`` as its local micro-batch ``j // world_size`` (METHODS.md §0).
+      Every rank advances every stream by the *global* number of windows, so sampler state is
+      identical on all ranks, and each rank reads only its own windows from disk. Hence rank
+      ``r``'s micro-batch ``m`` equals micro-batch ``m * world_size + r`` of a one-process
+      sampler with ``grad_accum * world_size`` micro-batches and the same seed.
+
+Accounting
+    ``tokens_served`` counts global tokens per domain; ``epochs`` divides by the domain's token
+    count (repetition); ``achieved_shares`` vs ``requested_shares`` (token-weighted time average
+    of the weights in force at each step) shows how close sampling noise kept us to the mixture.
+
+State
+    ``state_dict`` is plain Python (ints, floats, strings, lists): the step, current weights,
+    each domain's (epoch, position) and the counters. Generators are re-derived from seeds, so
+    loading a state continues bit-identically. The store fingerprint and the batch geometry are
+    checked on load (:class:`~mixlab.errors.ResumeError` on mismatch).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from mixlab.errors import ConfigError, DataError, ResumeError
+from mixlab.mixing.base import validate_weights
+
+logger = logging.getLogger(__name__)
+
+MODES = ("mixed", "stratified", "homogeneous")
+STATE_VERSION = 1
+
+# Stream tags keep the label and window generators apart. They also keep the seed lists at a
+# fixed length: numpy's SeedSequence treats [a, b] and [a, b, 0] as the same entropy.
+_LABEL_STREAM = 0x6D69_7801
+_WINDOW_STREAM = 0x6D69_7802
+
+
+class TokenSource(Protocol):
+    """What the sampler needs from a store (:class:`mixlab.data.store.ShardStore` has it)."""
+
+    @property
+    def domains(self) -> tuple[str, ...]: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def tokens(self, domain: str, split: str = "train") -> np.ndarray: ...
+
+    def num_tokens(self, domain: str, split: str = "train") -> int: ...
+
+
+class _WindowStream:
+    """One domain's shuffled, epoch-by-epoch sequence of window start positions."""
+
+    def __init__(self, num_tokens: int, seq_len: int, seed: int, domain_index: int) -> None:
+        self.num_tokens = num_tokens
+        self.seq_len = seq_len
+        self.seed = seed
+        self.domain_index = domain_index
+        self.epoch = 0
+        self.position = 0  # windows of the current epoch already handed out
+        self._cached_epoch = -1
+        self._offset = 0
+        self._order = np.empty(0, dtype=np.int64)
+
+    def _ensure_order(self) -> None:
+        if self._cached_epoch == self.epoch:
+            return
+        rng = np.random.default_rng([self.seed, _WINDOW_STREAM, self.domain_index, self.epoch])
+        # Offsets are capped so that at least one window fits (num_tokens >= seq_len + 1).
+        self._offset = int(rng.integers(0, min(self.seq_len, self.num_tokens - self.seq_len + 1)))
+        n_windows = (self.num_tokens - self._offset) // self.seq_len
+        self._order = rng.permutation(n_windows).astype(np.int64)
+        self._cached_epoch = self.epoch
+
+    def windows_in_epoch(self) -> int:
+        self._ensure_order()
+        return len(self._order)
+
+    def take(self, count: int) -> np.ndarray:
+        """Start positions of the next ``count`` windows, crossing into new epochs as needed."""
+        parts = []
+        while count > 0:
+            self._ensure_order()
+            chunk = self._order[self.position : self.position + count]
+            parts.append(self._offset + chunk * self.seq_len)
+            self.position += len(chunk)
+            count -= len(chunk)
+            if self.position == len(self._order):
+                self.epoch += 1
+                self.position = 0
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+class MixtureSampler:
+    """Seeded, rank-aware sampler of packed single-domain windows under mixture weights.
+
+    Args:
+        store: a prepared shard store (or anything with the :class:`TokenSource` members).
+        seq_len: tokens per sequence (``data.seq_len``).
+        batch_size: sequences per micro-batch on this rank (``train.batch_size``).
+        grad_accum: micro-batches per optimiser step on this rank (``train.grad_accum``).
+        weights: (K,) token shares in ``store.domains`` order; zeros exclude a domain.
+        mode: ``mixed`` | ``stratified`` | ``homogeneous`` (``mixing.sampling``).
+        seed: run seed (>= 0); together with the step it fixes every draw.
+        rank, world_size: this process and the number of processes.
+        split: which split of the store to read.
+    """
+
+    def __init__(
+        self,
+        store: TokenSource,
+        *,
+        seq_len: int,
+        batch_size: int,
+        grad_accum: int = 1,
+        weights: np.ndarray | Sequence[float],
+        mode: str = "mixed",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        split: str = "train",
+    ) -> None:
+        for name, value, minimum in (
+            ("data.seq_len", seq_len, 1),
+            ("train.batch_size", batch_size, 1),
+            ("train.grad_accum", grad_accum, 1),
+            ("world_size", world_size, 1),
+            ("train.seed", seed, 0),
+        ):
+            if (
+                not isinstance(value, (int, np.integer))
+                or isinstance(value, bool)
+                or value < minimum
+            ):
+                raise ConfigError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside [0, world_size={world_size})")
+        if mode not in MODES:
+            raise ConfigError(f"mixing.sampling: unknown mode {mode!r}; choose one of {MODES}")
+        self.store = store
+        self.domains: tuple[str, ...] = tuple(store.domains)
+        self.seq_len = int(seq_len)
+        self.batch_size = int(batch_size)
+        self.grad_accum = int(grad_accum)
+        self.mode = mode
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.split = split
+        self.step = 0
+
+        self._tokens = [store.tokens(d, split) for d in self.domains]
+        self._num_tokens = np.array([store.num_tokens(d, split) for d in self.domains], np.int64)
+        for name, n in zip(self.domains, self._num_tokens, strict=True):
+            if n < self.seq_len + 1:
+                raise DataError(
+                    f"domain {name!r} has only {int(n)} {split} tokens, but data.seq_len="
+                    f"{self.seq_len} needs at least {self.seq_len + 1}; choose data.seq_len <= "
+                    f"{max(int(n) - 1, 1)} or add data to this domain"
+                )
+        self._streams = [
+            _WindowStream(int(n), self.seq_len, self.seed, i)
+            for i, n in enumerate(self._num_tokens)
+        ]
+        self._weights = validate_weights(weights, self.domains, where="sampler weights")
+        self._tokens_served = np.zeros(len(self.domains), dtype=np.int64)
+        self._requested_sum = np.zeros(len(self.domains), dtype=np.float64)
+
+    # ------------------------------------------------------------------ geometry and weights
+    @property
+    def microbatches_per_step(self) -> int:
+        """M: micro-batches per optimiser step summed over ranks."""
+        return self.world_size * self.grad_accum
+
+    @property
+    def sequences_per_step(self) -> int:
+        """S: sequences per optimiser step summed over ranks."""
+        return self.microbatches_per_step * self.batch_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Global tokens per optimiser step (S * seq_len)."""
+        return self.sequences_per_step * self.seq_len
+
+    def weights(self) -> np.ndarray:
+        """The weights the next step will be drawn with (a copy)."""
+        return self._weights.copy()
+
+    def set_weights(self, weights: np.ndarray | Sequence[float]) -> None:
+        """Use ``weights`` from the next step on; ConfigError if they are not a valid mixture."""
+        self._weights = validate_weights(weights, self.domains, where="sampler weights")
+
+    # ------------------------------------------------------------------ sampling
+    def _draw_labels(self, rng: np.random.Generator) -> np.ndarray:
+        """(S,) domain index of every global sequence of the step."""
+        k, n, b = len(self.domains), self.sequences_per_step, self.batch_size
+        cdf = np.cumsum(self._weights)
+        cdf /= cdf[-1]  # exact 1.0 at the end, so u < 1 never falls past the last domain
+        if self.mode == "mixed":
+            return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), k - 1)
+        if self.mode == "homogeneous":
+            per_mb = np.minimum(
+                np.searchsorted(cdf, rng.random(self.microbatches_per_step), side="right"), k - 1
+            )
+            return np.repeat(per_mb, b)
+        # stratified: floor, then hand the leftover sequences to the largest remainders.
+        # Renormalise first: a sum of 1 + 1e-6 would otherwise let the floors exceed n.
+        exact = self._weights / self._weights.sum() * n
+        counts = np.floor(exact).astype(np.int64)
+        leftover = n - int(counts.sum())
+        assert 0 <= leftover <= k, (leftover, k)
+        order = np.argsort(-(exact - counts), kind="stable")
+        counts[order[:leftover]] += 1
+        return rng.permutation(np.repeat(np.arange(k, dtype=np.int64), counts))
+
+    def next_step(self) -> list[dict[str, torch.Tensor]]:
+        """Advance one optimiser step; return this rank's ``grad_accum`` micro-batches.
+
+        Each micro-batch is ``{"input_ids": (B, L) int64, "labels": (B, L) int64 (a copy of
+        input_ids; HF models shift internally), "domain_id": (B,) int64}``.
+        """
+        t = self.step + 1
+        rng = np.random.default_rng([self.seed, _LABEL_STREAM, t])
+        labels = self._draw_labels(rng).astype(np.int64)
+        starts = np.empty(len(labels), dtype=np.int64)
+        counts = np.bincount(labels, minlength=len(self.domains))
+        for d in np.flatnonzero(counts):
+            stream = self._streams[d]
+            epoch_before = stream.epoch
+            starts[labels == d] = stream.take(int(counts[d]))
+            if stream.epoch != epoch_before and self.rank == 0:
+                logger.info(
+                    "domain %r: starting epoch %d at step %d (its data repeats from now on)",
+                    self.domains[d],
+                    stream.epoch,
+                    t,
+                )
+        self.step = t
+        self._tokens_served += counts * self.seq_len
+        self._requested_sum += self._weights * self.tokens_per_step
+
+        b, out = self.batch_size, []
+        for m in range(self.grad_accum):
+            j = m * self.world_size + self.rank  # global micro-batch index
+            rows = slice(j * b, (j + 1) * b)
+            out.append(self._materialise(labels[rows], starts[rows]))
+        return out
+
+    def _materialise(self, labels: np.ndarray, starts: np.ndarray) -> dict[str, torch.Tensor]:
+        ids = np.empty((len(labels), self.seq_len), dtype=np.int64)
+        L = self.seq_len
+        for i, (d, s) in enumerate(zip(labels.tolist(), starts.tolist(), strict=True)):
+            ids[i] = self._tokens[d][s : s + L]  # contiguous memmap slice, cast to int64
+        input_ids = torch.from_numpy(ids)
+        return {
+            "input_ids": input_ids,
+            "labels": input_ids.clone(),
+            "domain_id": torch.from_numpy(labels.copy()),
+        }
+
+    # ------------------------------------------------------------------ accounting
+    def tokens_served(self) -> np.ndarray:
+        """(K,) int64 tokens served per domain, summed over all ranks."""
+        return self._tokens_served.copy()
+
+    def epochs(self) -> np.ndarray:
+        """(K,) tokens served / the domain's tokens in this split (1.0 = seen once)."""
+        return self._tokens_served / self._num_tokens
+
+    def achieved_shares(self) -> np.ndarray:
+        """(K,) share of served tokens per domain; zeros before the first step."""
+        total = self._tokens_served.sum()
+        return self._tokens_served / total if total else np.zeros(len(self.domains))
+
+    def requested_shares(self) -> np.ndarray:
+        """(K,) token-weighted time average of the weights used so far; zeros before step 1."""
+        total = self._tokens_served.sum()
+        return self._requested_sum / total if total else np.zeros(len(self.domains))
+
+    def stats(self) -> dict[str, float]:
+        """Namespaced scalars for ``metrics.jsonl``: tokens, epochs, achieved/requested shares."""
+        out: dict[str, float] = {}
+        epochs, achieved, requested = self.epochs(), self.achieved_shares(), self.requested_shares()
+        for i, d in enumerate(self.domains):
+            out[f"domain/{d}/tokens"] = float(self._tokens_served[i])
+            out[f"domain/{d}/epochs"] = float(epochs[i])
+            out[f"mix/achieved/{d}"] = float(achieved[i])
+            out[f"mix/requested/{d}"] = float(requested[i])
+        return out
+
+    # ------------------------------------------------------------------ state
+    def _geometry(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.store.fingerprint,
+            "domains": list(self.domains),
+            "split": self.split,
+            "seq_len": self.seq_len,
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "world_size": self.world_size,
+            "mode": self.mode,
+            "seed": self.seed,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-Python state; identical on every rank (the rank itself is not stored)."""
+        return {
+            "version": STATE_VERSION,
+            **self._geometry(),
+            "step": self.step,
+            "weights": self._weights.tolist(),
+            "epoch": [s.epoch for s in self._streams],
+            "position": [s.position for s in self._streams],
+            "tokens_served": self._tokens_served.tolist(),
+            "requested_sum": self._requested_sum.tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``; ResumeError if it belongs to another store or geometry."""
+        missing = [k for k in ("version", "step", "weights", "epoch", "position") if k not in state]
+        if missing:
+            raise ResumeError(
+                f"sampler state lacks {', '.join(missing)}; not a mixlab sampler state"
+            )
+        if state["version"] != STATE_VERSION:
+            raise ResumeError(
+                f"sampler state version {state['version']} is not supported "
+                f"(this mixlab reads version {STATE_VERSION})"
+            )
+        for key, ours in self._geometry().items():
+            theirs = state.get(key)
+            if theirs != ours:
+                raise ResumeError(
+                    f"cannot resume sampler: checkpoint has {key}={theirs!r} but this run has "
+                    f"{key}={ours!r}; resume with the same store and data/train settings"
+                )
+        k = len(self.domains)
+        try:
+            epochs = [int(e) for e in state["epoch"]]
+            positions = [int(p) for p in state["position"]]
+            served = np.asarray(state["tokens_served"], dtype=np.int64).reshape(k)
+            requested = np.asarray(state["requested_sum"], dtype=np.float64).reshape(k)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResumeError(
+                f"sampler state is malformed ({exc}); the checkpoint is damaged"
+            ) from exc
+        if len(epochs) != k or len(positions) != k:
+            raise ResumeError(f"sampler state has {len(epochs)} streams for {k} domains")
+        streams = [
+            _WindowStream(int(n), self.seq_len, self.seed, i)
+            for i, n in enumerate(self._num_tokens)
+        ]
+        for stream, epoch, position in zip(streams, epochs, positions, strict=True):
+            stream.epoch, stream.position = epoch, position
+            if epoch < 0 or not 0 <= position < stream.windows_in_epoch():
+                raise ResumeError(
+                    f"sampler state (epoch {epoch}, position {position}) does not fit domain "
+                    f"{self.domains[stream.domain_index]!r}; the checkpoint does not match "
+                    "this store"
+                )
+        # Validate everything before touching self, so a failed load leaves the sampler intact.
+        try:
+            weights = validate_weights(state["weights"], self.domains, where="resumed weights")
+        except ConfigError as exc:
+            raise ResumeError(f"sampler state is damaged: {exc}") from exc
+        self._streams = streams
+        self._weights = weights
+        self.step = int(state["step"])
+        self._tokens_served = served
+        self._requested_sum = requested

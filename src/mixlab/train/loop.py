@@ -1,0 +1,440 @@
+"""The training loop: one readable pass from sampled tokens to a new mixture.
+
+Per optimiser step::
+
+    batches  = sampler.next_step()                 # grad_accum micro-batches drawn ~ weights
+    forward/backward each micro-batch              # one mixed batch; per-token losses kept
+    loss_sum, token_count per domain               # from the same forward, no extra pass
+    clip, optimizer.step(), scheduler.step()
+    policy.update(Feedback(step, loss_sum, ...))   # the mixing policy sees the step
+    sampler.set_weights(policy.weights())          # every mixing.update_every steps
+    log -> metrics.jsonl; eval; checkpoint
+
+The loss of a step is the mean over all its target tokens (micro-batch losses are summed and
+divided by the step's token count), so gradient accumulation is exactly a bigger batch.
+Precision: bf16 autocast on CPU when asked or when ``auto`` finds the CPU fast at it; the
+per-token losses are always computed in fp32. The schedule is linear warm-up then cosine to
+``min_lr_ratio * lr``. Resume restores every state (see :mod:`mixlab.train.checkpoint`), so the
+rest of a resumed run's loss curve equals the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixlab import __version__
+from mixlab.config import RunConfig
+from mixlab.data.store import ShardStore
+from mixlab.errors import ConfigError, ResumeError
+from mixlab.eval.perplexity import EvalResult, evaluate
+from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
+from mixlab.model.factory import build_model, count_parameters
+from mixlab.model.losses import per_domain_sums, token_losses
+from mixlab.sampling.sampler import MixtureSampler
+from mixlab.train.callbacks import Callback, JsonlSink, TensorBoardSink
+from mixlab.train.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+EVAL_NAME = "eval.json"
+
+
+def resolve_precision(precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` (None means plain fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    # auto: bf16 only with native hardware support. On CPUs without AVX512-BF16/AMX, oneDNN
+    # emulates bf16 and autocast is ~10x *slower* than fp32 (measured on an AVX2 machine).
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak LR for the update that follows ``step`` scheduler calls."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (biases, norms and 1-D params are exempt)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    t = cfg.train
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": t.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=t.lr,
+        betas=(t.beta1, t.beta2),
+    )
+
+
+def model_from_config(cfg: RunConfig, store: ShardStore) -> torch.nn.Module:
+    """The run's model: preset / config file / local folder, vocabulary from the store."""
+    return build_model(
+        preset=cfg.model.preset,
+        config_path=cfg.model.config_path,
+        pretrained_path=cfg.model.pretrained_path,
+        vocab_size=store.vocab_size,
+        eos_id=store.eos_id,
+        bos_id=store.bos_id,
+        max_seq_len=cfg.data.seq_len,
+        seed=cfg.train.seed,
+        overrides=cfg.model.overrides,
+    )
+
+
+class Trainer:
+    """Owns one run: store, model, policy, sampler, optimizer; ``fit()`` runs the loop."""
+
+    def __init__(
+        self, cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        t = cfg.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        if not cfg.data.store:
+            raise ConfigError("data.store: path of a prepared store is required (mixlab prepare)")
+        self.store = ShardStore(cfg.data.store)
+        self.domains = self.store.domains
+        self.autocast_dtype = resolve_precision(t.precision)
+        self.model = model_from_config(cfg, self.store)
+        self.model.train()
+        ctx = PolicyContext(
+            domains=self.domains,
+            train_tokens=self.store.train_tokens_per_domain(),
+            seed=t.seed,
+            total_steps=t.max_steps,
+        )
+        self.policy: MixingPolicy = build_policy(cfg.mixing.name, ctx, cfg.mixing)
+        self.sampler = MixtureSampler(
+            self.store,
+            seq_len=cfg.data.seq_len,
+            batch_size=t.batch_size,
+            grad_accum=t.grad_accum,
+            weights=self.policy.weights(),
+            mode=cfg.mixing.sampling,
+            seed=t.seed,
+        )
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio),
+        )
+        self.step = 0
+        self.elapsed = 0.0
+        self.callbacks: list[Callback] = [JsonlSink(self.run_dir), *callbacks]
+        if t.tensorboard:
+            self.callbacks.append(TensorBoardSink(self.run_dir))
+        self.last_eval: EvalResult | None = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, finished: bool = False) -> dict[str, Any]:
+        return {
+            "mixlab_version": __version__,
+            "step": self.step,
+            "finished": finished,
+            "config": self.cfg.to_dict(),
+            "store_fingerprint": self.store.fingerprint,
+            "domains": list(self.domains),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "policy": self.policy.state_dict(),
+            "rng": capture_rng(),
+            "elapsed_seconds": self.elapsed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["store_fingerprint"] != self.store.fingerprint:
+            raise ResumeError(
+                f"the checkpoint was made with another shard store (fingerprint "
+                f"{state['store_fingerprint']}, this store {self.store.fingerprint}); "
+                "resume with the same data.store"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.policy.load_state_dict(state["policy"])
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_seconds", 0.0))
+
+    def save(self, finished: bool = False) -> Path:
+        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict(finished))
+
+    # ------------------------------------------------------------------ one step
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cpu", dtype=self.autocast_dtype)
+
+    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        """Forward/backward every micro-batch, then one optimiser update."""
+        K = len(self.domains)
+        masks = [b["labels"][:, 1:] != -100 for b in batches]
+        step_tokens = max(1, int(sum(int(m.sum()) for m in masks)))
+        loss_sum = torch.zeros(K, dtype=torch.float64)
+        token_count = torch.zeros(K, dtype=torch.float64)
+        for batch, mask in zip(batches, masks, strict=True):
+            with self.autocast():
+                logits = self.model(input_ids=batch["input_ids"]).logits
+            tok_loss = token_losses(logits, batch["labels"])  # (B, L-1) fp32, 0 where masked
+            (tok_loss.sum() / step_tokens).backward()
+            sums, counts = per_domain_sums(tok_loss.detach(), mask, batch["domain_id"], K)
+            loss_sum += sums.double()
+            token_count += counts.double()
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            if self.cfg.train.grad_clip > 0
+            else torch.tensor(float("nan"))
+        )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss": float(loss_sum.sum() / step_tokens),
+            "loss_sum": loss_sum.numpy(),
+            "token_count": token_count.numpy(),
+            "grad_norm": float(grad_norm),
+        }
+
+    def microbatch_counts(self, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
+        """Sequences per domain (mixed sampling) or micro-batches per domain (homogeneous)."""
+        counts = np.zeros(len(self.domains), dtype=np.int64)
+        for b in batches:
+            ids = b["domain_id"].numpy()
+            if self.cfg.mixing.sampling == "homogeneous":
+                counts[int(ids[0])] += 1
+            else:
+                np.add.at(counts, ids, 1)
+        return counts
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> EvalResult:
+        cfg, t = self.cfg, self.cfg.train
+        for cb in self.callbacks:
+            cb.on_train_start(self.step)
+        log.info(
+            "training %s (%s params) on %d domains for %d steps, precision %s",
+            cfg.model.preset or cfg.model.config_path or cfg.model.pretrained_path,
+            f"{count_parameters(self.model):,}",
+            len(self.domains),
+            t.max_steps,
+            "bf16" if self.autocast_dtype else "fp32",
+        )
+        window = _Window(self.domains)
+        try:
+            for _ in self._progress():
+                start = time.perf_counter()
+                batches = self.sampler.next_step()
+                out = self.train_step(batches)
+                self.step += 1
+                feedback = Feedback(
+                    step=self.step,
+                    total_steps=t.max_steps,
+                    loss_sum=out["loss_sum"],
+                    token_count=out["token_count"],
+                    microbatch_count=self.microbatch_counts(batches),
+                )
+                policy_start = time.perf_counter()
+                self.policy.update(feedback)  # <- the mixture learns from this step
+                if self.step % cfg.mixing.update_every == 0:
+                    self.sampler.set_weights(self.policy.weights())
+                policy_seconds = time.perf_counter() - policy_start
+                seconds = time.perf_counter() - start
+                self.elapsed += seconds
+                window.add(
+                    out,
+                    sum(b["input_ids"].numel() for b in batches),
+                    seconds,
+                    policy_seconds,
+                )
+                if self.step % t.log_every == 0 or self.step == t.max_steps:
+                    self._emit(
+                        window.record(
+                            self.step,
+                            float(self.scheduler.get_last_lr()[0]),
+                            self.sampler,
+                            self.policy,
+                        )
+                    )
+                    window = _Window(self.domains)
+                if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
+                    self.run_eval()
+                if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            log.warning(
+                "interrupted at step %d; saving a checkpoint (resume with --resume)", self.step
+            )
+            self.save()
+            raise
+        result = self.run_eval()
+        self.save(finished=True)
+        for cb in self.callbacks:
+            cb.on_train_end(self.step)
+        return result
+
+    def run_eval(self) -> EvalResult:
+        result = evaluate(
+            self.model,
+            self.store,
+            seq_len=self.cfg.data.seq_len,
+            batch_size=self.cfg.eval.batch_size,
+            max_tokens_per_domain=self.cfg.eval.max_tokens_per_domain,
+            autocast_dtype=self.autocast_dtype,
+        )
+        self._emit(eval_record(result, self.step))
+        self.last_eval = result
+        return result
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_log(record)
+
+    def _progress(self) -> Iterator[int]:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            range(self.step, self.cfg.train.max_steps),
+            initial=self.step,
+            total=self.cfg.train.max_steps,
+            desc="train",
+            unit="step",
+            disable=not self.cfg.train.progress,
+            dynamic_ncols=True,
+        )
+        yield from bar
+
+
+def eval_record(result: EvalResult, step: int) -> dict[str, Any]:
+    """Flat ``eval/...`` metrics of one validation pass (METHODS.md §5 aggregates)."""
+    return {"step": step, **result.to_metrics()}
+
+
+class _Window:
+    """Accumulates train statistics between two log lines."""
+
+    def __init__(self, domains: tuple[str, ...]) -> None:
+        self.domains = domains
+        self.loss = 0.0
+        self.steps = 0
+        self.tokens = 0
+        self.seconds = 0.0
+        self.policy_seconds = 0.0
+        self.grad_norm = 0.0
+        self.loss_sum = np.zeros(len(domains))
+        self.token_count = np.zeros(len(domains))
+
+    def add(
+        self,
+        out: dict[str, Any],
+        tokens: int,
+        seconds: float,
+        policy_seconds: float,
+    ) -> None:
+        self.loss += out["loss"]
+        self.grad_norm += out["grad_norm"]
+        self.loss_sum += out["loss_sum"]
+        self.token_count += out["token_count"]
+        self.steps += 1
+        self.tokens += tokens
+        self.seconds += seconds
+        self.policy_seconds += policy_seconds
+
+    def record(
+        self, step: int, lr: float, sampler: MixtureSampler, policy: MixingPolicy
+    ) -> dict[str, Any]:
+        n = max(1, self.steps)
+        rec: dict[str, Any] = {
+            "step": step,
+            "train/loss": self.loss / n,
+            "train/lr": lr,
+            "train/grad_norm": self.grad_norm / n,
+            "train/tokens_per_s": self.tokens / max(self.seconds, 1e-9),
+            "train/step_seconds": self.seconds / n,
+            "mix/policy_seconds": self.policy_seconds / n,
+        }
+        w = policy.weights()
+        rec["mix/entropy"] = float(-(w[w > 0] * np.log(w[w > 0])).sum())
+        achieved = sampler.achieved_shares()
+        epochs = sampler.epochs()
+        for i, d in enumerate(self.domains):
+            rec[f"mix/weight/{d}"] = float(w[i])
+            rec[f"mix/achieved/{d}"] = float(achieved[i])
+            rec[f"domain/{d}/epochs"] = float(epochs[i])
+            if self.token_count[i] > 0:
+                rec[f"domain/{d}/train_loss"] = float(self.loss_sum[i] / self.token_count[i])
+            rec[f"domain/{d}/tokens"] = int(sampler.tokens_served()[i])
+        for key, value in policy.log_values().items():
+            rec[f"mix/{key}"] = value
+        return rec
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> Trainer:
+    """Train a run into ``run_dir`` (new, or continued with ``resume=True``)."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / CHECKPOINT_NAME
+    if resume:
+        state = load_checkpoint(ckpt)
+        saved = RunConfig.from_dict(state["config"])
+        if saved.to_dict() != cfg.to_dict():
+            log.warning("resuming with the config saved in %s (command-line config ignored)", ckpt)
+        cfg = saved
+    elif ckpt.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume or choose a new --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    trainer = Trainer(cfg, run_dir, callbacks)
+    if resume:
+        trainer.load_state_dict(state)
+        if state.get("finished"):
+            log.info("%s already finished at step %d", run_dir, trainer.step)
+    trainer.fit()
+    (run_dir / EVAL_NAME).write_text(
+        _json(eval_record(trainer.last_eval, trainer.step)) if trainer.last_eval else "{}",
+        encoding="utf-8",
+    )
+    return trainer
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,85 @@
+"""Config loading, overrides and validation messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mixlab.config import RunConfig, apply_override, describe_fields
+from mixlab.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_recipes_load_and_validate():
+    for recipe in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = RunConfig.load(recipe, ["data.store=somewhere"])
+        assert cfg.data.store == "somewhere", recipe
+
+
+def test_overrides_parse_yaml_values():
+    cfg = RunConfig.load(
+        None,
+        [
+            "train.lr=1e-3",
+            "train.max_steps=7",
+            "mixing.weights={a: 0.5, b: 0.5}",
+            "mixing.name=fixed",
+            "train.tensorboard=true",
+            "model.preset=null",
+            "model.config_path=c.json",
+        ],
+    )
+    assert cfg.train.lr == 1e-3 and cfg.train.max_steps == 7
+    assert cfg.mixing.weights == {"a": 0.5, "b": 0.5}
+    assert cfg.train.tensorboard is True and cfg.model.preset is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.max_step=3", "unknown field.*max_step.*allowed:.*max_steps"),
+        ("trian.lr=1", "unknown field.*trian"),
+        ("train.max_steps=abc", "train.max_steps: expected an integer"),
+        ("train.max_steps=0", "train.max_steps: must be an integer >= 1"),
+        ("train.precision=fp8", "train.precision: 'fp8' is not one of auto, bf16, fp32"),
+        ("mixing.sampling=random", "mixing.sampling"),
+        ("mixing.temperature=0", "mixing.temperature: must be > 0"),
+        ("train.lr=-1", "train.lr"),
+        ("model.config_path=x.json", "exactly one of model.preset"),
+        ("nodots", "section.field=value"),
+    ],
+)
+def test_validation_names_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.load(None, [override])
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = RunConfig.load(None, ["mixing.name=uniform", "train.seed=3"])
+    cfg.save(tmp_path / "c.yaml")
+    again = RunConfig.load(tmp_path / "c.yaml")
+    assert again == cfg
+
+
+def test_bad_yaml_file(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        RunConfig.load(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunConfig.load(tmp_path / "missing.yaml")
+
+
+def test_apply_override_rejects_non_section():
+    raw = {"train": 3}
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_override(raw, "train.lr=1")
+
+
+def test_every_field_is_documented():
+    text = describe_fields()
+    assert "train.max_steps" in text and "mixing.update_every" in text
+    for line in text.splitlines():
+        if line.startswith("      "):
+            assert line.strip(), "a field without help text"
