@@ -13,28 +13,9 @@ from pathlib import Path
 import pytest
 
 DOMAINS = ("code", "numbers", "prose", "noise")
-WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "was",
-    "for",
-    "on",
-    "that",
-    "with",
-    "as",
-    "by",
-    "at",
-    "from",
-    "his",
-    "her",
-    "they",
-    "this",
-    "which",
-]
+WORDS = tuple(
+    "the of and to in is was for on that with as by at from his her they this which".split()
+)
 
 
 def make_text(domain: str, rng: random.Random) -> str:

@@ -15,24 +15,7 @@ from mixlab.data.readers import Document
 from mixlab.data.shards import in_val_split
 from mixlab.data.store import ShardStore
 from mixlab.errors import DataError
-
-WORDS = (
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "was",
-    "for",
-    "on",
-    "that",
-    "with",
-    "as",
-    "by",
-    "at",
-    "from",
-)
+from tests.conftest import WORDS
 
 
 def make_docs(domains: dict[str, int], seed: int = 0) -> list[Document]:

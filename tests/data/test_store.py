@@ -16,24 +16,7 @@ from mixlab.data.readers import Document
 from mixlab.data.shards import DomainWriter, SplitWriter, token_dtype
 from mixlab.data.store import ShardStore, file_sha256
 from mixlab.errors import DataError
-
-WORDS = (
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "was",
-    "for",
-    "on",
-    "that",
-    "with",
-    "as",
-    "by",
-    "at",
-    "from",
-)
+from tests.conftest import WORDS
 
 
 def make_docs(n_per_domain: int = 60, seed: int = 0) -> list[Document]:

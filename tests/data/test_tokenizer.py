@@ -18,27 +18,9 @@ from mixlab.data.tokenizer import (
     vocab_size_of,
 )
 from mixlab.errors import ConfigError, DataError
+from tests.conftest import WORDS as BASE_WORDS
 
-WORDS = (
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "was",
-    "for",
-    "on",
-    "that",
-    "with",
-    "as",
-    "by",
-    "at",
-    "from",
-    "mixture",
-    "domain",
-    "token",
-)
+WORDS = (*BASE_WORDS, "mixture", "domain", "token")
 
 
 def corpus(n: int = 300, seed: int = 0) -> list[str]:
