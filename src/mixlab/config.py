@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from mixlab.errors import ConfigError
+from mixlab.mixing.acodm.options import AcodmOptions
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -78,7 +79,8 @@ class OdmConfig:
 @dataclass
 class MixingConfig:
     name: str = _f(
-        "natural", "Mixing policy: uniform | natural | temperature | fixed (more via plugins)."
+        "natural",
+        "Mixing policy: uniform | natural | temperature | fixed | odm | odm-smoothed | acodm.",
     )
     update_every: int = _f(1, "Steps between reading new weights from the policy.")
     sampling: str = _f(
@@ -92,6 +94,7 @@ class MixingConfig:
         None, "For name=fixed: JSON file domain -> weight (e.g. DoReMi output)."
     )
     odm: OdmConfig = field(default_factory=OdmConfig)
+    acodm: AcodmOptions = field(default_factory=AcodmOptions)
 
 
 @dataclass

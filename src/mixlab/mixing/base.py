@@ -160,6 +160,7 @@ def _import_builtin_policies() -> None:
         odm,  # noqa: F401
         static,  # noqa: F401
     )
+    from mixlab.mixing.acodm import policy  # noqa: F401
 
 
 def validate_weights(

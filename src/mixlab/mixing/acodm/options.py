@@ -1,0 +1,331 @@
+"""Configuration of AC-ODM (``mixing.acodm.*``): every knob of METHODS.md §2.4-2.7.
+
+Defaults are the mixlab small defaults (§2.7): a 128 x 2 actor and critic, gamma 0.95,
+tau 0.005, replay 10 000 / minibatch 32, AdamW 1e-4 (actor) / 1e-3 (critic), warm-up
+max(2N, 5% of T) on ODM ``smoothed_mean``, log-space Gaussian exploration (sigma 0.1).
+
+The release quirks of §2.6 are plain switches with the mixlab value as default. ``preset:
+acodm_release`` sets every one of them to the value of the authors' code (see
+:data:`RELEASE_SWITCHES`); name switches in ``preset_except`` to keep your own value for them,
+e.g. ``preset_except: [train_actor]`` is "the release, but with the actor actually trained".
+Network sizes (hidden, n_hidden, tau) are not part of the preset: they are scale, not quirks.
+
+:func:`resolve_options` is what the policy factory calls: it validates (errors name
+``mixing.acodm.<field>``), applies the preset, and turns YAML lists into typed lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixlab.errors import ConfigError
+
+MODES = ("online", "proxy_train", "frozen")
+EXPLORATIONS = ("logit_gaussian", "release", "none")
+REWARD_WEIGHTINGS = ("uniform", "mixture")
+CRITIC_OUTPUTS = ("vector", "scalar")
+ACTOR_OBJECTIVES = ("weighted", "mean")
+WARMUP_CRITIC_TARGETS = ("td", "r_plus_gamma_r")
+DELTA_REFERENCES = ("previous", "first")
+LR_SCHEDULES = ("constant", "warmup_cosine")
+PRESETS = ("acodm_release",)
+
+
+@dataclass
+class AcodmOptions:
+    """Actor-critic online data mixing (arXiv 2505.23878), policy ``acodm``."""
+
+    mode: str = field(
+        default="online",
+        metadata={
+            "help": "online (train the actor-critic next to this LM) | proxy_train (same, and "
+            "write a policy file for a bigger target) | frozen (drive this LM with the actor "
+            "of policy_in; no gradient capture, no updates). Default online."
+        },
+    )
+    policy_in: str | None = field(
+        default=None,
+        metadata={"help": "Path of a *.acodm.pt policy file; required for mode=frozen."},
+    )
+    policy_out: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where proxy_train writes the policy file (at each checkpoint and at the "
+            "end); null = <run dir>/policy.acodm.pt."
+        },
+    )
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "null | acodm_release: set every release switch of §2.6 at once."},
+    )
+    preset_except: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Switch names the preset leaves at your value, e.g. [train_actor]."},
+    )
+    hidden: int = field(default=128, metadata={"help": "Width H of actor and critic (128)."})
+    n_hidden: int = field(
+        default=2, metadata={"help": "Hidden [Linear-LayerNorm-ReLU] blocks per network (2)."}
+    )
+    gamma: float = field(default=0.95, metadata={"help": "Discount factor in [0, 1) (0.95)."})
+    tau: float = field(
+        default=0.005, metadata={"help": "Soft target update rate in (0, 1] (0.005)."}
+    )
+    buffer_size: int = field(
+        default=10_000, metadata={"help": "Replay capacity C in transitions, FIFO (10000)."}
+    )
+    batch_size: int = field(
+        default=32, metadata={"help": "Replay minibatch N, drawn without replacement (32)."}
+    )
+    updates_per_step: int = field(
+        default=1, metadata={"help": "DDPG updates per agent update (1)."}
+    )
+    agent_update_every: int = field(
+        default=1,
+        metadata={"help": "Run the agent updates only every k LM steps (cost knob; 1)."},
+    )
+    agent_threads: int = field(
+        default=1,
+        metadata={
+            "help": "torch intra-op threads while the agent computes (its matrices are tiny, "
+            "so thread sync costs more than it saves); restored afterwards; 0 = torch's."
+        },
+    )
+    actor_lr: float = field(default=1e-4, metadata={"help": "Actor AdamW learning rate (1e-4)."})
+    critic_lr: float = field(default=1e-3, metadata={"help": "Critic AdamW learning rate (1e-3)."})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "AdamW weight decay of both networks (0)."}
+    )
+    grad_clip: float = field(
+        default=1.0, metadata={"help": "Max grad norm per network update; 0 disables (1.0)."}
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "constant | warmup_cosine (linear warm-up over T_w, cosine to "
+            "min_lr_ratio*lr at T; the release schedule). Default constant."
+        },
+    )
+    min_lr_ratio: float = field(
+        default=0.1, metadata={"help": "Final lr / peak lr of warmup_cosine (0.1)."}
+    )
+    warmup_steps: int = field(
+        default=-1,
+        metadata={
+            "help": "LM steps T_w on the ODM smoothed_mean mixer while replay fills; "
+            "-1 = max(2N, floor(0.05 T))."
+        },
+    )
+    warmup_alpha: float = field(
+        default=0.5, metadata={"help": "EMA factor of the ODM warm-up mixer (0.5)."}
+    )
+    exploration: str = field(
+        default="logit_gaussian",
+        metadata={
+            "help": "Noise on the actor's mixture in the training modes: logit_gaussian "
+            "(N(0, sigma^2) on log w) | release (subtract U(0, 1e-3)) | none."
+        },
+    )
+    frozen_exploration: str = field(
+        default="none", metadata={"help": "Exploration in mode=frozen (none)."}
+    )
+    sigma: float = field(
+        default=0.1, metadata={"help": "Std of the logit_gaussian noise, in nats (0.1)."}
+    )
+    depth_points: list[float] = field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+        metadata={
+            "help": "Relative depths q in [0, 1] of the tracked MLP down-projections; block "
+            "b = floor(q (L-1) + 0.5). D = len. Default [0, .25, .5, .75, 1]."
+        },
+    )
+    reward_layers: list[int] = field(
+        default_factory=lambda: [-1, -3, -5],
+        metadata={
+            "help": "Blocks whose MLP down-projection gradients form the reward; negative = "
+            "from the end, out-of-range dropped. Default [-1, -3, -5]."
+        },
+    )
+    reward_weighting: str = field(
+        default="uniform",
+        metadata={"help": "uniform (sum_j A_ij, release) | mixture (sum_j w_j A_ij)."},
+    )
+    critic_output: str = field(
+        default="vector", metadata={"help": "vector (one Q per domain) | scalar."}
+    )
+    train_actor: bool = field(
+        default=True, metadata={"help": "Step the actor optimiser (release: false)."}
+    )
+    actor_objective: str = field(
+        default="weighted",
+        metadata={"help": "weighted (-sum_i a_i Q_i) | mean (-mean_i Q_i, release)."},
+    )
+    critic_grad_leak: bool = field(
+        default=False,
+        metadata={"help": "Let the actor loss step the critic, ascent on Q (release: true)."},
+    )
+    warmup_critic_target: str = field(
+        default="td", metadata={"help": "Warm-up critic target: td | r_plus_gamma_r (release)."}
+    )
+    delta_reference: str = field(
+        default="previous",
+        metadata={"help": "Loss / weight-norm change against: previous step | first (release)."},
+    )
+    progress_scale: float = field(
+        default=1.0, metadata={"help": "Progress feature = progress_scale * t/T (release 100)."}
+    )
+    pre_clip: float | None = field(
+        default=None,
+        metadata={"help": "Clamp the raw reward to [-c, c] before z (release 999); null = off."},
+    )
+    floor_per_domain: int = field(
+        default=1,
+        metadata={"help": "Micro-batches (sequences) per domain forced every step; 0 = off."},
+    )
+
+
+# The §2.6 table: field -> release value.
+RELEASE_SWITCHES: dict[str, Any] = {
+    "train_actor": False,
+    "actor_objective": "mean",
+    "critic_grad_leak": True,
+    "warmup_critic_target": "r_plus_gamma_r",
+    "delta_reference": "first",
+    "progress_scale": 100.0,
+    "pre_clip": 999.0,
+    "floor_per_domain": 1,
+    "exploration": "release",
+    "lr_schedule": "warmup_cosine",
+    "actor_lr": 0.01,
+    "critic_lr": 0.01,
+    "min_lr_ratio": 0.1,
+    "weight_decay": 0.1,
+}
+
+
+def apply_release_preset(opts: AcodmOptions) -> AcodmOptions:
+    """A copy of ``opts`` with every release switch set, except those in ``preset_except``.
+
+    The release also steps the critic's lr scheduler twice per update; that is not reproduced.
+    """
+    keep = set(opts.preset_except)
+    changes = {k: v for k, v in RELEASE_SWITCHES.items() if k not in keep}
+    return dataclasses.replace(opts, **changes)
+
+
+def resolve_warmup_steps(warmup_steps: int, batch_size: int, total_steps: int) -> int:
+    """-1 means max(2N, floor(0.05 T)); any other value is used as given."""
+    if warmup_steps == -1:
+        return max(2 * batch_size, int(0.05 * total_steps))
+    return warmup_steps
+
+
+def _err(name: str, msg: str, value: Any) -> ConfigError:
+    return ConfigError(f"mixing.acodm.{name}: {msg}, got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate(opts: AcodmOptions, num_domains: int) -> None:
+    """Check every field; raise ConfigError naming ``mixing.acodm.<field>`` and the range."""
+    if num_domains < 2:
+        raise ConfigError(
+            f"mixing.name=acodm needs at least 2 domains (the reward compares domains); "
+            f"the store has {num_domains}"
+        )
+    choices = {
+        "mode": MODES,
+        "exploration": EXPLORATIONS,
+        "frozen_exploration": EXPLORATIONS,
+        "reward_weighting": REWARD_WEIGHTINGS,
+        "critic_output": CRITIC_OUTPUTS,
+        "actor_objective": ACTOR_OBJECTIVES,
+        "warmup_critic_target": WARMUP_CRITIC_TARGETS,
+        "delta_reference": DELTA_REFERENCES,
+        "lr_schedule": LR_SCHEDULES,
+    }
+    for name, allowed in choices.items():
+        value = getattr(opts, name)
+        if value not in allowed:
+            raise _err(name, f"choose one of {', '.join(allowed)}", value)
+    if opts.preset is not None and opts.preset not in PRESETS:
+        raise _err("preset", f"choose null or one of {', '.join(PRESETS)}", opts.preset)
+    if not isinstance(opts.preset_except, list) or any(
+        p not in RELEASE_SWITCHES for p in opts.preset_except
+    ):
+        raise _err(
+            "preset_except",
+            f"must be a list of switch names out of {', '.join(RELEASE_SWITCHES)}",
+            opts.preset_except,
+        )
+    if opts.mode == "frozen" and not opts.policy_in:
+        raise _err("policy_in", "mode=frozen needs the path of a *.acodm.pt policy file", None)
+    minimums = {
+        "hidden": 1,
+        "n_hidden": 1,
+        "buffer_size": 1,
+        "batch_size": 1,
+        "updates_per_step": 1,
+        "agent_update_every": 1,
+        "agent_threads": 0,
+        "warmup_steps": -1,
+        "floor_per_domain": 0,
+    }
+    for name, low in minimums.items():
+        value = getattr(opts, name)
+        if not (_is_int(value) and value >= low):
+            raise _err(name, f"must be an integer >= {low}", value)
+    if opts.batch_size > opts.buffer_size:
+        raise _err("batch_size", f"must be <= buffer_size ({opts.buffer_size})", opts.batch_size)
+    ranges = {  # name -> (low, high, low inclusive, high inclusive)
+        "gamma": (0.0, 1.0, True, False),
+        "tau": (0.0, 1.0, False, True),
+        "actor_lr": (0.0, math.inf, False, False),
+        "critic_lr": (0.0, math.inf, False, False),
+        "weight_decay": (0.0, math.inf, True, False),
+        "grad_clip": (0.0, math.inf, True, False),
+        "min_lr_ratio": (0.0, 1.0, True, True),
+        "warmup_alpha": (0.0, 1.0, True, False),
+        "sigma": (0.0, math.inf, True, False),
+        "progress_scale": (0.0, math.inf, True, False),
+    }
+    for name, (lo, hi, lo_in, hi_in) in ranges.items():
+        v = getattr(opts, name)
+        ok = _is_num(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+        if not ok:
+            interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            raise _err(name, f"must be a number in {interval}", v)
+    if opts.pre_clip is not None and not (_is_num(opts.pre_clip) and opts.pre_clip > 0):
+        raise _err("pre_clip", "must be null or a number > 0", opts.pre_clip)
+    points = opts.depth_points
+    if not (
+        isinstance(points, (list, tuple))
+        and points
+        and all(_is_num(q) and 0 <= q <= 1 for q in points)
+    ):
+        raise _err("depth_points", "must be a non-empty list of numbers in [0, 1]", points)
+    layers = opts.reward_layers
+    if not (isinstance(layers, (list, tuple)) and layers and all(_is_int(b) for b in layers)):
+        raise _err("reward_layers", "must be a non-empty list of block indices", layers)
+
+
+def resolve_options(opts: AcodmOptions, num_domains: int) -> AcodmOptions:
+    """Validate, apply the preset, and return a copy with typed lists (YAML may give ints)."""
+    validate(opts, num_domains)
+    if opts.preset == "acodm_release":
+        opts = apply_release_preset(opts)
+        validate(opts, num_domains)
+    return dataclasses.replace(
+        opts,
+        depth_points=[float(q) for q in opts.depth_points],
+        reward_layers=[int(b) for b in opts.reward_layers],
+        preset_except=list(opts.preset_except),
+    )

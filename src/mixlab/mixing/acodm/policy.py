@@ -1,0 +1,366 @@
+"""AC-ODM as a mixing policy (``mixing.name=acodm``; METHODS.md §2, arXiv 2505.23878).
+
+Per LM step t, :meth:`AcodmPolicy.update` does, in this order:
+
+1. s_t from the step's losses, counts and weight norms (:class:`StateBuilder`);
+2. (training modes) the reward r_t from the per-domain mean gradients
+   (:func:`alignment_reward`) and the transition (s_{t-1}, a_t, r_t, s_t, mask_t) into replay,
+   where a_t is the mixture that drew step t and s_0 := s_1;
+3. (training modes, every ``agent_update_every`` steps, once replay holds N transitions)
+   ``updates_per_step`` agent updates: behaviour cloning + critic fit while t <= T_w, DDPG after;
+   at t = T_w the targets are hard-copied;
+4. the next mixture: ODM ``smoothed_mean`` (alpha 0.5, from natural weights, updated from t = 1)
+   while t < T_w, then a_{t+1} = act(s_t) with exploration. It changes only at steps with
+   t % mixing.update_every == 0, the steps where the loop reads it, so a_t is always the
+   mixture that really drew step t.
+
+``mode=frozen`` skips 2 and 3 (no gradients needed; ``requires_gradients`` is False) and acts
+with the actor of a policy file (``frozen_exploration``, default none).
+
+Feedback contract (what the loop must fill in besides losses and counts):
+
+* ``param_norms`` (D,): ||W_b||_F of the MLP down-projections at ``depth_points``
+  (blocks from :func:`select_depth_blocks`), measured after the optimiser step;
+* ``extras["param_diff_norms"]`` (D,): ||W_b,t - W_b,ref||_F. ``policy.weight_tracker.measure(
+  matrices)`` returns both vectors and keeps the reference copies (its state is part of this
+  policy's ``state_dict``, so resume is exact);
+* training modes only: ``grad_sum`` (K, P), the per-domain gradient sums on the
+  ``reward_layers`` down-projections, all-reduced; the mean gradient is
+  grad_sum[i] / ``extras.get("grad_count", microbatch_count)[i]``, count 0 = absent.
+  With the one-backward hook capture pass ``extras["grad_count"]`` = the divisor that makes
+  it the domain's mean gradient (e.g. token counts for summed per-token gradients).
+
+The loop also reads ``floor_per_domain`` (forced micro-batches/sequences per domain per step),
+``reward_layers`` and ``depth_points``, and in ``proxy_train`` calls :meth:`save_policy_file`.
+For the logs: :meth:`log_values` every step, :meth:`gradient_cosines` (K x K) at each eval,
+``last_state`` (s_t) to replay a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mixlab.errors import ConfigError, DataError, ResumeError
+from mixlab.mixing.acodm.agent import DdpgAgent
+from mixlab.mixing.acodm.options import AcodmOptions, resolve_options, resolve_warmup_steps
+from mixlab.mixing.acodm.policy_file import PolicyFile, load_policy_file, save_policy_file
+from mixlab.mixing.acodm.reward import cosine_matrix, gram_matrix, reward_from_gram
+from mixlab.mixing.acodm.state import StateBuilder, StateSpec, WeightNormTracker
+from mixlab.mixing.base import Feedback, PolicyContext, register_policy, validate_weights
+from mixlab.mixing.odm import OdmPolicy
+
+if TYPE_CHECKING:
+    from mixlab.config import MixingConfig
+
+logger = logging.getLogger(__name__)
+
+_SEED_SALT = 0xAC0D  # the agent's stream differs from every other stream drawn from the seed
+
+
+def state_spec(opts: AcodmOptions, num_domains: int) -> StateSpec:
+    """The state layout implied by the options (what a policy file must match)."""
+    return StateSpec(
+        num_domains=num_domains,
+        num_depths=len(opts.depth_points),
+        depth_points=tuple(float(q) for q in opts.depth_points),
+        delta_reference=opts.delta_reference,
+        progress_scale=float(opts.progress_scale),
+    )
+
+
+class AcodmPolicy:
+    """ODM warm-up, then a DDPG actor maps the training state to the mixture."""
+
+    name = "acodm"
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        initial_weights: np.ndarray,
+        opts: AcodmOptions,
+        *,
+        total_steps: int,
+        seed: int = 0,
+        update_every: int = 1,
+        frozen: PolicyFile | None = None,
+    ) -> None:
+        """``opts`` must be resolved (:func:`resolve_options`); ``frozen`` for mode=frozen."""
+        self.domains: tuple[str, ...] = tuple(domains)
+        k = len(self.domains)
+        self.opts = opts
+        self.update_every = update_every
+        self.warmup_steps = resolve_warmup_steps(opts.warmup_steps, opts.batch_size, total_steps)
+        self.spec = state_spec(opts, k)
+        self.builder = StateBuilder(
+            k,
+            self.spec.num_depths,
+            delta_reference=opts.delta_reference,
+            progress_scale=opts.progress_scale,
+        )
+        self.weight_tracker = WeightNormTracker(opts.delta_reference)
+        self._odm = OdmPolicy(
+            self.domains,
+            initial_weights,
+            rule="smoothed_mean",
+            alpha=opts.warmup_alpha,
+            warmup_steps=0,
+            update_every=update_every,
+        )
+        agent_opts = opts
+        if frozen is not None:  # the file decides the actor's size; replay is never used
+            agent_opts = dataclasses.replace(
+                opts, hidden=frozen.hidden, n_hidden=frozen.n_hidden, buffer_size=1, batch_size=1
+            )
+        agent_seed = int(np.random.SeedSequence([int(seed), _SEED_SALT]).generate_state(1)[0])
+        self.agent = DdpgAgent(self.builder.dim, k, agent_opts, seed=agent_seed)
+        if frozen is not None:
+            self.agent.load_actor_state(frozen.actor_state)
+        self._weights = self._odm.weights()
+        self._prev_state: np.ndarray | None = None
+        self._step = 0
+        self._logs: dict[str, float] = {}
+        self._gram: np.ndarray | None = None  # K x K of the last step's mean gradients
+
+    # ------------------------------------------------------------------ what the loop reads
+    @property
+    def requires_gradients(self) -> bool:
+        """True when feedback must carry ``grad_sum`` (every mode but frozen)."""
+        return self.opts.mode != "frozen"
+
+    @property
+    def reward_layers(self) -> tuple[int, ...]:
+        return tuple(self.opts.reward_layers)
+
+    @property
+    def depth_points(self) -> tuple[float, ...]:
+        return self.spec.depth_points
+
+    @property
+    def floor_per_domain(self) -> int:
+        return self.opts.floor_per_domain
+
+    @property
+    def phase(self) -> str:
+        """``warmup`` while the ODM mixer drives the next step, then ``main``."""
+        return "warmup" if self._step < self.warmup_steps else "main"
+
+    @property
+    def last_state(self) -> np.ndarray | None:
+        """s_t of the last update (None before the first); log it to replay a run."""
+        return None if self._prev_state is None else self._prev_state.copy()
+
+    def weights(self) -> np.ndarray:
+        return self._weights.copy()
+
+    # ------------------------------------------------------------------ the update
+    def update(self, feedback: Feedback) -> None:
+        t, opts = int(feedback.step), self.opts
+        norms = feedback.param_norms
+        diffs = feedback.extras.get("param_diff_norms")
+        if norms is None or diffs is None:
+            raise ValueError(
+                "acodm: feedback needs param_norms (D,) and extras['param_diff_norms'] (D,); "
+                "measure the depth-point matrices with policy.weight_tracker.measure(...)"
+            )
+        counts = np.asarray(feedback.microbatch_count, dtype=np.float64)
+        state = self.builder.build(
+            feedback.mean_loss(), counts, norms, diffs, t, int(feedback.total_steps)
+        )
+        action = self._weights  # a_t: the mixture that drew step t
+        warm = t <= self.warmup_steps
+        if self.requires_gradients:
+            reward, present = self._reward(feedback, action)
+            prev = self._prev_state if self._prev_state is not None else state
+            self.agent.push(prev, action, reward, state, present)
+            if t % opts.agent_update_every == 0 and self.agent.ready:
+                stats: dict[str, float] = {}
+                self.agent.set_lr_scale(self._lr_scale(t, int(feedback.total_steps)))
+                for _ in range(opts.updates_per_step):
+                    stats = self.agent.warmup_update() if warm else self.agent.update()
+                self._logs.update({f"acodm/{key}": v for key, v in stats.items()})
+            if t == self.warmup_steps:
+                self.agent.hard_update_targets()
+        if warm:
+            self._odm.update(feedback)
+        if t % self.update_every == 0:
+            if t < self.warmup_steps:
+                self._weights = self._odm.weights()
+            else:
+                frozen = opts.mode == "frozen"
+                noise = opts.frozen_exploration if frozen else opts.exploration
+                self._weights = validate_weights(
+                    self.agent.act(state, noise, opts.sigma),
+                    self.domains,
+                    where=f"acodm actor mixture at step {t}",
+                )
+        if t == self.warmup_steps:
+            logger.info("acodm: warm-up over at step %d; the actor drives the mixture now", t)
+        self._prev_state = state
+        self._step = t
+
+    def _reward(self, feedback: Feedback, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = len(self.domains)
+        if feedback.grad_sum is None:
+            raise ValueError(
+                f"acodm (mode={self.opts.mode}): feedback.grad_sum (K, P) is missing; the loop "
+                "must capture per-domain gradients when policy.requires_gradients is True"
+            )
+        grads = np.asarray(feedback.grad_sum)
+        if grads.ndim != 2 or grads.shape[0] != k:
+            raise ValueError(f"acodm: grad_sum must be ({k}, P), got {grads.shape}")
+        count = np.asarray(
+            feedback.extras.get("grad_count", feedback.microbatch_count), dtype=np.float64
+        )
+        if count.shape != (k,):
+            raise ValueError(
+                f"acodm: the gradient counts must have shape ({k},), got {count.shape}"
+            )
+        present = count > 0
+        # One float64 pass over the K x P sums (P can be ~1M), then one K x K product.
+        mean = np.divide(grads, np.where(present, count, 1.0)[:, None], dtype=np.float64)
+        gram = gram_matrix(mean, present)
+        finite = np.isfinite(np.diag(gram))  # a NaN/inf element makes the squared norm so
+        if (present & ~finite).any():
+            bad = [d for d, b in zip(self.domains, present & ~finite, strict=True) if b]
+            logger.warning("acodm: non-finite gradients at step %d for %s", feedback.step, bad)
+            present &= finite
+            gram[~present, :] = 0.0
+            gram[:, ~present] = 0.0
+        reward, raw = reward_from_gram(
+            gram,
+            present,
+            weighting=self.opts.reward_weighting,
+            weights=action,
+            pre_clip=self.opts.pre_clip,
+        )
+        self._gram = gram
+        grad_norm = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+        for i, d in enumerate(self.domains):
+            self._logs[f"acodm/reward/{d}"] = float(reward[i])
+            self._logs[f"acodm/raw_reward/{d}"] = float(raw[i])
+            self._logs[f"acodm/grad_norm/{d}"] = float(grad_norm[i])
+        return reward, present
+
+    def _lr_scale(self, t: int, total_steps: int) -> float:
+        """Agent lr / peak lr: 1, or linear warm-up over T_w then cosine to min_lr_ratio."""
+        if self.opts.lr_schedule == "constant":
+            return 1.0
+        tw = self.warmup_steps
+        if t <= tw:
+            return t / tw
+        progress = min(1.0, (t - tw) / max(total_steps - tw, 1))
+        low = self.opts.min_lr_ratio
+        return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # ------------------------------------------------------------------ logs and files
+    def gradient_cosines(self) -> np.ndarray | None:
+        """(K, K) pairwise cosines of the last step's domain gradients (log at each eval)."""
+        return None if self._gram is None else cosine_matrix(self._gram)
+
+    def log_values(self) -> dict[str, float]:
+        """Rewards, losses, mean Q, replay size, phase (0 warm-up, 1 main), drift from init."""
+        actor_drift, critic_drift = self.agent.drift()
+        out = dict(self._logs)
+        out.update(
+            {
+                "acodm/phase": 0.0 if self.phase == "warmup" else 1.0,
+                "acodm/buffer_size": float(len(self.agent.buffer)),
+                "acodm/agent_updates": float(self.agent.updates),
+                "acodm/actor_drift": actor_drift,
+                "acodm/critic_drift": critic_drift,
+            }
+        )
+        return out
+
+    def save_policy_file(self, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+        """Write the actor (and critic) as a portable ``*.acodm.pt`` file."""
+        prov = {"steps": self._step, "mode": self.opts.mode, **(provenance or {})}
+        return save_policy_file(
+            path,
+            domains=self.domains,
+            state_spec=self.spec,
+            hidden=self.agent.opts.hidden,
+            n_hidden=self.agent.opts.n_hidden,
+            actor_state=self.agent.actor_state(),
+            critic_output=self.agent.opts.critic_output,
+            critic_state=self.agent.critic_state(),
+            provenance=prov,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "domains": list(self.domains),
+            "mode": self.opts.mode,
+            "step": self._step,
+            "weights": [float(w) for w in self._weights],
+            "prev_state": None if self._prev_state is None else self._prev_state.tolist(),
+            "builder": self.builder.state_dict(),
+            "weight_tracker": self.weight_tracker.state_dict(),
+            "odm": self._odm.state_dict(),
+            "agent": self.agent.state_dict(),
+            "logs": dict(self._logs),
+            "gram": None if self._gram is None else self._gram.tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state.get("domains", [])) != list(self.domains):
+            raise ResumeError(
+                f"acodm policy state: saved domains {state.get('domains')} differ from the "
+                f"store's {list(self.domains)}; resume with the same store"
+            )
+        if state.get("mode") != self.opts.mode:
+            raise ResumeError(
+                f"acodm policy state: saved with mixing.acodm.mode={state.get('mode')!r}, "
+                f"this run has {self.opts.mode!r}; resume with the same mode"
+            )
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except (RuntimeError, ValueError) as exc:
+            raise ResumeError(
+                f"acodm policy state does not fit this agent ({exc}); resume with the same "
+                "mixing.acodm network and replay settings"
+            ) from exc
+        self._step = int(state["step"])
+        self._weights = np.array(state["weights"], dtype=np.float64)
+        prev = state["prev_state"]
+        self._prev_state = None if prev is None else np.array(prev, dtype=np.float64)
+        self.builder.load_state_dict(state["builder"])
+        self.weight_tracker.load_state_dict(state["weight_tracker"])
+        self._odm.load_state_dict(state["odm"])
+        self._logs = copy.deepcopy(state["logs"])
+        gram = state.get("gram")
+        self._gram = None if gram is None else np.array(gram, dtype=np.float64)
+
+
+@register_policy("acodm")
+def build_acodm(ctx: PolicyContext, cfg: MixingConfig) -> AcodmPolicy:
+    """AC-ODM from ``mixing.acodm`` (an :class:`AcodmOptions`) and ``mixing.update_every``."""
+    k = len(ctx.domains)
+    opts = resolve_options(getattr(cfg, "acodm", None) or AcodmOptions(), k)
+    every = getattr(cfg, "update_every", 1)
+    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+        raise ConfigError(f"mixing.update_every: must be an integer >= 1, got {every!r}")
+    if not np.asarray(ctx.train_tokens).sum() > 0:
+        raise DataError("acodm: the store has no training tokens, so natural weights are undefined")
+    frozen = None
+    if opts.mode == "frozen":
+        assert opts.policy_in is not None  # checked by resolve_options
+        frozen = load_policy_file(opts.policy_in, ctx.domains, state_spec(opts, k))
+    return AcodmPolicy(
+        ctx.domains,
+        ctx.natural_weights,
+        opts,
+        total_steps=ctx.total_steps,
+        seed=ctx.seed,
+        update_every=every,
+        frozen=frozen,
+    )

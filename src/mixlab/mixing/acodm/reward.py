@@ -1,0 +1,151 @@
+"""AC-ODM reward: gradient alignment between domains, one value per domain (METHODS.md §2.2).
+
+Given the mean gradient g_i of each domain on the selected parameters (rows of a K x P matrix):
+
+1. A = G G^T with diag(A) := 0                       (pairwise inner products, K x K)
+2. r~_i = sum_{j != i} A_ij / (mean_k ||g_k|| + 1e-6)  (``weighting=uniform``, the release)
+        = sum_{j != i} w_j A_ij / (...)                (``weighting=mixture``, an extension)
+3. r = clip3(z(r~))                                    (relative: mean ~0 across domains)
+
+A domain whose gradients point where the others' point gets a high reward (constructive
+interference): for a mixed update d = sum_i w_i g_i the first-order loss decrease is
+proportional to ||d||^2, whose derivative in w_i at uniform w is proportional to r~_i.
+
+Absent domains (count 0, only possible with the floor off) are excluded from the mean norm and
+from z, and get r = r~ = 0; the caller stores ``present`` as the transition mask. ``pre_clip``
+(release: 999) clamps r~ before z; it is not scale-free (r~ is in gradient-norm units), so it
+is off by default.
+
+The Gram matrix is computed once (:func:`gram_matrix`) and also gives the gradient norms and
+the pairwise cosines (:func:`cosine_matrix`) for the logs.
+
+Also here: the shared standardisation helpers :func:`zscore` and :func:`clip3` (§0), and
+:func:`select_reward_blocks` turning the relative ``reward_layers`` into block indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mixlab.errors import ConfigError
+
+Z_EPS = 1e-8
+NORM_EPS = 1e-6
+CLIP = 3.0
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / (unbiased std + 1e-8); zeros for one element or zero spread."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size <= 1 or float(x.max()) == float(x.min()):
+        return np.zeros_like(x)
+    return (x - x.mean()) / (float(x.std(ddof=1)) + Z_EPS)
+
+
+def clip3(x: np.ndarray) -> np.ndarray:
+    """Clamp to [-3, 3]."""
+    return np.clip(x, -CLIP, CLIP)
+
+
+def gram_matrix(grad_mean: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(K, K) float64 inner products of the present rows (one matmul); 0 for absent ones."""
+    g = np.asarray(grad_mean)
+    mask = np.asarray(present, dtype=bool)
+    k = mask.shape[0]
+    if g.ndim != 2 or g.shape[0] != k:
+        raise ValueError(f"alignment_reward: grad_mean must be (K={k}, P), got {g.shape}")
+    gram = np.zeros((k, k))
+    idx = np.flatnonzero(mask)
+    if idx.size:
+        rows = (g if idx.size == k else g[idx]).astype(np.float64, copy=False)  # no copy if all
+        gram[np.ix_(idx, idx)] = rows @ rows.T
+    return gram
+
+
+def reward_from_gram(
+    gram: np.ndarray,
+    present: np.ndarray,
+    *,
+    weighting: str = "uniform",
+    weights: np.ndarray | None = None,
+    pre_clip: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-4 of the rule on a precomputed Gram matrix; see :func:`alignment_reward`."""
+    mask = np.asarray(present, dtype=bool)
+    k = mask.shape[0]
+    reward, raw = np.zeros(k), np.zeros(k)
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return reward, raw
+    a = np.array(gram, dtype=np.float64)[np.ix_(idx, idx)]
+    norms = np.sqrt(np.clip(np.diag(a), 0.0, None))
+    np.fill_diagonal(a, 0.0)
+    if weighting == "uniform":
+        cross = a.sum(axis=1)
+    elif weighting == "mixture":
+        if weights is None:
+            raise ValueError("alignment_reward: weighting='mixture' needs the mixture weights")
+        cross = a @ np.asarray(weights, dtype=np.float64)[idx]
+    else:
+        raise ValueError(f"alignment_reward: unknown weighting {weighting!r}")
+    r_tilde = cross / (float(norms.mean()) + NORM_EPS)
+    if pre_clip is not None:
+        r_tilde = np.clip(r_tilde, -pre_clip, pre_clip)
+    raw[idx] = r_tilde
+    reward[idx] = clip3(zscore(r_tilde))
+    return reward, raw
+
+
+def alignment_reward(
+    grad_mean: np.ndarray,
+    present: np.ndarray,
+    *,
+    weighting: str = "uniform",
+    weights: np.ndarray | None = None,
+    pre_clip: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-domain gradient-alignment reward.
+
+    Args:
+        grad_mean: (K, P) mean gradient of each domain; rows of absent domains are ignored.
+        present: (K,) bool, False for domains without gradients this step.
+        weighting: ``uniform`` or ``mixture`` (then ``weights`` (K,) is required).
+        pre_clip: clamp r~ to [-pre_clip, pre_clip] before the z-score (release: 999).
+
+    Returns:
+        (reward, raw): both (K,) float64; 0 for absent domains.
+    """
+    return reward_from_gram(
+        gram_matrix(grad_mean, present),
+        present,
+        weighting=weighting,
+        weights=weights,
+        pre_clip=pre_clip,
+    )
+
+
+def cosine_matrix(gram: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarities from a Gram matrix; 0 where a norm is 0."""
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    outer = np.outer(norms, norms)
+    return np.divide(gram, outer, out=np.zeros_like(gram, dtype=np.float64), where=outer > 0)
+
+
+def select_reward_blocks(num_layers: int, reward_layers: Sequence[int]) -> list[int]:
+    """Block indices for ``reward_layers`` (negative = from the end; out of range dropped).
+
+    Duplicates are removed, order kept. Raises ConfigError when none is left.
+    """
+    blocks: list[int] = []
+    for i in reward_layers:
+        b = i if i >= 0 else num_layers + i
+        if 0 <= b < num_layers and b not in blocks:
+            blocks.append(b)
+    if not blocks:
+        raise ConfigError(
+            f"mixing.acodm.reward_layers: none of {list(reward_layers)} is a block of this "
+            f"{num_layers}-layer model; use indices in [-{num_layers}, {num_layers - 1}]"
+        )
+    return blocks

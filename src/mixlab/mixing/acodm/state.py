@@ -1,0 +1,225 @@
+"""AC-ODM state vector s_t: an architecture-agnostic summary of training (METHODS.md §2.3).
+
+Built after the LM update of step t, six groups in this order (dim = 3K + 2D + 1):
+
+====  ==================  ===  ==========================================================
+ #    group               dim  definition
+====  ==================  ===  ==========================================================
+ 1    loss                 K   l_i of this step (pre-update); an absent domain repeats its
+                               previous value (before the first observation: the mean of
+                               the present domains)
+ 2    loss change          K   l_t - l_ref; zeros at the first step
+ 3    counts               K   micro-batches (or sequences) of each domain this step
+ 4    weight norms         D   ||W_b||_F of the MLP down-projection at each depth point
+ 5    weight-norm change   D   ||W_b,t - W_b,ref||_F; zeros at the first step
+ 6    progress             1   progress_scale * t / T   (not standardised)
+====  ==================  ===  ==========================================================
+
+Groups 1-5 each go through clip3(z(.)) on their own, which removes width and scale effects, so
+a policy trained on a small proxy reads the same kind of state on a bigger target. The
+reference of groups 2 and 5 is ``delta_reference``: ``previous`` (step t-1; mixlab) or
+``first`` (the run's first step, never refreshed; release). Depth points map to blocks by
+b = floor(q (L - 1) + 0.5) (:func:`select_depth_blocks`).
+
+The builder never sees the model. The caller measures the D matrices with a
+:class:`WeightNormTracker` (which keeps the reference copies the rule needs and checkpoints
+them) and passes the two D-vectors in.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixlab.errors import ConfigError
+from mixlab.mixing.acodm.options import DELTA_REFERENCES
+from mixlab.mixing.acodm.reward import CLIP, clip3, zscore
+
+
+def select_depth_blocks(num_layers: int, depth_points: Sequence[float]) -> list[int]:
+    """Block b = floor(q (L - 1) + 0.5) for each relative depth q (duplicates kept: D fixed)."""
+    if num_layers < 1:
+        raise ConfigError(f"AC-ODM state: the model has {num_layers} layers; need at least 1")
+    blocks = []
+    for q in depth_points:
+        if not 0.0 <= q <= 1.0:
+            raise ConfigError(f"mixing.acodm.depth_points: {q!r} is not in [0, 1]")
+        blocks.append(math.floor(q * (num_layers - 1) + 0.5))
+    return blocks
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """Everything that fixes the meaning of each state coordinate (checked on policy load)."""
+
+    num_domains: int
+    num_depths: int
+    depth_points: tuple[float, ...]
+    delta_reference: str
+    progress_scale: float
+    clip: float = CLIP
+
+    @property
+    def dim(self) -> int:
+        return 3 * self.num_domains + 2 * self.num_depths + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "K": self.num_domains,
+            "D": self.num_depths,
+            "depth_points": [float(q) for q in self.depth_points],
+            "delta_reference": self.delta_reference,
+            "progress_scale": float(self.progress_scale),
+            "clip": float(self.clip),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StateSpec:
+        return cls(
+            num_domains=int(d["K"]),
+            num_depths=int(d["D"]),
+            depth_points=tuple(float(q) for q in d["depth_points"]),
+            delta_reference=str(d["delta_reference"]),
+            progress_scale=float(d["progress_scale"]),
+            clip=float(d["clip"]),
+        )
+
+
+class StateBuilder:
+    """Turns one step's measurements into s_t; keeps the loss history the groups need."""
+
+    def __init__(
+        self,
+        num_domains: int,
+        num_depths: int,
+        *,
+        delta_reference: str = "previous",
+        progress_scale: float = 1.0,
+    ) -> None:
+        assert delta_reference in DELTA_REFERENCES, delta_reference
+        self.num_domains, self.num_depths = num_domains, num_depths
+        self.delta_reference = delta_reference
+        self.progress_scale = float(progress_scale)
+        self._last_loss: np.ndarray | None = None  # filled loss vector of the previous step
+        self._ref_loss: np.ndarray | None = None  # reference for group 2
+
+    @property
+    def dim(self) -> int:
+        return 3 * self.num_domains + 2 * self.num_depths + 1
+
+    @property
+    def refresh_reference(self) -> bool:
+        """True when the weight-norm reference moves every step (``previous``)."""
+        return self.delta_reference == "previous"
+
+    def build(
+        self,
+        mean_loss: np.ndarray,
+        counts: np.ndarray,
+        param_norms: np.ndarray,
+        param_diff_norms: np.ndarray,
+        step: int,
+        total_steps: int,
+    ) -> np.ndarray:
+        """s_t as float64 (dim,). ``mean_loss`` has NaN (or inf) for absent domains."""
+        k, d = self.num_domains, self.num_depths
+        loss = np.asarray(mean_loss, dtype=np.float64).copy()
+        shapes = {
+            "mean_loss": (loss, k),
+            "counts": (np.asarray(counts), k),
+            "param_norms": (np.asarray(param_norms), d),
+            "param_diff_norms": (np.asarray(param_diff_norms), d),
+        }
+        for name, (arr, n) in shapes.items():
+            if arr.shape != (n,):
+                raise ValueError(f"AC-ODM state: {name} must have shape ({n},), got {arr.shape}")
+        missing = ~np.isfinite(loss)
+        if missing.any():
+            if self._last_loss is not None:
+                loss[missing] = self._last_loss[missing]
+            else:  # nothing to repeat yet: a neutral value for the z-score
+                loss[missing] = float(loss[~missing].mean()) if (~missing).any() else 0.0
+        if self._ref_loss is None:
+            self._ref_loss = loss.copy()
+        delta = loss - self._ref_loss
+        if self.delta_reference == "previous":
+            self._ref_loss = loss.copy()
+        self._last_loss = loss
+        groups = [
+            loss,
+            delta,
+            np.asarray(counts, dtype=np.float64),
+            np.asarray(param_norms, dtype=np.float64),
+            np.asarray(param_diff_norms, dtype=np.float64),
+        ]
+        parts = [clip3(zscore(g)) for g in groups]
+        parts.append(np.array([self.progress_scale * step / max(total_steps, 1)]))
+        return np.concatenate(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        def listed(x: np.ndarray | None) -> list[float] | None:
+            return None if x is None else [float(v) for v in x]
+
+        return {
+            "delta_reference": self.delta_reference,
+            "last_loss": listed(self._last_loss),
+            "ref_loss": listed(self._ref_loss),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        def array(x: list[float] | None) -> np.ndarray | None:
+            return None if x is None else np.array(x, dtype=np.float64)
+
+        self._last_loss = array(state["last_loss"])
+        self._ref_loss = array(state["ref_loss"])
+
+
+class WeightNormTracker:
+    """Measures ||W_b||_F and ||W_b - W_b,ref||_F of the D tracked matrices, keeping the refs.
+
+    Call :meth:`measure` once per step after the optimiser update, with the matrices in
+    depth-point order. The first call stores the references and reports zero change; later
+    calls refresh them every step (``previous``) or never (``first``). Its state (the reference
+    copies) belongs in the checkpoint for an exact resume.
+    """
+
+    def __init__(self, delta_reference: str = "previous") -> None:
+        assert delta_reference in DELTA_REFERENCES, delta_reference
+        self.delta_reference = delta_reference
+        self._ref: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def measure(self, matrices: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """(norms (D,), diff_norms (D,)) as float64."""
+        current = [m.detach().to(device="cpu", dtype=torch.float64) for m in matrices]
+        norms = np.array([float(torch.linalg.vector_norm(m)) for m in current])
+        if self._ref is None:
+            diffs = np.zeros(len(current))
+            self._ref = [m.clone() for m in current]
+        else:
+            if len(self._ref) != len(current):
+                raise ValueError(
+                    f"WeightNormTracker: got {len(current)} matrices, the reference has "
+                    f"{len(self._ref)}"
+                )
+            pairs = zip(current, self._ref, strict=True)
+            diffs = np.array([float(torch.linalg.vector_norm(m - r)) for m, r in pairs])
+            if self.delta_reference == "previous":
+                self._ref = [m.clone() for m in current]
+        return norms, diffs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "delta_reference": self.delta_reference,
+            "reference": None if self._ref is None else copy.deepcopy(self._ref),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ref = state["reference"]
+        self._ref = None if ref is None else [t.clone() for t in ref]

@@ -1,0 +1,312 @@
+"""AcodmPolicy (METHODS.md §2): registry and loop-facing attributes, ODM warm-up then the actor,
+transitions, frozen mode, release preset, update cadences, absent domains, option validation,
+and the mid-main-phase checkpoint round trip (next 20 mixtures bit-identical)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mixlab.errors import ConfigError, ResumeError
+from mixlab.mixing.acodm import (
+    RELEASE_SWITCHES,
+    AcodmOptions,
+    AcodmPolicy,
+    alignment_reward,
+    build_actor,
+    load_policy_file,
+    resolve_options,
+    state_spec,
+)
+from mixlab.mixing.base import (
+    Feedback,
+    MixingPolicy,
+    PolicyContext,
+    available_policies,
+    build_policy,
+    validate_weights,
+)
+from mixlab.mixing.odm import OdmPolicy
+
+DOMAINS = ("a", "b", "c")
+TOKENS = np.array([1, 2, 3])
+K, D, T = 3, 3, 60
+SMALL = {"hidden": 16, "batch_size": 8, "buffer_size": 200, "depth_points": [0, 0.5, 1]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(
+    seed: int = 0, update_every: int = 1, domains: tuple[str, ...] = DOMAINS, **kw: Any
+) -> AcodmPolicy:
+    opts = AcodmOptions(**{**SMALL, **kw})
+    ctx = PolicyContext(domains, TOKENS[: len(domains)], seed, T)
+    policy = build_policy("acodm", ctx, SimpleNamespace(update_every=update_every, acodm=opts))
+    assert isinstance(policy, AcodmPolicy)
+    return policy
+
+
+def feedback(t: int, rng: np.random.Generator, absent: tuple[int, ...] = (), grads: bool = True):
+    tok = rng.integers(50, 100, size=K)
+    tok[list(absent)] = 0
+    mb = (tok > 0) * rng.integers(1, 3, size=K)
+    grad = rng.normal(size=(K, 40)) * mb[:, None] if grads else None
+    return Feedback(
+        t,
+        T,
+        rng.uniform(2, 4, size=K) * tok,
+        tok,
+        mb,
+        grad_sum=grad,
+        param_norms=rng.uniform(1, 2, size=D),
+        extras={"param_diff_norms": rng.uniform(0, 0.1, size=D)},
+    )
+
+
+def run(policy: AcodmPolicy, steps: range, seed: int = 0, **kw: Any) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in steps:
+        policy.update(feedback(t, rng, **kw))
+        out.append(validate_weights(policy.weights(), policy.domains))
+    return out
+
+
+def test_registered_and_loop_facing_attributes() -> None:
+    assert "acodm" in available_policies()
+    policy = make()
+    assert isinstance(policy, MixingPolicy)
+    assert policy.requires_gradients and policy.floor_per_domain == 1
+    assert policy.reward_layers == (-1, -3, -5) and policy.depth_points == (0.0, 0.5, 1.0)
+    assert policy.warmup_steps == 16  # max(2N, 5% of 60)
+    np.testing.assert_allclose(policy.weights(), TOKENS / TOKENS.sum())
+    assert policy.phase == "warmup" and policy.last_state is None
+
+
+def test_warmup_is_odm_smoothed_then_the_actor_takes_over() -> None:
+    policy = make(exploration="none")
+    odm = OdmPolicy(DOMAINS, TOKENS / TOKENS.sum(), rule="smoothed_mean", alpha=0.5)
+    rng = np.random.default_rng(0)
+    tw = policy.warmup_steps
+    for t in range(1, tw + 1):
+        fb = feedback(t, rng)
+        policy.update(fb)
+        odm.update(fb)
+        assert len(policy.agent.buffer) == t
+        if t < tw:
+            assert np.array_equal(policy.weights(), odm.weights())
+    assert policy.agent.updates == tw - policy.opts.batch_size + 1  # from a full minibatch on
+    state = policy.last_state
+    assert state is not None
+    assert np.array_equal(policy.weights(), policy.agent.act(state, "none"))
+    assert policy.phase == "main" and policy.log_values()["acodm/phase"] == 1.0
+    actor = [p.detach().clone() for p in policy.agent.actor.parameters()]
+    target = list(policy.agent.actor_target.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(actor, target, strict=True))  # hard copy
+
+
+def test_transitions_pushed() -> None:
+    policy = make()
+    rng = np.random.default_rng(0)
+    fbs = [feedback(t, rng) for t in (1, 2)]
+    first_action = policy.weights()
+    for fb in fbs:
+        policy.update(fb)
+    buf = policy.agent.buffer.state_dict()
+    assert torch.equal(buf["s"][0], buf["s2"][0])  # s_0 := s_1
+    assert torch.equal(buf["s"][1], buf["s2"][0])
+    np.testing.assert_allclose(buf["a"][0].numpy(), first_action, rtol=1e-6)
+    mean_grad = fbs[1].grad_sum / fbs[1].microbatch_count[:, None]
+    reward, _ = alignment_reward(mean_grad, np.ones(K, dtype=bool))
+    np.testing.assert_allclose(buf["r"][1].numpy(), reward, rtol=1e-6)
+    logs = policy.log_values()
+    assert logs["acodm/reward/b"] == pytest.approx(reward[1])
+
+
+def test_weights_valid_and_logs_complete() -> None:
+    policy = make()
+    run(policy, range(1, 31))
+    logs = policy.log_values()
+    for key in ("critic_loss", "actor_loss", "bc_loss", "mean_q", "buffer_size", "phase"):
+        assert f"acodm/{key}" in logs
+    for d in DOMAINS:
+        assert f"acodm/reward/{d}" in logs and f"acodm/grad_norm/{d}" in logs
+    assert all(np.isfinite(v) for v in logs.values())
+    assert logs["acodm/actor_drift"] > 0 and logs["acodm/buffer_size"] == 30
+
+
+def test_same_seed_same_trajectory() -> None:
+    a, b, c = make(seed=1), make(seed=1), make(seed=2)
+    wa, wb, wc = (run(p, range(1, 26)) for p in (a, b, c))
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
+    assert not np.array_equal(wa[-1], wc[-1])
+
+
+@pytest.mark.parametrize("saved_at", [10, 25])  # mid warm-up (ODM state) and mid main phase
+def test_state_dict_round_trip(saved_at: int) -> None:
+    a = make()
+    rng = np.random.default_rng(0)
+    for t in range(1, saved_at + 1):
+        a.update(feedback(t, rng))
+    assert a.phase == ("main" if saved_at > 16 else "warmup") and a.agent.updates > 0
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)  # as the checkpoint does
+    buf.seek(0)
+    b = make(seed=123)  # another seed: everything must come from the state
+    b.load_state_dict(torch.load(buf, weights_only=False))
+    assert np.array_equal(a.weights(), b.weights())
+    for t in range(saved_at + 1, saved_at + 21):
+        fb = feedback(t, rng)
+        a.update(fb)
+        b.update(fb)
+        assert np.array_equal(a.weights(), b.weights())
+    assert a.log_values() == b.log_values()
+
+
+def test_resume_with_other_domains_or_mode_fails() -> None:
+    state = make().state_dict()
+    with pytest.raises(ResumeError, match="domains"):
+        make(domains=("a", "b")).load_state_dict(state)
+    with pytest.raises(ResumeError, match=r"hidden|network"):
+        make(hidden=8).load_state_dict(state)
+
+
+def test_frozen_mode_drives_with_the_file_actor(tmp_path: Path) -> None:
+    proxy = make(mode="proxy_train")
+    run(proxy, range(1, 31))
+    path = proxy.save_policy_file(tmp_path / "p.acodm.pt", {"seed": 0})
+    frozen = make(mode="frozen", policy_in=str(path), hidden=128, n_hidden=3)
+    assert not frozen.requires_gradients
+    before = [p.detach().clone() for p in frozen.agent.actor.parameters()]
+    pf = load_policy_file(path, DOMAINS, state_spec(frozen.opts, K))
+    actor = build_actor(pf)
+    rng = np.random.default_rng(1)
+    for t in range(1, 41):
+        frozen.update(feedback(t, rng, grads=False))
+        if t >= frozen.warmup_steps:
+            with torch.no_grad():
+                s = torch.as_tensor(frozen.last_state, dtype=torch.float32)
+                np.testing.assert_allclose(frozen.weights(), actor(s).numpy(), atol=1e-6)
+    after = list(frozen.agent.actor.parameters())
+    assert all(torch.equal(x, y) for x, y in zip(before, after, strict=True))
+    assert len(frozen.agent.buffer) == 0 and frozen.agent.updates == 0
+    assert frozen.log_values()["acodm/actor_drift"] == 0.0
+
+
+def test_release_preset_leaves_the_actor_at_init() -> None:
+    policy = make(preset="acodm_release")
+    for name, value in RELEASE_SWITCHES.items():
+        assert getattr(policy.opts, name) == value
+    run(policy, range(1, 31))
+    logs = policy.log_values()
+    assert logs["acodm/actor_drift"] == 0.0 and logs["acodm/critic_drift"] > 0
+    kept = make(preset="acodm_release", preset_except=["train_actor"])
+    assert kept.opts.train_actor and kept.opts.actor_objective == "mean"
+    run(kept, range(1, 31))
+    assert kept.log_values()["acodm/actor_drift"] > 0
+
+
+def test_warmup_cosine_lr() -> None:
+    policy = make(lr_schedule="warmup_cosine", min_lr_ratio=0.1)
+    run(policy, range(1, 9))  # first agent update at t = 8 = N; T_w = 16
+    assert policy.agent.critic_opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 8 / 16)
+    run(policy, range(9, T + 1))
+    assert policy.agent.actor_opt.param_groups[0]["lr"] == pytest.approx(1e-4 * 0.1)
+
+
+def test_update_cadences() -> None:
+    policy = make(update_every=2, agent_update_every=3)
+    rng = np.random.default_rng(0)
+    for t in range(1, 41):
+        before, updates = policy.weights(), policy.agent.updates
+        policy.update(feedback(t, rng))
+        if t % 2:
+            assert np.array_equal(before, policy.weights())
+        grew = policy.agent.updates > updates
+        assert grew == (t % 3 == 0 and t >= 8)
+
+
+def test_absent_domain_gets_zero_reward_and_mask() -> None:
+    policy = make(floor_per_domain=0)
+    rng = np.random.default_rng(0)
+    for t in range(1, 21):
+        policy.update(feedback(t, rng, absent=(1,) if t % 2 else ()))
+    buf = policy.agent.buffer.state_dict()
+    assert buf["mask"][-2].tolist() == [1.0, 0.0, 1.0]  # step 19
+    assert buf["r"][-2][1].item() == 0.0 and buf["mask"][-1].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_non_finite_gradients_make_a_domain_absent() -> None:
+    policy = make()
+    rng = np.random.default_rng(0)
+    fb = feedback(1, rng)
+    assert fb.grad_sum is not None
+    fb.grad_sum[2, 5] = np.nan
+    policy.update(fb)
+    buf = policy.agent.buffer.state_dict()
+    assert buf["mask"][0].tolist() == [1.0, 1.0, 0.0] and buf["r"][0][2].item() == 0.0
+    cos = policy.gradient_cosines()
+    assert cos is not None and np.all(np.isfinite(cos)) and cos[2, 2] == 0.0
+    assert cos[0, 0] == pytest.approx(1.0)
+
+
+def test_missing_feedback_inputs_raise() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="grad_sum"):
+        make().update(feedback(1, rng, grads=False))
+    fb = feedback(1, rng)
+    bare = Feedback(1, T, fb.loss_sum, fb.token_count, fb.microbatch_count, grad_sum=fb.grad_sum)
+    with pytest.raises(ValueError, match="param_diff_norms"):
+        make().update(bare)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mode", "offline"),
+        ("gamma", 1.0),
+        ("tau", 0.0),
+        ("hidden", 0),
+        ("batch_size", 500),
+        ("actor_lr", -1.0),
+        ("exploration", "ou"),
+        ("depth_points", [0.0, 1.5]),
+        ("depth_points", []),
+        ("reward_layers", [1.5]),
+        ("pre_clip", 0.0),
+        ("warmup_steps", -2),
+        ("preset", "paper"),
+        ("preset_except", ["hidden"]),
+        ("critic_output", "matrix"),
+    ],
+)
+def test_bad_options_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=f"mixing.acodm.{field}"):
+        make(**{field: value})
+
+
+def test_option_resolution() -> None:
+    with pytest.raises(ConfigError, match=r"mixing\.acodm\.policy_in"):
+        make(mode="frozen")
+    with pytest.raises(ConfigError, match="at least 2 domains"):
+        resolve_options(AcodmOptions(), 1)
+    resolved = resolve_options(AcodmOptions(depth_points=[0, 1], reward_layers=[-1]), 3)
+    assert resolved.depth_points == [0.0, 1.0] and isinstance(resolved.depth_points[0], float)
+    default = make()  # no mixing.acodm section at all
+    ctx = PolicyContext(DOMAINS, TOKENS, 0, T)
+    bare = build_policy("acodm", ctx, SimpleNamespace(update_every=1))
+    assert isinstance(bare, AcodmPolicy) and bare.opts.hidden == 128
+    assert default.opts.hidden == 16

@@ -1,0 +1,131 @@
+"""AC-ODM reward (METHODS.md §2.2): worked example, absent domains, z/clip3, weighting,
+pre-clip, scale invariance, large P against a brute-force loop, reward-block selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mixlab.errors import ConfigError
+from mixlab.mixing.acodm.reward import (
+    alignment_reward,
+    clip3,
+    cosine_matrix,
+    gram_matrix,
+    select_reward_blocks,
+    zscore,
+)
+
+EXAMPLE = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+
+
+def test_worked_example() -> None:
+    reward, raw = alignment_reward(EXAMPLE, np.ones(3, dtype=bool))
+    np.testing.assert_allclose(raw, [1.0, 1.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(reward, [0.57735, 0.57735, -1.15470], atol=1e-5)
+    assert reward.dtype == np.float64
+
+
+def test_gram_and_cosines() -> None:
+    g = np.vstack([2.0 * EXAMPLE, [[0.0, 0.0]]])
+    gram = gram_matrix(g, np.array([True, True, True, False]))
+    assert gram[0, 1] == 4.0 and gram[3, 3] == 0.0
+    cos = cosine_matrix(gram)
+    np.testing.assert_allclose(cos[:3, :3], [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
+    assert np.array_equal(cos[3], np.zeros(4))  # zero norm: no cosine
+
+
+def test_absent_domain_is_excluded_and_gets_zero() -> None:
+    g = np.vstack([EXAMPLE, [[50.0, -7.0]]])
+    reward, raw = alignment_reward(g, np.array([True, True, True, False]))
+    np.testing.assert_allclose(reward[:3], [0.57735, 0.57735, -1.15470], atol=1e-5)
+    # The absent row enters neither the Gram sums nor the mean norm.
+    np.testing.assert_allclose(raw[:3], [1.0, 1.0, 0.0], atol=1e-5)
+    assert reward[3] == 0.0 and raw[3] == 0.0
+
+
+def test_single_present_domain_and_none_present_give_zeros() -> None:
+    reward, raw = alignment_reward(EXAMPLE, np.array([False, True, False]))
+    assert np.array_equal(reward, np.zeros(3)) and np.array_equal(raw, np.zeros(3))
+    reward, raw = alignment_reward(EXAMPLE, np.zeros(3, dtype=bool))
+    assert np.array_equal(reward, np.zeros(3))
+
+
+def test_zscore_rules() -> None:
+    assert np.array_equal(zscore(np.array([4.2])), [0.0])
+    assert np.array_equal(zscore(np.full(5, 0.1)), np.zeros(5))  # zero spread
+    x = np.array([1.0, 2.0, 6.0])
+    expected = (x - 3.0) / (np.sqrt(((x - 3.0) ** 2).sum() / 2) + 1e-8)  # unbiased std
+    np.testing.assert_allclose(zscore(x), expected, rtol=1e-12)
+
+
+def test_reward_is_clipped_to_three() -> None:
+    # Domain 0 overlaps a little with each of 19 orthogonal domains: r~_0 = 19 r~_k, so
+    # z_0 = 19 / sqrt(20) ~ 4.25 before the clip.
+    g = np.zeros((20, 20))
+    g[1:, 1:] = np.eye(19)
+    g[0, 1:] = 0.1
+    reward, raw = alignment_reward(g, np.ones(20, dtype=bool))
+    raw_z = zscore(raw)
+    assert raw_z[0] > 4.0  # so the clip is really exercised
+    assert reward[0] == 3.0 and np.abs(reward).max() <= 3.0
+    np.testing.assert_allclose(reward, clip3(raw_z))
+
+
+def test_scale_invariance_and_float32_input() -> None:
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(5, 64))
+    r1, raw1 = alignment_reward(g, np.ones(5, dtype=bool))
+    r2, raw2 = alignment_reward(7.0 * g.astype(np.float32), np.ones(5, dtype=bool))
+    np.testing.assert_allclose(r1, r2, atol=1e-5)
+    np.testing.assert_allclose(raw2, 7.0 * raw1, rtol=1e-4)  # r~ is in gradient-norm units
+
+
+def test_mixture_weighting_matches_hand_computation() -> None:
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(4, 10))
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    _, raw = alignment_reward(g, np.ones(4, dtype=bool), weighting="mixture", weights=w)
+    mean_norm = np.linalg.norm(g, axis=1).mean()
+    for i in range(4):
+        cross = sum(w[j] * g[i] @ g[j] for j in range(4) if j != i)
+        assert raw[i] == pytest.approx(cross / (mean_norm + 1e-6), rel=1e-10)
+
+
+def test_pre_clip_clamps_raw_before_z() -> None:
+    g = np.array([[3000.0, 0.0], [1000.0, 0.0], [0.0, 10.0]])
+    _, raw_free = alignment_reward(g, np.ones(3, dtype=bool))
+    reward, raw = alignment_reward(g, np.ones(3, dtype=bool), pre_clip=999.0)
+    assert raw_free[0] > 999 and raw_free[1] > 999
+    np.testing.assert_allclose(raw, np.clip(raw_free, -999, 999))
+    np.testing.assert_allclose(reward, clip3(zscore(np.clip(raw_free, -999, 999))))
+
+
+def test_large_p_agrees_with_brute_force() -> None:
+    rng = np.random.default_rng(2)
+    g = rng.normal(size=(6, 200_000)).astype(np.float32)
+    present = np.array([True, True, False, True, True, True])
+    reward, raw = alignment_reward(g, present)
+    rows = g[present].astype(np.float64)
+    mean_norm = np.mean([np.linalg.norm(r) for r in rows])
+    brute = np.array([sum(rows[i] @ rows[j] for j in range(5) if j != i) for i in range(5)]) / (
+        mean_norm + 1e-6
+    )
+    np.testing.assert_allclose(raw[present], brute, rtol=1e-9)
+    np.testing.assert_allclose(reward[present], clip3(zscore(brute)), atol=1e-9)
+
+
+def test_bad_shapes_and_weighting_raise() -> None:
+    with pytest.raises(ValueError, match="grad_mean"):
+        alignment_reward(EXAMPLE, np.ones(4, dtype=bool))
+    with pytest.raises(ValueError, match="mixture"):
+        alignment_reward(EXAMPLE, np.ones(3, dtype=bool), weighting="mixture")
+
+
+def test_select_reward_blocks() -> None:
+    assert select_reward_blocks(6, [-1, -3, -5]) == [5, 3, 1]
+    assert select_reward_blocks(4, [-1, -3, -5]) == [3, 1]  # -5 is out of range: dropped
+    assert select_reward_blocks(2, [-1, -3, -5]) == [1]
+    assert select_reward_blocks(3, [0, -3, 2, -1]) == [0, 2]  # duplicates removed
+    with pytest.raises(ConfigError, match=r"mixing\.acodm\.reward_layers"):
+        select_reward_blocks(2, [-3, -5])

@@ -1,0 +1,156 @@
+"""AC-ODM state vector (METHODS.md §2.3): layout and dim, per-group z/clip3, absent-domain
+repeat, delta reference previous vs first, depth blocks, weight-norm tracker, round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mixlab.errors import ConfigError
+from mixlab.mixing.acodm.reward import clip3, zscore
+from mixlab.mixing.acodm.state import (
+    StateBuilder,
+    StateSpec,
+    WeightNormTracker,
+    select_depth_blocks,
+)
+
+K, D = 5, 3
+
+
+def groups(s: np.ndarray, k: int = K, d: int = D) -> list[np.ndarray]:
+    cuts = np.cumsum([k, k, k, d, d])
+    return np.split(s, cuts)
+
+
+def build(b: StateBuilder, loss: list[float], t: int = 1, **kw: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(t)
+    return b.build(
+        np.array(loss),
+        kw.get("counts", rng.integers(1, 5, size=b.num_domains)),
+        kw.get("norms", rng.uniform(1, 3, size=b.num_depths)),
+        kw.get("diffs", rng.uniform(0, 1, size=b.num_depths)),
+        t,
+        100,
+    )
+
+
+def test_dim_layout_and_progress() -> None:
+    b = StateBuilder(K, D, progress_scale=100.0)
+    s = build(b, [1.0, 2.0, 3.0, 4.0, 5.0], t=25)
+    assert s.shape == (3 * K + 2 * D + 1,) == (b.dim,)
+    assert s[-1] == pytest.approx(100.0 * 25 / 100)
+    assert StateSpec(K, D, (0.0, 0.5, 1.0), "previous", 1.0).dim == b.dim
+
+
+def test_groups_are_standardised_and_clipped() -> None:
+    rng = np.random.default_rng(0)
+    b = StateBuilder(K, D)
+    for t in range(1, 6):
+        s = build(b, list(rng.normal(3, 1, size=K)), t=t)
+        for g in groups(s)[:5]:
+            assert np.abs(g).max() <= 3.0
+            assert abs(g.mean()) < 1e-9 or np.all(g == 0)
+    # Many domains, one outlier: z would exceed 3, the group is clipped.
+    big = StateBuilder(30, 2)
+    loss = [1.0] * 29 + [50.0]
+    g1 = groups(build(big, loss), 30, 2)[0]
+    assert g1.max() == 3.0
+    np.testing.assert_allclose(g1, clip3(zscore(np.array(loss))))
+
+
+def test_constant_group_is_zero() -> None:
+    b = StateBuilder(K, D)
+    s = build(b, [1, 2, 3, 4, 5], counts=np.full(K, 2))
+    g = groups(s)
+    assert np.array_equal(g[2], np.zeros(K))  # equal counts
+    assert np.array_equal(g[1], np.zeros(K))  # loss change at the first step
+
+
+def test_absent_domain_repeats_previous_loss() -> None:
+    b = StateBuilder(K, D)
+    build(b, [1.0, 2.0, 3.0, 4.0, 5.0], t=1)
+    s = build(b, [np.nan, 2.5, 3.0, 4.0, 5.5], t=2)
+    np.testing.assert_allclose(groups(s)[0], clip3(zscore(np.array([1.0, 2.5, 3.0, 4.0, 5.5]))))
+    # The repeated loss has zero change against the previous step.
+    assert groups(s)[1][0] == pytest.approx(clip3(zscore(np.array([0.0, 0.5, 0.0, 0.0, 0.5])))[0])
+
+
+def test_absent_before_first_observation_uses_mean_of_present() -> None:
+    b = StateBuilder(3, 1)
+    s = build(b, [np.nan, 1.0, 3.0])
+    np.testing.assert_allclose(groups(s, 3, 1)[0], clip3(zscore(np.array([2.0, 1.0, 3.0]))))
+
+
+@pytest.mark.parametrize("reference", ["previous", "first"])
+def test_delta_reference(reference: str) -> None:
+    b = StateBuilder(K, D, delta_reference=reference)
+    l1, l2, l3 = ([1.0, 2, 3, 4, 5], [0.5, 2, 2, 4, 6], [0.0, 3, 1, 4, 9])
+    build(b, l1, t=1)
+    build(b, l2, t=2)
+    s = build(b, l3, t=3)
+    ref = l2 if reference == "previous" else l1
+    expected = clip3(zscore(np.array(l3) - np.array(ref)))
+    np.testing.assert_allclose(groups(s)[1], expected)
+    assert b.refresh_reference == (reference == "previous")
+
+
+def test_builder_state_round_trip() -> None:
+    a = StateBuilder(K, D, delta_reference="first")
+    build(a, [1.0, 2, 3, 4, 5], t=1)
+    build(a, [2.0, np.nan, 3, 4, 5], t=2)
+    b = StateBuilder(K, D, delta_reference="first")
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(
+        build(a, [np.nan, 1, 1, 4, 5], t=3), build(b, [np.nan, 1, 1, 4, 5], t=3)
+    )
+
+
+def test_shape_errors() -> None:
+    b = StateBuilder(K, D)
+    with pytest.raises(ValueError, match="param_norms"):
+        b.build(np.ones(K), np.ones(K), np.ones(D + 1), np.ones(D), 1, 10)
+
+
+def test_select_depth_blocks() -> None:
+    points = [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert select_depth_blocks(4, points) == [0, 1, 2, 2, 3]
+    assert select_depth_blocks(12, points) == [0, 3, 6, 8, 11]
+    assert select_depth_blocks(2, points) == [0, 0, 1, 1, 1]
+    assert select_depth_blocks(1, points) == [0] * 5
+    with pytest.raises(ConfigError):
+        select_depth_blocks(0, points)
+    with pytest.raises(ConfigError, match="depth_points"):
+        select_depth_blocks(4, [0.5, 1.5])
+
+
+@pytest.mark.parametrize("reference", ["previous", "first"])
+def test_weight_norm_tracker(reference: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    w = [torch.randn(4, 3, generator=gen), torch.randn(2, 5, generator=gen)]
+    tracker = WeightNormTracker(reference)
+    norms, diffs = tracker.measure(w)
+    np.testing.assert_allclose(norms, [float(m.norm()) for m in w], rtol=1e-6)
+    assert np.array_equal(diffs, np.zeros(2))
+    w1 = [m.clone() for m in w]
+    w2 = [m + 0.1 for m in w]
+    _, diffs = tracker.measure(w2)
+    np.testing.assert_allclose(
+        diffs, [float((a - b).norm()) for a, b in zip(w2, w1, strict=True)], rtol=1e-6
+    )
+    saved = tracker.state_dict()
+    w3 = [m * 2 for m in w2]
+    _, d3 = tracker.measure(w3)
+    ref = w2 if reference == "previous" else w1
+    np.testing.assert_allclose(
+        d3, [float((a - b).norm()) for a, b in zip(w3, ref, strict=True)], rtol=1e-6
+    )
+    fresh = WeightNormTracker(reference)
+    fresh.load_state_dict(saved)
+    np.testing.assert_array_equal(fresh.measure(w3)[1], d3)
+
+
+def test_state_spec_round_trip() -> None:
+    spec = StateSpec(8, 5, (0.0, 0.25, 0.5, 0.75, 1.0), "first", 100.0)
+    assert StateSpec.from_dict(spec.to_dict()) == spec
