@@ -38,10 +38,16 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             f"got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
     batch, length, vocab = logits.shape
-    shifted = logits[:, :-1, :].float().reshape(-1, vocab)
-    targets = labels[:, 1:].reshape(-1)
-    losses = F.cross_entropy(shifted, targets, ignore_index=IGNORE_INDEX, reduction="none")
-    return losses.view(batch, length - 1)
+    # Shift the labels, not the logits: slicing (B, L, V) logits would copy them (tens of MB
+    # per micro-batch, forward and backward); the padded last position is ignored.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    losses = F.cross_entropy(
+        logits.float().reshape(-1, vocab),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    )
+    return losses.view(batch, length)[:, :-1]
 
 
 def target_mask(labels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,56 @@
+"""Shared helpers for the benchmark scripts: a real store to measure on, and A/B timing."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def demo_store(root: Path, *, max_bytes_per_domain: int = 600_000, vocab_size: int = 4096) -> Path:
+    """Prepare a shard store from the built-in demo corpus (cached under ``root``)."""
+    from mixlab.data.demo_corpus import build_demo_corpus, demo_corpus_files
+    from mixlab.data.prepare import prepare_from_inputs
+
+    store = root / f"store-{max_bytes_per_domain}-{vocab_size}"
+    if not (store / "manifest.json").exists():
+        corpus = build_demo_corpus(
+            root / f"corpus-{max_bytes_per_domain}",
+            max_bytes_per_domain=max_bytes_per_domain,
+            progress=False,
+        )
+        prepare_from_inputs(
+            demo_corpus_files(corpus),
+            store,
+            reader_options={"domain_from": "field", "domain_field": "domain"},
+            vocab_size=vocab_size,
+            progress=False,
+        )
+    return store
+
+
+def workdir(path: str | None) -> Path:
+    return Path(path) if path else Path(tempfile.gettempdir()) / "mixlab-bench"
+
+
+def interleaved(
+    fns: dict[str, Callable[[], None]], *, blocks: int, per_block: int
+) -> dict[str, list[float]]:
+    """Run each function ``per_block`` times per block, alternating A, B, A, B, ...
+
+    Returns the per-call seconds of every call; interleaving spreads machine noise evenly.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(blocks):
+        for name, fn in fns.items():
+            for _ in range(per_block):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
