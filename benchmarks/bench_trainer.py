@@ -28,6 +28,12 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=6)
     ap.add_argument("--per-block", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="mixlab side only (the bare loop stays fp32): shows what bf16 autocast costs/buys",
+    )
     ap.add_argument("--workdir", help="where the demo store is cached")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,7 +52,7 @@ def main() -> None:
             "train": {
                 "max_steps": 10_000,
                 "batch_size": args.batch_size,
-                "precision": "fp32",
+                "precision": args.precision,
                 "progress": False,
                 "threads": args.threads,
             },
@@ -99,7 +105,7 @@ def main() -> None:
     tokens = args.batch_size * args.seq_len
     print(
         f"preset {args.preset}, batch {args.batch_size}x{args.seq_len}, {args.threads} threads, "
-        f"fp32, {len(times['mixlab'])} steps each"
+        f"mixlab {args.precision} / bare fp32, {len(times['mixlab'])} steps each"
     )
     print(
         f"mixlab step {tm * 1e3:.1f} ms ({tokens / tm:,.0f} tok/s); "
