@@ -1,4 +1,4 @@
-"""The ``mixlab`` command: prepare | train | eval | demo.
+"""The ``mixlab`` command: prepare | train | eval | doremi | demo.
 
 Each subcommand is a thin wrapper: it parses arguments, configures logging once, calls the
 library and prints a result. Errors a user can fix (:class:`~mixlab.errors.MixlabError`) are
@@ -25,6 +25,7 @@ typical use:
   mixlab train --config configs/tiny_cpu.yaml \
       --set data.store=shards mixing.name=natural --out runs/natural
   mixlab eval runs/natural runs/uniform
+  mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
   mixlab demo                      # the whole path on the built-in demo corpus
 """
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_doremi(sub)
     _add_demo(sub)
     return parser
 
@@ -262,6 +264,79 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.json).write_text(
             json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2), encoding="utf-8"
         )
+    return 0
+
+
+# ---------------------------------------------------------------------------- doremi
+DOREMI_DESCRIPTION = """\
+DoReMi (arXiv 2305.10429) from one command:
+  1. train a small reference model on the reference mixture (natural by default);
+  2. train a proxy of the same recipe on uniform sampling with Group DRO on its excess
+     loss over the reference (per token: max(proxy loss - reference loss, 0));
+  3. write the proxy's time-averaged domain weights to <out>/doremi_weights.json.
+With mixing.doremi.rounds > 1 the next round's reference is trained on those weights,
+until they change by less than mixing.doremi.tol (L1). Model, data and step budget come
+from the config (train.* applies to every run). Runs go to <out>/round_<k>/reference and
+<out>/round_<k>/proxy; rerunning the same command skips finished runs and resumes an
+interrupted one. Prints the weights and the command that trains the target with them.
+"""
+
+DOREMI_EPILOG = """\
+example:
+  mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
+  mixlab train --config configs/doremi.yaml --set data.store=shards mixing.name=fixed \\
+      mixing.weights_file=runs/doremi/doremi_weights.json --out runs/doremi-target
+
+knobs (mixing.doremi.*, all listed by `mixlab train --help-config`):
+  eta, smoothing              Group-DRO step size (1.0) and uniform mix-in c (1e-3)
+  reference_mixture           natural | uniform: what the reference is trained on
+  reference                   reuse a trained reference run instead of training one
+  rounds, tol                 iterated DoReMi: round k+1's reference uses round k's weights
+  reference_steps, proxy_steps  run lengths (0 = train.max_steps)
+  loss_normalizer, alpha_timing, proxy_sampling, lambda_init   paper vs release variants
+"""
+
+
+def _add_doremi(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doremi",
+        help="find static domain weights with DoReMi (reference -> proxy -> weights)",
+        description=DOREMI_DESCRIPTION,
+        epilog=DOREMI_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", "-c", help="YAML recipe, e.g. configs/doremi.yaml")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="A.B=C",
+        help="override config fields, e.g. --set data.store=shards mixing.doremi.rounds=3",
+    )
+    p.add_argument("--out", "-o", required=True, help="folder for the runs and the weights")
+    p.set_defaults(func=cmd_doremi)
+
+
+def cmd_doremi(args: argparse.Namespace) -> int:
+    import shlex
+
+    from mixlab.config import RunConfig
+    from mixlab.train.doremi import run_doremi
+
+    cfg = RunConfig.load(args.config, args.set)
+    result = run_doremi(cfg, args.out)
+    print("\nDoReMi domain weights (token shares; DoReMi = time-averaged proxy alpha):\n")
+    print(result.format_table())
+    last = result.rounds[-1]
+    if result.converged:
+        status = f"converged: L1 change {last.change:.4f} < mixing.doremi.tol"
+    else:
+        status = f"mixing.doremi.rounds={cfg.mixing.doremi.rounds} done"
+    print(f"\n{len(result.rounds)} round(s), {status}; weights: {result.weights_path}")
+    target = ["mixlab", "train"] + (["--config", args.config] if args.config else [])
+    target += ["--set", *args.set, "mixing.name=fixed"]
+    target += [f"mixing.weights_file={result.weights_path}", "--out", "runs/doremi-target"]
+    print("train the target with them:\n  " + shlex.join(target))
     return 0
 
 

@@ -77,10 +77,55 @@ class OdmConfig:
 
 
 @dataclass
+class DoremiConfig:
+    """DoReMi (arXiv 2305.10429): `mixlab doremi` (offline) and policy ``doremi-online``."""
+
+    eta: float = _f(
+        1.0, "Group-DRO step size: log alpha += eta * excess loss (0.1 if alpha collapses)."
+    )
+    smoothing: float = _f(
+        1e-3, "Mix c of the uniform distribution into alpha each step; every alpha_i >= c/K."
+    )
+    reference: str | None = _f(
+        None,
+        "Run folder or checkpoint of a trained reference model (same tokenizer). Required by "
+        "doremi-online; for `mixlab doremi` it is reused instead of training round 1's reference.",
+    )
+    reference_mixture: str = _f(
+        "natural", "Mixture the reference model is trained on: natural | uniform."
+    )
+    rounds: int = _f(1, "Max DoReMi rounds; round k+1 trains its reference on round k's weights.")
+    tol: float = _f(
+        0.01, "Stop iterating when the L1 change of the averaged weights between rounds < tol."
+    )
+    loss_normalizer: str = _f(
+        "per_domain",
+        "Proxy loss: per_domain (sum_i alpha_i * domain-mean loss; paper) | token_weighted "
+        "(sum_i alpha_i loss_sum_i / sum_i alpha_i n_i; release).",
+    )
+    alpha_timing: str = _f(
+        "exact",
+        "exact (forward all micro-batches, update alpha, then backward) | lagged (weight by "
+        "the previous alpha; backward per micro-batch; release behaviour, less memory).",
+    )
+    proxy_sampling: str = _f(
+        "stratified",
+        "Proxy batches: stratified (B/K sequences per domain per step) | random (i.i.d. "
+        "uniform; release).",
+    )
+    lambda_init: str = _f(
+        "zero", "lambda_0 of absent domains: zero | log_vocab (release; offline only)."
+    )
+    reference_steps: int = _f(0, "Optimiser steps of each reference run; 0 = train.max_steps.")
+    proxy_steps: int = _f(0, "Optimiser steps of each proxy run; 0 = train.max_steps.")
+
+
+@dataclass
 class MixingConfig:
     name: str = _f(
         "natural",
-        "Mixing policy: uniform | natural | temperature | fixed | odm | odm-smoothed | acodm.",
+        "Mixing policy: uniform | natural | temperature | fixed | odm | odm-smoothed | acodm "
+        "| doremi-online.",
     )
     update_every: int = _f(1, "Steps between reading new weights from the policy.")
     sampling: str = _f(
@@ -94,6 +139,7 @@ class MixingConfig:
         None, "For name=fixed: JSON file domain -> weight (e.g. DoReMi output)."
     )
     odm: OdmConfig = field(default_factory=OdmConfig)
+    doremi: DoremiConfig = field(default_factory=DoremiConfig)
     acodm: AcodmOptions = field(default_factory=AcodmOptions)
 
 

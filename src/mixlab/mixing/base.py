@@ -157,6 +157,7 @@ def build_policy(name: str, ctx: PolicyContext, config: Any) -> MixingPolicy:
 def _import_builtin_policies() -> None:
     # Importing the modules runs their @register_policy decorators.
     from mixlab.mixing import (
+        doremi,  # noqa: F401
         odm,  # noqa: F401
         static,  # noqa: F401
     )

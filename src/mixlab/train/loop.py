@@ -16,6 +16,10 @@ Precision: bf16 autocast on CPU when asked or when ``auto`` finds the CPU fast a
 per-token losses are always computed in fp32. The schedule is linear warm-up then cosine to
 ``min_lr_ratio * lr``. Resume restores every state (see :mod:`mixlab.train.checkpoint`), so the
 rest of a resumed run's loss curve equals the uninterrupted run's.
+
+A policy that declares ``requires_reference`` (DoReMi) also gets a frozen reference model that
+scores the same micro-batches (:class:`ReferenceScorer`): per-domain sums of the per-token
+clipped excess loss and of the reference loss go into its Feedback.
 """
 
 from __future__ import annotations
@@ -34,11 +38,11 @@ import torch
 from mixlab import __version__
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
-from mixlab.errors import ConfigError, ResumeError
+from mixlab.errors import ConfigError, DataError, ResumeError
 from mixlab.eval.perplexity import EvalResult, evaluate
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
 from mixlab.model.factory import build_model, count_parameters
-from mixlab.model.losses import per_domain_sums, token_losses
+from mixlab.model.losses import per_domain_sums, target_mask, token_losses
 from mixlab.sampling.sampler import MixtureSampler
 from mixlab.train.callbacks import Callback, JsonlSink, TensorBoardSink
 from mixlab.train.checkpoint import (
@@ -107,6 +111,79 @@ def model_from_config(cfg: RunConfig, store: ShardStore) -> torch.nn.Module:
     )
 
 
+class ReferenceScorer:
+    """A frozen reference LM that scores the trainer's micro-batches (DoReMi, METHODS.md §3).
+
+    Per token j of a micro-batch the excess loss is clipped *per token*,
+    ``max(l_theta,j - l_ref,j, 0)``, then summed per domain: the sums cannot be rebuilt from
+    per-domain means. The reference runs under ``no_grad`` in eval mode, its parameters have
+    ``requires_grad=False`` and it is never handed to the optimiser.
+    """
+
+    def __init__(self, path: str | Path, store: ShardStore, seq_len: int) -> None:
+        state = load_checkpoint(path)
+        if not state.get("finished"):
+            log.warning("reference %s is unfinished (step %d); using it as is", path, state["step"])
+        if state["store_fingerprint"] != store.fingerprint:
+            ref_store_path = RunConfig.from_dict(state["config"]).data.store
+            try:
+                ref_store = ShardStore(ref_store_path)
+            except DataError as exc:
+                raise ConfigError(
+                    f"mixing.doremi.reference={path}: the reference was trained on another "
+                    f"store, whose tokenizer cannot be checked ({exc})"
+                ) from exc
+            if ref_store.tokenizer_hash != store.tokenizer_hash:
+                raise ConfigError(
+                    f"mixing.doremi.reference={path}: the reference was trained with another "
+                    f"tokenizer (store {ref_store.path}); train it on a store made with the "
+                    "same tokenizer as data.store"
+                )
+        self.model = model_from_config(RunConfig.from_dict(state["config"]), store)
+        self.model.load_state_dict(state["model"])
+        self.model.requires_grad_(False)
+        self.model.eval()
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and limit < seq_len:
+            raise ConfigError(
+                f"mixing.doremi.reference={path}: the reference handles {limit} positions but "
+                f"data.seq_len is {seq_len}; lower data.seq_len or use a longer reference"
+            )
+
+    def score(
+        self,
+        batch: dict[str, torch.Tensor],
+        tok_loss: torch.Tensor,
+        num_domains: int,
+        autocast: contextlib.AbstractContextManager[Any],
+    ) -> dict[str, torch.Tensor]:
+        """Per-domain (K,) ``excess_sum``, ``ref_loss_sum`` and ``clipped_count`` (float64)."""
+        with torch.no_grad(), autocast:
+            ref_logits = self.model(input_ids=batch["input_ids"]).logits
+        ref_loss = token_losses(ref_logits, batch["labels"])
+        return clipped_excess_sums(tok_loss.detach(), ref_loss, batch, num_domains)
+
+
+def clipped_excess_sums(
+    tok_loss: torch.Tensor,
+    ref_loss: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    num_domains: int,
+) -> dict[str, torch.Tensor]:
+    """Sum max(tok_loss - ref_loss, 0), ref_loss and [tok_loss < ref_loss] per domain."""
+    mask = target_mask(batch["labels"])
+    diff = tok_loss - ref_loss
+    sums = {
+        "excess_sum": diff.clamp(min=0),
+        "ref_loss_sum": ref_loss,
+        "clipped_count": (diff < 0).to(tok_loss.dtype),
+    }
+    return {
+        key: per_domain_sums(value, mask, batch["domain_id"], num_domains)[0].double()
+        for key, value in sums.items()
+    }
+
+
 class Trainer:
     """Owns one run: store, model, policy, sampler, optimizer; ``fit()`` runs the loop."""
 
@@ -132,6 +209,10 @@ class Trainer:
             total_steps=t.max_steps,
         )
         self.policy: MixingPolicy = build_policy(cfg.mixing.name, ctx, cfg.mixing)
+        self.reference: ReferenceScorer | None = None
+        if getattr(self.policy, "requires_reference", False):
+            path = str(getattr(self.policy, "reference_path", ""))
+            self.reference = ReferenceScorer(path, self.store, cfg.data.seq_len)
         self.sampler = MixtureSampler(
             self.store,
             seq_len=cfg.data.seq_len,
@@ -203,6 +284,7 @@ class Trainer:
         step_tokens = max(1, int(sum(int(m.sum()) for m in masks)))
         loss_sum = torch.zeros(K, dtype=torch.float64)
         token_count = torch.zeros(K, dtype=torch.float64)
+        ref_sums: dict[str, torch.Tensor] = {}
         for batch, mask in zip(batches, masks, strict=True):
             with self.autocast():
                 logits = self.model(input_ids=batch["input_ids"]).logits
@@ -211,6 +293,9 @@ class Trainer:
             sums, counts = per_domain_sums(tok_loss.detach(), mask, batch["domain_id"], K)
             loss_sum += sums.double()
             token_count += counts.double()
+            if self.reference is not None:  # DoReMi excess over the frozen reference
+                for key, value in self.reference.score(batch, tok_loss, K, self.autocast()).items():
+                    ref_sums[key] = ref_sums.get(key, 0) + value
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             if self.cfg.train.grad_clip > 0
@@ -224,6 +309,7 @@ class Trainer:
             "loss_sum": loss_sum.numpy(),
             "token_count": token_count.numpy(),
             "grad_norm": float(grad_norm),
+            **{key: value.numpy() for key, value in ref_sums.items()},
         }
 
     def microbatch_counts(self, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
@@ -263,6 +349,8 @@ class Trainer:
                     loss_sum=out["loss_sum"],
                     token_count=out["token_count"],
                     microbatch_count=self.microbatch_counts(batches),
+                    excess_sum=out.get("excess_sum"),
+                    ref_loss_sum=out.get("ref_loss_sum"),
                 )
                 policy_start = time.perf_counter()
                 self.policy.update(feedback)  # <- the mixture learns from this step
@@ -353,6 +441,7 @@ class _Window:
         self.grad_norm = 0.0
         self.loss_sum = np.zeros(len(domains))
         self.token_count = np.zeros(len(domains))
+        self.ref_sums: dict[str, np.ndarray] = {}  # DoReMi: excess, reference loss, clipped
 
     def add(
         self,
@@ -365,6 +454,9 @@ class _Window:
         self.grad_norm += out["grad_norm"]
         self.loss_sum += out["loss_sum"]
         self.token_count += out["token_count"]
+        for key in ("excess_sum", "ref_loss_sum", "clipped_count"):
+            if key in out:
+                self.ref_sums[key] = self.ref_sums.get(key, 0) + out[key]
         self.steps += 1
         self.tokens += tokens
         self.seconds += seconds
@@ -394,8 +486,23 @@ class _Window:
             if self.token_count[i] > 0:
                 rec[f"domain/{d}/train_loss"] = float(self.loss_sum[i] / self.token_count[i])
             rec[f"domain/{d}/tokens"] = int(sampler.tokens_served()[i])
+        if self.ref_sums:
+            rec.update(self._reference_record())
         for key, value in policy.log_values().items():
             rec[f"mix/{key}"] = value
+        return rec
+
+    def _reference_record(self) -> dict[str, Any]:
+        """Reference loss, clipped and unclipped excess per domain; share of clipped tokens."""
+        n = self.token_count
+        clipped = float(self.ref_sums["clipped_count"].sum())
+        rec = {"train/excess_clipped_fraction": clipped / max(float(n.sum()), 1.0)}
+        for i, d in enumerate(self.domains):
+            if n[i] > 0:
+                ref = float(self.ref_sums["ref_loss_sum"][i] / n[i])
+                rec[f"domain/{d}/ref_loss"] = ref
+                rec[f"domain/{d}/excess"] = float(self.ref_sums["excess_sum"][i] / n[i])
+                rec[f"domain/{d}/excess_unclipped"] = float(self.loss_sum[i] / n[i]) - ref
         return rec
 
 

@@ -1,0 +1,440 @@
+"""``mixlab doremi``: find static domain weights with DoReMi (arXiv 2305.10429), end to end.
+
+One round (METHODS.md §3):
+
+1. **Reference.** Train a small model on the reference mixture (``mixing.doremi.
+   reference_mixture``: natural or uniform), or reuse ``mixing.doremi.reference``.
+2. **Proxy.** Train a model of the same recipe on *uniform* domain sampling with Group DRO
+   (:class:`ProxyTrainer`). Each step it forwards the proxy and the frozen reference on the
+   same micro-batches, takes the per-token excess ``max(l_proxy - l_ref, 0)``, turns its
+   per-domain means into lambda_t, updates alpha_t (:class:`~mixlab.mixing.doremi.GroupDRO`)
+   and then back-propagates ``sum_i alpha_t,i * mean loss of domain i`` (``alpha_timing=
+   exact``; ``lagged`` weights by alpha_t-1 and back-propagates each micro-batch at once).
+3. **Weights.** The time average of alpha over the proxy run is written as
+   ``doremi_weights.json``; train the target with ``mixing.name=fixed
+   mixing.weights_file=<out>/doremi_weights.json``.
+
+With ``rounds > 1`` (iterated DoReMi) round k+1 trains a new reference on round k's weights,
+until the L1 change between a round's weights and the mixture its reference was trained on
+(from round 2 on: the previous round's weights) drops below ``tol``.
+
+Layout of ``--out``::
+
+    round_1/reference/   a normal run folder (checkpoint.pt, metrics.jsonl, eval.json)
+    round_1/proxy/       run folder + alpha_trajectory.jsonl (alpha_t, avg alpha_t, lambda_t)
+    round_1/doremi_weights.json
+    round_2/...
+    doremi_weights.json  the final weights: {"weights": {domain: avg alpha}, ...}
+
+Every run is resumable: an interrupted ``mixlab doremi`` skips finished runs and continues
+the unfinished one from its checkpoint. A run folder made with other settings is an error,
+never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixlab.config import DoremiConfig, RunConfig
+from mixlab.data.store import ShardStore
+from mixlab.errors import ConfigError
+from mixlab.eval.perplexity import EvalResult
+from mixlab.mixing.base import Feedback
+from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
+from mixlab.model.losses import per_domain_sums, target_mask, token_losses
+from mixlab.train.callbacks import Callback, JsonlSink
+from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from mixlab.train.loop import EVAL_NAME, ReferenceScorer, Trainer, eval_record
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "doremi_weights.json"
+TRAJECTORY_NAME = "alpha_trajectory.jsonl"
+_TRAJECTORY_KEYS = ("alpha", "avg_alpha", "lambda")  # per step, keyed by domain
+_CHOICES = {
+    "reference_mixture": ("natural", "uniform"),
+    "loss_normalizer": ("per_domain", "token_weighted"),
+    "alpha_timing": ("exact", "lagged"),
+    "proxy_sampling": ("stratified", "random"),
+    "lambda_init": LAMBDA_INITS,
+}
+
+
+def validate_doremi(cfg: RunConfig, store: ShardStore) -> None:
+    """Check ``mixing.doremi.*`` up front; errors name the field, value and allowed values."""
+    d = cfg.mixing.doremi
+    for name, allowed in _CHOICES.items():
+        if getattr(d, name) not in allowed:
+            raise ConfigError(
+                f"mixing.doremi.{name}: {getattr(d, name)!r} is not one of {', '.join(allowed)}"
+            )
+    if d.rounds < 1:
+        raise ConfigError(f"mixing.doremi.rounds: must be an integer >= 1, got {d.rounds}")
+    for name in ("reference_steps", "proxy_steps"):
+        if getattr(d, name) < 0:
+            raise ConfigError(
+                f"mixing.doremi.{name}: must be >= 0 (0 = train.max_steps), got {getattr(d, name)}"
+            )
+    if not d.tol >= 0:
+        raise ConfigError(f"mixing.doremi.tol: must be a number >= 0, got {d.tol}")
+    group_dro_from_config(store.domains, cfg.mixing, store.vocab_size)  # eta, smoothing
+    per_step = cfg.train.batch_size * cfg.train.grad_accum
+    if d.proxy_sampling == "stratified":
+        k = len(store.domains)
+        if per_step < k:
+            raise ConfigError(
+                f"mixing.doremi.proxy_sampling=stratified: a step has {per_step} sequences "
+                f"(train.batch_size x train.grad_accum) for {k} domains, so some domains would "
+                "never be sampled; raise train.batch_size or use proxy_sampling=random"
+            )
+
+
+class ProxyMixture:
+    """The proxy's mixing policy: fixed sampling weights, Group-DRO state and logs.
+
+    alpha reweights the proxy's *loss*, not its sampling, so the sampler keeps ``sampling``
+    (uniform in DoReMi). The trainer updates ``dro`` inside the step, before the backward
+    pass; ``update(feedback)`` therefore has nothing left to do.
+    """
+
+    def __init__(self, domains: Sequence[str], sampling: np.ndarray, dro: GroupDRO) -> None:
+        self.domains: tuple[str, ...] = tuple(domains)
+        self.sampling = np.asarray(sampling, dtype=np.float64)
+        self.dro = dro
+
+    def weights(self) -> np.ndarray:
+        return self.sampling.copy()
+
+    def update(self, feedback: Feedback) -> None:
+        """alpha was already updated from this step's excess by :class:`ProxyTrainer`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"group_dro": self.dro.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dro.load_state_dict(state["group_dro"])
+
+    def log_values(self) -> dict[str, float]:
+        return self.dro.log_values()
+
+
+class _TrajectorySink(JsonlSink):
+    """``alpha_trajectory.jsonl``: one line per proxy step; cut back to the checkpoint on resume."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        super().__init__(run_dir)
+        self.path = Path(run_dir) / TRAJECTORY_NAME
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        if self._fh is None:  # a step driven outside fit(): open at the step before
+            self.on_train_start(int(record["step"]) - 1)
+        super().on_log(record)
+
+
+class ProxyTrainer(Trainer):
+    """A :class:`Trainer` whose step is DoReMi's Group-DRO proxy update.
+
+    ``cfg.mixing.name`` sets the sampling distribution (``uniform`` in the pipeline) and
+    ``cfg.mixing.doremi.reference`` the frozen reference run.
+    """
+
+    def __init__(
+        self, cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
+    ) -> None:
+        d = cfg.mixing.doremi
+        if not d.reference:
+            raise ConfigError("the DoReMi proxy needs mixing.doremi.reference (a run folder)")
+        super().__init__(cfg, run_dir, callbacks)
+        self.reference = ReferenceScorer(d.reference, self.store, cfg.data.seq_len)
+        self.dro = group_dro_from_config(self.domains, cfg.mixing, self.store.vocab_size)
+        self.policy = ProxyMixture(self.domains, self.sampler.weights(), self.dro)
+        self.trajectory = _TrajectorySink(self.run_dir)
+
+    def fit(self) -> EvalResult:
+        self.trajectory.on_train_start(self.step)
+        try:
+            return super().fit()
+        finally:
+            self.trajectory.on_train_end(self.step)
+
+    def dro_objective(
+        self, loss_sum: torch.Tensor, count: torch.Tensor, alpha: np.ndarray
+    ) -> torch.Tensor:
+        """L = sum_i alpha_i * loss_sum_i / n_i (per_domain), or the token-weighted variant.
+
+        ``token_weighted`` (the release) weighs token j by v = alpha_d / s_d (s = sampling
+        weights) and normalises by sum_j v_j. Absent domains (n_i = 0) contribute nothing.
+        """
+        a = torch.as_tensor(alpha, dtype=loss_sum.dtype)
+        present = count > 0
+        if self.cfg.mixing.doremi.loss_normalizer == "per_domain":
+            return (a * loss_sum / count.clamp(min=1)).where(present, 0).sum()
+        s = torch.as_tensor(self.policy.weights(), dtype=loss_sum.dtype)
+        v = (a / s).where(s > 0, 0)
+        return (v * loss_sum).sum() / (v * count).sum().clamp(min=1e-12)
+
+    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        """Forward proxy + reference, excess -> lambda -> alpha, weighted backward, update."""
+        K = len(self.domains)
+        assert self.reference is not None
+        exact = self.cfg.mixing.doremi.alpha_timing == "exact"
+        count = torch.zeros(K, dtype=torch.int64)  # the step's target tokens per domain
+        for b in batches:
+            count.index_add_(0, b["domain_id"], target_mask(b["labels"]).sum(dim=1))
+        alpha_prev = self.dro.alpha.copy()
+        kept: list[torch.Tensor] = []  # graph-carrying per-domain loss sums (exact timing)
+        loss_sum = torch.zeros(K, dtype=torch.float64)
+        ref: dict[str, torch.Tensor] = {}
+        for batch in batches:
+            with self.autocast():
+                logits = self.model(input_ids=batch["input_ids"]).logits
+            tok_loss = token_losses(logits, batch["labels"])
+            sums, _ = per_domain_sums(tok_loss, target_mask(batch["labels"]), batch["domain_id"], K)
+            for key, value in self.reference.score(batch, tok_loss, K, self.autocast()).items():
+                ref[key] = ref.get(key, 0) + value
+            loss_sum += sums.detach().double()
+            if exact:
+                kept.append(sums)
+            else:  # lagged: alpha_t-1 is known, so this micro-batch's graph can go now
+                self.dro_objective(sums, count.to(sums.dtype), alpha_prev).backward()
+        alpha = self.dro.update(ref["excess_sum"].numpy(), count.numpy())
+        if exact:
+            total = torch.stack(kept).sum(dim=0)
+            self.dro_objective(total, count.to(total.dtype), alpha).backward()
+        state = self.dro.state_dict()
+        self.trajectory.on_log({"step": state["step"], **{k: state[k] for k in _TRAJECTORY_KEYS}})
+        grad_clip = self.cfg.train.grad_clip
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+            if grad_clip > 0
+            else torch.tensor(float("nan"))
+        )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss": float(loss_sum.sum() / max(1, int(count.sum()))),
+            "loss_sum": loss_sum.numpy(),
+            "token_count": count.double().numpy(),
+            "grad_norm": float(grad_norm),
+            **{key: value.numpy() for key, value in ref.items()},
+        }
+
+
+# ------------------------------------------------------------------------------ pipeline
+@dataclass
+class DoremiRound:
+    """One round's result: its reference mixture (None if unknown) and the proxy's weights."""
+
+    round: int
+    reference_run: Path
+    proxy_run: Path
+    reference_mixture: np.ndarray | None
+    weights: np.ndarray  # avg alpha_T
+    last_alpha: np.ndarray  # alpha_T (not the output; logged for diagnosis)
+    change: float | None  # L1 distance to reference_mixture
+
+
+@dataclass
+class DoremiResult:
+    domains: tuple[str, ...]
+    natural: np.ndarray
+    weights_path: Path
+    rounds: list[DoremiRound] = field(default_factory=list)
+    converged: bool = False
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.rounds[-1].weights
+
+    def format_table(self) -> str:
+        """Domain | natural | reference mixture (round 1) | weights of each round."""
+        heads = ["natural", "reference"] + (
+            [f"round {r.round}" for r in self.rounds] if len(self.rounds) > 1 else []
+        )
+        heads.append("DoReMi")
+        ref = self.rounds[0].reference_mixture
+        cols: list[np.ndarray | None] = [self.natural, ref]
+        if len(self.rounds) > 1:
+            cols += [r.weights for r in self.rounds]
+        cols.append(self.weights)
+        dw = max(6, *(len(d) for d in self.domains))
+        lines = [f"{'domain':<{dw}} " + " ".join(f"{h:>10}" for h in heads)]
+        for i, d in enumerate(self.domains):
+            cells = [f"{'?':>10}" if c is None else f"{c[i]:>10.4f}" for c in cols]
+            lines.append(f"{d:<{dw}} " + " ".join(cells))
+        return "\n".join(lines)
+
+
+def run_doremi(
+    cfg: RunConfig, out_dir: str | Path, callbacks: Sequence[Callback] = ()
+) -> DoremiResult:
+    """Reference -> proxy -> weights (-> further rounds) into ``out_dir``; resumable."""
+    if not cfg.data.store:
+        raise ConfigError("data.store: path of a prepared store is required (mixlab prepare)")
+    store = ShardStore(cfg.data.store)
+    validate_doremi(cfg, store)
+    d = cfg.mixing.doremi
+    out = Path(out_dir).resolve()
+    domains = store.domains
+    tokens = store.train_tokens_per_domain().astype(np.float64)
+    natural = tokens / tokens.sum()
+    result = DoremiResult(domains, natural, out / WEIGHTS_NAME)
+    uniform = np.full(len(domains), 1.0 / len(domains))
+    ref_mix: np.ndarray | None = natural if d.reference_mixture == "natural" else uniform
+    for k in range(1, d.rounds + 1):
+        rdir = out / f"round_{k}"
+        if k == 1 and d.reference:
+            ref_dir = Path(d.reference).resolve()
+            ref_mix = _static_weights(ref_dir, domains)
+            log.info("round 1: reusing the reference run %s", ref_dir)
+        else:
+            assert ref_mix is not None
+            ref_dir = rdir / "reference"
+            _train_or_reuse(_reference_config(cfg, ref_mix, domains), ref_dir, Trainer, callbacks)
+        proxy_dir = rdir / "proxy"
+        _train_or_reuse(_proxy_config(cfg, ref_dir), proxy_dir, ProxyTrainer, callbacks)
+        dro_state = load_checkpoint(proxy_dir)["policy"]["group_dro"]
+        avg = np.array([dro_state["avg_alpha"][x] for x in domains])
+        avg = avg / avg.sum()
+        last = np.array([dro_state["alpha"][x] for x in domains])
+        change = None if ref_mix is None else float(np.abs(avg - ref_mix).sum())
+        rnd = DoremiRound(k, ref_dir, proxy_dir, ref_mix, avg, last, change)
+        result.rounds.append(rnd)
+        _write_weights(rdir / WEIGHTS_NAME, rnd, domains, cfg)
+        log.info("round %d: weights %s (L1 change %s)", k, _fmt(avg, domains), change)
+        if change is not None and change < d.tol:
+            result.converged = True
+            break
+        ref_mix = avg
+    _write_weights(out / WEIGHTS_NAME, result.rounds[-1], domains, cfg, result.converged)
+    return result
+
+
+# A run's saved config keeps only the DoReMi settings that shape that run, so raising
+# ``rounds`` or changing ``eta`` later still reuses the runs those settings do not touch.
+_PROXY_FIELDS = (
+    "eta",
+    "smoothing",
+    "loss_normalizer",
+    "alpha_timing",
+    "proxy_sampling",
+    "lambda_init",
+)
+
+
+def _reference_config(cfg: RunConfig, mixture: np.ndarray, domains: Sequence[str]) -> RunConfig:
+    ref = copy.deepcopy(cfg)
+    m = ref.mixing
+    m.name, m.weights_file = "fixed", None
+    m.weights = dict(zip(domains, mixture.tolist(), strict=True))  # inline: no path to go stale
+    m.doremi = DoremiConfig()
+    ref.train.max_steps = cfg.mixing.doremi.reference_steps or cfg.train.max_steps
+    ref.validate()
+    return ref
+
+
+def _proxy_config(cfg: RunConfig, reference: Path) -> RunConfig:
+    proxy = copy.deepcopy(cfg)
+    m, d = proxy.mixing, cfg.mixing.doremi
+    m.name, m.weights, m.weights_file = "uniform", None, None
+    m.sampling = "stratified" if d.proxy_sampling == "stratified" else "mixed"
+    m.doremi = DoremiConfig(
+        reference=str(reference), **{name: getattr(d, name) for name in _PROXY_FIELDS}
+    )
+    proxy.train.max_steps = d.proxy_steps or cfg.train.max_steps
+    proxy.validate()
+    return proxy
+
+
+def _train_or_reuse(
+    cfg: RunConfig, run_dir: Path, trainer_cls: type[Trainer], callbacks: Sequence[Callback]
+) -> None:
+    """Skip a finished run, resume an unfinished one, or start it; refuse foreign folders."""
+    resume = False
+    if (run_dir / CHECKPOINT_NAME).exists():
+        state = load_checkpoint(run_dir)
+        diff = _first_difference(state["config"], cfg.to_dict())
+        if diff:
+            raise ConfigError(
+                f"{run_dir} holds a run made with other settings ({diff}); rerun with the same "
+                "config, or choose a new --out"
+            )
+        if state.get("finished"):
+            log.info("%s finished at step %d: reused", run_dir, state["step"])
+            return
+        resume = True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    trainer = trainer_cls(cfg, run_dir, callbacks)
+    if resume:
+        trainer.load_state_dict(load_checkpoint(run_dir))
+        log.info("%s: resuming at step %d", run_dir, trainer.step)
+    result = trainer.fit()
+    (run_dir / EVAL_NAME).write_text(
+        json.dumps(eval_record(result, trainer.step), indent=2), encoding="utf-8"
+    )
+
+
+def _first_difference(saved: Any, planned: Any, prefix: str = "") -> str:
+    if isinstance(saved, dict) and isinstance(planned, dict):
+        for key in sorted(set(saved) | set(planned)):
+            diff = _first_difference(saved.get(key), planned.get(key), f"{prefix}{key}.")
+            if diff:
+                return diff
+        return ""
+    return "" if saved == planned else f"{prefix[:-1]}: {saved!r} there, {planned!r} now"
+
+
+def _static_weights(run_dir: Path, domains: Sequence[str]) -> np.ndarray | None:
+    """The mixture a reused reference was trained on, if it was a static one."""
+    saved = load_checkpoint(run_dir)["policy"].get("weights")
+    if not isinstance(saved, dict) or set(saved) != set(domains):
+        return None
+    return np.array([float(saved[x]) for x in domains])
+
+
+def _named(values: np.ndarray | None, domains: Sequence[str]) -> dict[str, float] | None:
+    return None if values is None else dict(zip(domains, values.tolist(), strict=True))
+
+
+def _fmt(values: np.ndarray, domains: Sequence[str]) -> str:
+    return ", ".join(f"{x}={v:.4f}" for x, v in zip(domains, values, strict=True))
+
+
+def _write_weights(
+    path: Path,
+    rnd: DoremiRound,
+    domains: Sequence[str],
+    cfg: RunConfig,
+    converged: bool | None = None,
+) -> None:
+    """``{"weights": {domain: avg alpha_T}, ...}``: the format ``mixing.weights_file`` reads."""
+    d = cfg.mixing.doremi
+    record: dict[str, Any] = {
+        "weights": _named(rnd.weights, domains),
+        "round": rnd.round,
+        "last_alpha": _named(rnd.last_alpha, domains),
+        "reference_mixture": _named(rnd.reference_mixture, domains),
+        "l1_change": rnd.change,
+        "reference_run": str(rnd.reference_run),
+        "proxy_run": str(rnd.proxy_run),
+        "alpha_trajectory": str(rnd.proxy_run / TRAJECTORY_NAME),
+        "eta": d.eta,
+        "smoothing": d.smoothing,
+        "loss_normalizer": d.loss_normalizer,
+    }
+    if converged is not None:
+        record["converged"] = converged
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    tmp.replace(path)
