@@ -4,27 +4,36 @@
 file alone is enough), rebuilds the model for the run's shard store, loads the weights and
 computes per-domain validation loss/perplexity with :func:`mixlab.eval.perplexity.evaluate`.
 ``compare_table`` lays several runs side by side (rows = domains and aggregates).
+``evaluate_run_modes`` scores a run's validation *documents* under the MeCo eval modes
+(``uncond`` / ``cond_true`` / ``cond_fixed``, :mod:`mixlab.eval.conditional`) and writes
+``eval_modes.json``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ResumeError
+from mixlab.eval.conditional import DocumentEvaluator
 from mixlab.eval.perplexity import EvalResult, evaluate
-from mixlab.train.checkpoint import load_checkpoint, resolve_checkpoint
+from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
 from mixlab.train.loop import eval_record, model_from_config, resolve_precision
 
+MODES_NAME = "eval_modes.json"
 
-def evaluate_run(
-    run: str | Path, *, max_tokens_per_domain: int | None = None, write: bool = True
-) -> EvalResult:
-    """Score a run folder or checkpoint file; writes ``eval.json`` next to the checkpoint."""
+
+def load_run(
+    run: str | Path,
+) -> tuple[Path, dict[str, Any], RunConfig, ShardStore, torch.nn.Module]:
+    """(checkpoint path, state, config, store, model with the saved weights) of a run."""
     ckpt_path = resolve_checkpoint(run)
     state = load_checkpoint(ckpt_path)
     cfg = RunConfig.from_dict(state["config"])
@@ -36,6 +45,14 @@ def evaluate_run(
         )
     model = model_from_config(cfg, store)
     model.load_state_dict(state["model"])
+    return ckpt_path, state, cfg, store, model
+
+
+def evaluate_run(
+    run: str | Path, *, max_tokens_per_domain: int | None = None, write: bool = True
+) -> EvalResult:
+    """Score a run folder or checkpoint file; writes ``eval.json`` next to the checkpoint."""
+    ckpt_path, state, cfg, store, model = load_run(run)
     result = evaluate(
         model,
         store,
@@ -48,6 +65,43 @@ def evaluate_run(
         record = eval_record(result, int(state["step"]))
         (ckpt_path.parent / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return result
+
+
+def evaluate_run_modes(
+    run: str | Path,
+    modes: Sequence[str],
+    *,
+    prefix: str | None = None,
+    max_tokens_per_domain: int | None = None,
+    write: bool = True,
+) -> dict[str, EvalResult]:
+    """Score a run's validation documents under each MeCo mode; writes ``eval_modes.json``.
+
+    ``prefix`` is the ``cond_fixed`` prefix text (default: the run's ``eval.fixed_prefix``).
+    The prefix settings of ``cond_true`` (variant, template, missing metadata) are the run's
+    ``meco`` section, also for a run trained without MeCo.
+    """
+    ckpt_path, state, cfg, store, model = load_run(run)
+    fixed = prefix if prefix is not None else cfg.eval.fixed_prefix
+    evaluator = DocumentEvaluator(
+        store,
+        seq_len=cfg.data.seq_len,
+        meco=cfg.meco,
+        max_tokens_per_domain=max_tokens_per_domain or cfg.eval.max_tokens_per_domain,
+        batch_size=cfg.eval.batch_size,
+    )
+    results = evaluator.evaluate_modes(
+        model, modes, fixed_prefix=fixed, autocast_dtype=resolve_precision(cfg.train.precision)
+    )
+    if write:
+        record = {
+            "step": int(state["step"]),
+            "fixed_prefix": fixed if "cond_fixed" in modes else None,
+            "modes": {mode: r.to_dict() for mode, r in results.items()},
+        }
+        name = MODES_NAME if ckpt_path.name == CHECKPOINT_NAME else f"{ckpt_path.stem}.modes.json"
+        (ckpt_path.parent / name).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return results
 
 
 def compare_table(results: Mapping[str, EvalResult]) -> str:

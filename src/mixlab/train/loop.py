@@ -20,6 +20,13 @@ rest of a resumed run's loss curve equals the uninterrupted run's.
 A policy that declares ``requires_reference`` (DoReMi) also gets a frozen reference model that
 scores the same micro-batches (:class:`ReferenceScorer`): per-domain sums of the per-token
 clipped excess loss and of the reference loss go into its Feedback.
+
+With ``meco.enabled`` the sampler packs whole documents with their metadata prefix
+(:class:`~mixlab.sampling.documents.DocumentSampler`) until s_c, then plain documents; the
+model gets the batch's extra inputs through :func:`~mixlab.model.meco.model_inputs`, a copy of
+the checkpoint is kept at s_c (``checkpoint_condition_end.pt``) and the MeCo statistics are
+logged (:class:`~mixlab.model.meco.MecoLog`). ``eval.document_modes`` adds per-document evals
+with and without prefixes (:mod:`mixlab.eval.conditional`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from mixlab.eval.perplexity import EvalResult, evaluate
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
 from mixlab.model.factory import build_model, count_parameters
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
+from mixlab.model.meco import MecoLog, model_inputs
+from mixlab.sampling.documents import DocumentSampler
 from mixlab.sampling.sampler import MixtureSampler
 from mixlab.train.callbacks import Callback, JsonlSink, TensorBoardSink
 from mixlab.train.checkpoint import (
@@ -57,6 +66,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 EVAL_NAME = "eval.json"
+CONDITION_END_NAME = "checkpoint_condition_end.pt"  # MeCo: the model at s_c, kept
 
 
 def resolve_precision(precision: str) -> torch.dtype | None:
@@ -159,7 +169,7 @@ class ReferenceScorer:
     ) -> dict[str, torch.Tensor]:
         """Per-domain (K,) ``excess_sum``, ``ref_loss_sum`` and ``clipped_count`` (float64)."""
         with torch.no_grad(), autocast:
-            ref_logits = self.model(input_ids=batch["input_ids"]).logits
+            ref_logits = self.model(**model_inputs(batch)).logits
         ref_loss = token_losses(ref_logits, batch["labels"])
         return clipped_excess_sums(tok_loss.detach(), ref_loss, batch, num_domains)
 
@@ -213,14 +223,18 @@ class Trainer:
         if getattr(self.policy, "requires_reference", False):
             path = str(getattr(self.policy, "reference_path", ""))
             self.reference = ReferenceScorer(path, self.store, cfg.data.seq_len)
-        self.sampler = MixtureSampler(
-            self.store,
+        sampling: dict[str, Any] = dict(
             seq_len=cfg.data.seq_len,
             batch_size=t.batch_size,
             grad_accum=t.grad_accum,
             weights=self.policy.weights(),
             mode=cfg.mixing.sampling,
             seed=t.seed,
+        )
+        self.sampler: MixtureSampler = (
+            DocumentSampler.from_config(cfg, self.store, self.model, **sampling)
+            if cfg.meco.enabled
+            else MixtureSampler(self.store, **sampling)
         )
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -233,6 +247,7 @@ class Trainer:
         if t.tensorboard:
             self.callbacks.append(TensorBoardSink(self.run_dir))
         self.last_eval: EvalResult | None = None
+        self._document_eval: Any = None  # mixlab.eval.conditional.DocumentEvaluator, lazily
 
     # ------------------------------------------------------------------ state
     def state_dict(self, finished: bool = False) -> dict[str, Any]:
@@ -287,7 +302,7 @@ class Trainer:
         ref_sums: dict[str, torch.Tensor] = {}
         for batch, mask in zip(batches, masks, strict=True):
             with self.autocast():
-                logits = self.model(input_ids=batch["input_ids"]).logits
+                logits = self.model(**model_inputs(batch)).logits
             tok_loss = token_losses(logits, batch["labels"])  # (B, L-1) fp32, 0 where masked
             (tok_loss.sum() / step_tokens).backward()
             sums, counts = per_domain_sums(tok_loss.detach(), mask, batch["domain_id"], K)
@@ -337,6 +352,9 @@ class Trainer:
             "bf16" if self.autocast_dtype else "fp32",
         )
         window = _Window(self.domains)
+        meco = None
+        if isinstance(self.sampler, DocumentSampler):
+            meco = MecoLog(self.sampler, self.step)
         try:
             for _ in self._progress():
                 start = time.perf_counter()
@@ -366,19 +384,20 @@ class Trainer:
                     policy_seconds,
                 )
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
-                    self._emit(
-                        window.record(
-                            self.step,
-                            float(self.scheduler.get_last_lr()[0]),
-                            self.sampler,
-                            self.policy,
-                        )
+                    record = window.record(
+                        self.step,
+                        float(self.scheduler.get_last_lr()[0]),
+                        self.sampler,
+                        self.policy,
                     )
+                    self._emit({**record, **(meco.record(self.step) if meco else {})})
                     window = _Window(self.domains)
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
                     self.run_eval()
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save()
+                if meco and self.step == meco.sampler.condition_steps:
+                    self.save_condition_end()
         except KeyboardInterrupt:
             log.warning(
                 "interrupted at step %d; saving a checkpoint (resume with --resume)", self.step
@@ -391,6 +410,13 @@ class Trainer:
             cb.on_train_end(self.step)
         return result
 
+    def save_condition_end(self) -> None:
+        """MeCo: checkpoint at s_c (resumable) and keep a copy of the conditioned model."""
+        state = self.state_dict()
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
+        save_checkpoint(self.run_dir / CONDITION_END_NAME, state)
+        log.info("meco: conditioning ends at step %d; kept %s", self.step, CONDITION_END_NAME)
+
     def run_eval(self) -> EvalResult:
         result = evaluate(
             self.model,
@@ -400,9 +426,35 @@ class Trainer:
             max_tokens_per_domain=self.cfg.eval.max_tokens_per_domain,
             autocast_dtype=self.autocast_dtype,
         )
-        self._emit(eval_record(result, self.step))
+        self._emit({**eval_record(result, self.step), **self._document_eval_metrics()})
         self.last_eval = result
         return result
+
+    def _document_eval_metrics(self) -> dict[str, float]:
+        """``eval_<mode>/...`` metrics of the ``eval.document_modes`` (MeCo eval modes)."""
+        ev = self.cfg.eval
+        if not ev.document_modes:
+            return {}
+        from mixlab.eval.conditional import DocumentEvaluator
+
+        if self._document_eval is None:
+            self._document_eval = DocumentEvaluator(
+                self.store,
+                seq_len=self.cfg.data.seq_len,
+                meco=self.cfg.meco,
+                max_tokens_per_domain=ev.max_tokens_per_domain,
+                batch_size=ev.batch_size,
+            )
+        results = self._document_eval.evaluate_modes(
+            self.model,
+            ev.document_modes,
+            fixed_prefix=ev.fixed_prefix,
+            autocast_dtype=self.autocast_dtype,
+        )
+        out: dict[str, float] = {}
+        for mode, res in results.items():
+            out.update(res.to_metrics(prefix=f"eval_{mode}"))
+        return out
 
     def _emit(self, record: dict[str, Any]) -> None:
         for cb in self.callbacks:
