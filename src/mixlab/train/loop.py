@@ -402,7 +402,10 @@ class Trainer:
             log.warning(
                 "interrupted at step %d; saving a checkpoint (resume with --resume)", self.step
             )
-            self.save()
+            if meco and self.step == meco.sampler.condition_steps:
+                self.save_condition_end()  # interrupted before the s_c copy was made
+            else:
+                self.save()
             raise
         result = self.run_eval()
         self.save(finished=True)
