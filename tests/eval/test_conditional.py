@@ -73,6 +73,11 @@ def test_pieces_follow_the_training_chunk_rule(setup):
         for start, length, doc in pieces:
             assert offsets[doc] <= start and start + length <= offsets[doc + 1]
             assert length <= ev.chunk_len
+        # round-robin: the cap takes every document's first piece before any second one
+        n_docs = len(offsets) - 1
+        first = pieces[: min(n_docs, len(pieces))]
+        assert [doc for _, _, doc in first] == list(range(len(first)))
+        assert all(start == offsets[doc] for start, _, doc in first)
 
 
 def test_mode_errors_name_what_to_fix(setup):

@@ -8,12 +8,14 @@ stream. The MeCo modes score *documents*, so that a prefix can be put in front o
 * ``cond_fixed`` ``[BOS] + tok(given prefix) + piece`` (one chosen prefix, e.g. steering with
   ``"URL: en.wikipedia.org\\n\\n"``)
 
-The rule. Each validation document of domain d (document order, EOS included) is cut into
-pieces of ``chunk_len = seq_len − [BOS] − meco.max_prefix_tokens`` tokens — the training rule —
-and pieces are taken in order until ``eval.max_tokens_per_domain`` piece tokens (at least one
-piece). Every piece is one sequence (right-padded in its batch; padding needs no mask under
-causal attention). The **same tokens are scored in every mode**: all piece tokens when the
-tokenizer has a BOS, else all but each piece's first token (which plain text cannot predict).
+The rule. Each validation document of domain d (EOS included) is cut into pieces of
+``chunk_len = seq_len − [BOS] − meco.max_prefix_tokens`` tokens — the training rule — and
+pieces are taken round-robin over the documents (piece 0 of every document in document order,
+then piece 1, ...) until ``eval.max_tokens_per_domain`` piece tokens (at least one piece), so a
+small cap still covers many documents and their sources. Every piece is one sequence
+(right-padded in its batch; padding needs no mask under causal attention). The **same tokens
+are scored in every mode**: all piece tokens when the tokenizer has a BOS, else all but each
+piece's first token (which plain text cannot predict).
 Prefix and BOS tokens are never scored. Hence, per domain,
 
     L_d(mode) = Σ_{scored tokens} CE / number of scored tokens,
@@ -81,16 +83,25 @@ class DocumentEvaluator:
         self._true: PrefixTable | None = None
 
     def _cut(self, domain: str, cap: int | None) -> list[tuple[int, int, int]]:
-        """(start, length, document) of the scored pieces of ``domain``, in document order."""
+        """(start, length, document) of the scored pieces of ``domain`` (round-robin order)."""
         offsets = np.asarray(self.store.doc_offsets(domain, "val"), dtype=np.int64)
+        per_doc = [
+            [
+                (start, min(self.chunk_len, int(offsets[doc + 1]) - start), doc)
+                for start in range(int(offsets[doc]), int(offsets[doc + 1]), self.chunk_len)
+            ]
+            for doc in range(len(offsets) - 1)
+        ]
         pieces: list[tuple[int, int, int]] = []
         total = 0
-        for doc in range(len(offsets) - 1):
-            for start in range(int(offsets[doc]), int(offsets[doc + 1]), self.chunk_len):
-                length = min(self.chunk_len, int(offsets[doc + 1]) - start)
+        for rank in range(max((len(p) for p in per_doc), default=0)):
+            for doc_pieces in per_doc:
+                if rank >= len(doc_pieces):
+                    continue
+                length = doc_pieces[rank][1]
                 if pieces and cap is not None and total + length > cap:
                     return pieces
-                pieces.append((start, length, doc))
+                pieces.append(doc_pieces[rank])
                 total += length
         return pieces
 

@@ -206,9 +206,9 @@ class DocumentSampler(MixtureSampler):
             **kwargs,
         )
         logger.info(
-            "meco: conditioning on %s prefixes for steps 1..%d of %d, then plain documents "
-            "(packing %s, fill %s, pieces of <= %d tokens)",
-            mc.metadata_variant,
+            "meco: %s prefixes for steps 1..%d of %d, then plain documents (packing %s, fill "
+            "%s, pieces of <= %d tokens)",
+            mc.metadata_variant if s_c else "no",
             s_c,
             cfg.train.max_steps,
             sampler.packing,
