@@ -7,6 +7,8 @@ import json
 import math
 import os
 
+import datasets
+import huggingface_hub
 import pytest
 
 from mixlab.cli import main
@@ -53,6 +55,9 @@ def test_lm_eval_scores_the_bundled_local_tasks(run, tiny_store, tmp_path, capsy
     rc = main(["eval", str(run), "--lm-eval", "mixlab", "--limit", "8", "--batch-size", "4"])
     assert rc == 0
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
+    # Loaded before the flags were set (by transformers), so the constants are flipped too.
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert datasets.config.HF_DATASETS_OFFLINE is True
     table = capsys.readouterr().out
     assert "mixlab_domain_cloze" in table and "bits_per_byte" in table
     results = json.loads((run / "lm_eval.json").read_text())["results"]

@@ -48,10 +48,14 @@ def force_offline() -> None:
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     # Both libraries read the variables once at import; if they are loaded already (e.g. by
     # transformers), flip the module constants too.
-    if "huggingface_hub" in sys.modules:
-        sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
-    if "datasets" in sys.modules:
-        sys.modules["datasets"].config.HF_DATASETS_OFFLINE = True
+    for module, names in (
+        ("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
+    ):
+        loaded = sys.modules.get(module)
+        for name in names:
+            if loaded is not None and hasattr(loaded, name):
+                setattr(loaded, name, True)
 
 
 @dataclass(frozen=True)
