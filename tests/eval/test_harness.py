@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import datasets
 import huggingface_hub
@@ -99,3 +100,9 @@ def test_task_names_and_bundled_folder():
         "mixlab_domain_cloze.yaml",
         "mixlab_domain_text.yaml",
     }
+
+
+def test_missing_lm_eval_names_the_extra(run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(ConfigError, match=r"pip install 'mixlab\[lm-eval\]'"):
+        run_harness(run, ["mixlab"])

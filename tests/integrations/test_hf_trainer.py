@@ -3,6 +3,8 @@ an adaptive policy every step, the geometry checks, and exact resume from a chec
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from transformers import Trainer, TrainingArguments
 
@@ -114,3 +116,12 @@ def test_resume_without_ignore_data_skip_is_refused(tiny_store, tmp_path):
     again, _ = make_trainer(tiny_store, tmp_path, steps=4, save_steps=2, ignore_data_skip=False)
     with pytest.raises(ConfigError, match="ignore_data_skip=True"):
         again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_missing_accelerate_names_the_extra(tiny_store, monkeypatch):
+    controller = MixingController(
+        MixtureDataset(tiny_store, seq_len=16, batch_size=2), "uniform", total_steps=2
+    )
+    monkeypatch.setitem(sys.modules, "accelerate", None)
+    with pytest.raises(ConfigError, match=r"pip install 'mixlab\[hf-trainer\]'"):
+        MixingCallback(controller)

@@ -19,7 +19,9 @@ What happens per optimiser step
     to the controller (one no-grad fp32 cross-entropy over the logits). ``on_step_end`` then
     calls ``controller.step()``: ``policy.update(feedback)`` and new weights for the dataset.
     Weights, achieved shares and per-domain train losses are added to the Trainer's logs
-    (``state.log_history``, ``trainer_state.json``) as ``mix/weight/<domain>`` etc.
+    (``state.log_history``, ``trainer_state.json``) as ``mix/weight/<domain>`` etc. The
+    Trainer calls its reporting integrations (``report_to``: TensorBoard, W&B, ...) before user
+    callbacks, so those do not receive the ``mix/*`` keys; read them from the log history.
 
 Timing
     accelerate's data loader prefetches one batch, so the weights computed at step t drive the
@@ -42,7 +44,7 @@ Geometry is checked at ``on_train_begin``: ``per_device_train_batch_size`` and
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,10 +71,12 @@ class MixingCallback(TrainerCallback):
     """
 
     def __init__(self, controller: MixingController, *, resume_from: str | Path | None = None):
-        if importlib.util.find_spec("accelerate") is None:
+        try:  # the Trainer itself refuses to run without it
+            importlib.import_module("accelerate")
+        except ImportError as exc:
             raise ConfigError(
                 "the HF Trainer adapter needs accelerate: pip install 'mixlab[hf-trainer]'"
-            )
+            ) from exc
         self.controller = controller
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self._capture: LossCapture | None = None
