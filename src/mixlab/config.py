@@ -138,6 +138,16 @@ class MixingConfig:
     weights_file: str | None = _f(
         None, "For name=fixed: JSON file domain -> weight (e.g. DoReMi output)."
     )
+    policy_out: str | None = _f(
+        None,
+        "Write the learned policy to this file at each checkpoint and at the end (acodm: a "
+        "portable *.acodm.pt actor for a bigger target run).",
+    )
+    policy_in: str | None = _f(
+        None,
+        "Start from a saved policy file (acodm: drive this run with a proxy's actor, frozen "
+        "unless mixing.acodm.mode=online).",
+    )
     odm: OdmConfig = field(default_factory=OdmConfig)
     doremi: DoremiConfig = field(default_factory=DoremiConfig)
     acodm: AcodmOptions = field(default_factory=AcodmOptions)

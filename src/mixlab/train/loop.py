@@ -19,7 +19,11 @@ rest of a resumed run's loss curve equals the uninterrupted run's.
 
 A policy that declares ``requires_reference`` (DoReMi) also gets a frozen reference model that
 scores the same micro-batches (:class:`ReferenceScorer`): per-domain sums of the per-token
-clipped excess loss and of the reference loss go into its Feedback.
+clipped excess loss and of the reference loss go into its Feedback. A policy that looks inside
+the model (AC-ODM: ``requires_gradients``, ``depth_points``) gets per-domain gradients from
+hooks in the same backward pass and weight norms after the update (:mod:`mixlab.train.probes`);
+one that declares ``floor_per_domain`` gets that many sequences (micro-batches) of every domain
+in every step; one that ``writes_policy_file`` saves it next to every checkpoint.
 """
 
 from __future__ import annotations
@@ -52,11 +56,13 @@ from mixlab.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from mixlab.train.probes import ModelProbes
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 EVAL_NAME = "eval.json"
+POLICY_FILE_NAME = "policy.acodm.pt"
 
 
 def resolve_precision(precision: str) -> torch.dtype | None:
@@ -213,6 +219,8 @@ class Trainer:
         if getattr(self.policy, "requires_reference", False):
             path = str(getattr(self.policy, "reference_path", ""))
             self.reference = ReferenceScorer(path, self.store, cfg.data.seq_len)
+        self.probes = ModelProbes.for_policy(self.policy, self.model, len(self.domains))
+        self.policy_file = self._policy_file_path()
         self.sampler = MixtureSampler(
             self.store,
             seq_len=cfg.data.seq_len,
@@ -221,6 +229,7 @@ class Trainer:
             weights=self.policy.weights(),
             mode=cfg.mixing.sampling,
             seed=t.seed,
+            floor_per_domain=int(getattr(self.policy, "floor_per_domain", 0)),
         )
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -269,7 +278,24 @@ class Trainer:
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
 
     def save(self, finished: bool = False) -> Path:
+        if self.policy_file is not None:
+            self.policy.save_policy_file(  # type: ignore[attr-defined]
+                self.policy_file,
+                {"model_params": count_parameters(self.model), "seed": self.cfg.train.seed},
+            )
         return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict(finished))
+
+    def _policy_file_path(self) -> Path | None:
+        """Where the policy is exported (mixing.policy_out, or the run folder's default)."""
+        out = self.cfg.mixing.policy_out
+        if not (out or getattr(self.policy, "writes_policy_file", False)):
+            return None
+        if not hasattr(self.policy, "save_policy_file"):
+            raise ConfigError(
+                f"mixing.policy_out: policy {self.cfg.mixing.name!r} has nothing to export; "
+                "only acodm writes a policy file"
+            )
+        return Path(out) if out else self.run_dir / POLICY_FILE_NAME
 
     # ------------------------------------------------------------------ one step
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -286,6 +312,8 @@ class Trainer:
         token_count = torch.zeros(K, dtype=torch.float64)
         ref_sums: dict[str, torch.Tensor] = {}
         for batch, mask in zip(batches, masks, strict=True):
+            if self.probes is not None:
+                self.probes.begin(batch)  # per-domain gradient hooks see this micro-batch
             with self.autocast():
                 logits = self.model(input_ids=batch["input_ids"]).logits
             tok_loss = token_losses(logits, batch["labels"])  # (B, L-1) fp32, 0 where masked
@@ -304,13 +332,17 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {
+        out = {
             "loss": float(loss_sum.sum() / step_tokens),
             "loss_sum": loss_sum.numpy(),
             "token_count": token_count.numpy(),
             "grad_norm": float(grad_norm),
             **{key: value.numpy() for key, value in ref_sums.items()},
         }
+        if self.probes is not None:  # AC-ODM: gradients of this step, weight norms after it
+            out["capture_seconds"] = self.probes.capture_seconds
+            out["probe_fields"] = self.probes.feedback_fields(step_tokens, token_count.numpy())
+        return out
 
     def microbatch_counts(self, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
         """Sequences per domain (mixed sampling) or micro-batches per domain (homogeneous)."""
@@ -326,6 +358,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> EvalResult:
         cfg, t = self.cfg, self.cfg.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         for cb in self.callbacks:
             cb.on_train_start(self.step)
         log.info(
@@ -351,6 +384,7 @@ class Trainer:
                     microbatch_count=self.microbatch_counts(batches),
                     excess_sum=out.get("excess_sum"),
                     ref_loss_sum=out.get("ref_loss_sum"),
+                    **out.get("probe_fields", {}),
                 )
                 policy_start = time.perf_counter()
                 self.policy.update(feedback)  # <- the mixture learns from this step
@@ -400,7 +434,11 @@ class Trainer:
             max_tokens_per_domain=self.cfg.eval.max_tokens_per_domain,
             autocast_dtype=self.autocast_dtype,
         )
-        self._emit(eval_record(result, self.step))
+        record = eval_record(result, self.step)
+        extra = getattr(self.policy, "eval_log_values", None)
+        if extra is not None:
+            record.update({f"mix/{key}": value for key, value in extra().items()})
+        self._emit(record)
         self.last_eval = result
         return result
 
@@ -438,6 +476,7 @@ class _Window:
         self.tokens = 0
         self.seconds = 0.0
         self.policy_seconds = 0.0
+        self.capture_seconds = 0.0
         self.grad_norm = 0.0
         self.loss_sum = np.zeros(len(domains))
         self.token_count = np.zeros(len(domains))
@@ -457,6 +496,7 @@ class _Window:
         for key in ("excess_sum", "ref_loss_sum", "clipped_count"):
             if key in out:
                 self.ref_sums[key] = self.ref_sums.get(key, 0) + out[key]
+        self.capture_seconds += out.get("capture_seconds", 0.0)
         self.steps += 1
         self.tokens += tokens
         self.seconds += seconds
@@ -475,17 +515,18 @@ class _Window:
             "train/step_seconds": self.seconds / n,
             "mix/policy_seconds": self.policy_seconds / n,
         }
+        if self.capture_seconds:
+            rec["mix/capture_seconds"] = self.capture_seconds / n
         w = policy.weights()
         rec["mix/entropy"] = float(-(w[w > 0] * np.log(w[w > 0])).sum())
-        achieved = sampler.achieved_shares()
-        epochs = sampler.epochs()
+        rec.update(sampler.stats())  # tokens, epochs, achieved and requested shares per domain
+        p_eff = sampler.effective_weights() if sampler.floor_per_domain else None
         for i, d in enumerate(self.domains):
             rec[f"mix/weight/{d}"] = float(w[i])
-            rec[f"mix/achieved/{d}"] = float(achieved[i])
-            rec[f"domain/{d}/epochs"] = float(epochs[i])
+            if p_eff is not None:
+                rec[f"mix/p_eff/{d}"] = float(p_eff[i])
             if self.token_count[i] > 0:
                 rec[f"domain/{d}/train_loss"] = float(self.loss_sum[i] / self.token_count[i])
-            rec[f"domain/{d}/tokens"] = int(sampler.tokens_served()[i])
         if self.ref_sums:
             rec.update(self._reference_record())
         for key, value in policy.log_values().items():
