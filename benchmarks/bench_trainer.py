@@ -39,7 +39,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from mixlab.config import RunConfig
-    from mixlab.mixing.base import Feedback
     from mixlab.train.loop import Trainer, build_optimizer, lr_factor, model_from_config
 
     root = workdir(args.workdir)
@@ -71,19 +70,7 @@ def main() -> None:
     batches = [trainer.sampler.next_step()[0] for _ in range(8)]
 
     def mixlab_step() -> None:
-        batches_ = trainer.sampler.next_step()
-        out = trainer.train_step(batches_)
-        trainer.step += 1
-        trainer.policy.update(
-            Feedback(
-                step=trainer.step,
-                total_steps=t.max_steps,
-                loss_sum=out["loss_sum"],
-                token_count=out["token_count"],
-                microbatch_count=trainer.microbatch_counts(batches_),
-            )
-        )
-        trainer.sampler.set_weights(trainer.policy.weights())
+        trainer.run_step()
 
     i = [0]
 

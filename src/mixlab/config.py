@@ -170,6 +170,12 @@ class TrainConfig:
     )
     seed: int = _f(0, "Seed for model init, sampler and policy.")
     threads: int = _f(0, "torch intra-op threads; 0 keeps torch's default.")
+    device: str = _f("auto", "auto (CUDA when available, else CPU) | cpu | cuda.")
+    distributed: str = _f(
+        "auto",
+        "Under torchrun: auto = ddp | ddp (DistributedDataParallel) | fsdp (FSDP2 "
+        "fully_shard of every block and the root). Ignored in a single process.",
+    )
     log_every: int = _f(10, "Steps between train log lines in metrics.jsonl.")
     eval_every: int = _f(100, "Steps between validation passes; 0 = only at the end.")
     checkpoint_every: int = _f(100, "Steps between checkpoints; 0 = only at the end.")
@@ -243,6 +249,8 @@ class RunConfig:
         if t.grad_clip < 0 or t.weight_decay < 0:
             raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
         _choice("train.precision", t.precision, ("auto", "bf16", "fp32"))
+        _choice("train.device", t.device, ("auto", "cpu", "cuda"))
+        _choice("train.distributed", t.distributed, ("auto", "ddp", "fsdp"))
         _choice("mixing.sampling", m.sampling, ("mixed", "stratified", "homogeneous"))
         _positive("mixing.update_every", m.update_every)
         if not m.temperature > 0:

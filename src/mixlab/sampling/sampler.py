@@ -45,7 +45,9 @@ State
     ``state_dict`` is plain Python (ints, floats, strings, lists): the step, current weights,
     each domain's (epoch, position) and the counters. Generators are re-derived from seeds, so
     loading a state continues bit-identically. The store fingerprint and the batch geometry are
-    checked on load (:class:`~mixlab.errors.ResumeError` on mismatch).
+    checked on load (:class:`~mixlab.errors.ResumeError` on mismatch). The geometry is global
+    (``world_size * grad_accum`` micro-batches of ``batch_size``), so a state saved on W ranks
+    loads on any W' with ``grad_accum`` adjusted to keep the product.
 """
 
 from __future__ import annotations
@@ -362,8 +364,9 @@ class MixtureSampler:
             "split": self.split,
             "seq_len": self.seq_len,
             "batch_size": self.batch_size,
-            "grad_accum": self.grad_accum,
-            "world_size": self.world_size,
+            # Global micro-batches per step: any (world_size, grad_accum) with the same product
+            # continues the same data order, so a run may resume on another number of ranks.
+            "microbatches_per_step": self.microbatches_per_step,
             "mode": self.mode,
             "seed": self.seed,
             "floor_per_domain": self.floor_per_domain,

@@ -28,6 +28,7 @@ from mixlab.mixing.acodm.reward import select_reward_blocks
 from mixlab.mixing.acodm.state import select_depth_blocks
 from mixlab.model.grad_capture import DomainGradCapture
 from mixlab.model.layers import decoder_blocks, role_modules
+from mixlab.train.distributed import full_tensor
 
 
 class ModelProbes:
@@ -40,12 +41,11 @@ class ModelProbes:
             blocks = select_reward_blocks(n_layers, policy.reward_layers)
             modules = role_modules(model, getattr(policy, "reward_role", "mlp_down"), blocks)
             self.capture = DomainGradCapture(modules, num_domains)
-        self.tracked: list[torch.Tensor] = []
+        self.tracked: list[torch.nn.Linear] = []  # modules, not weights: FSDP swaps params
         self.tracker = getattr(policy, "weight_tracker", None)
         points = getattr(policy, "depth_points", None)
         if points and self.tracker is not None:
-            blocks = select_depth_blocks(n_layers, points)
-            self.tracked = [m.weight for m in role_modules(model, "mlp_down", blocks)]
+            self.tracked = role_modules(model, "mlp_down", select_depth_blocks(n_layers, points))
 
     @classmethod
     def for_policy(
@@ -58,7 +58,7 @@ class ModelProbes:
 
     @property
     def capture_seconds(self) -> float:
-        """Seconds spent in the gradient hooks since the last :meth:`feedback_fields`."""
+        """Seconds spent in the gradient hooks since the last :meth:`measure`."""
         return 0.0 if self.capture is None else self.capture.seconds
 
     def begin(self, batch: dict[str, torch.Tensor]) -> None:
@@ -66,23 +66,22 @@ class ModelProbes:
         if self.capture is not None:
             self.capture.begin(batch["domain_id"])
 
-    def feedback_fields(self, step_tokens: int, token_count: np.ndarray) -> dict[str, Any]:
-        """Feedback keyword arguments of this step; call after ``optimizer.step()``.
+    def measure(self, loss_scale_inverse: float, token_count: np.ndarray) -> dict[str, np.ndarray]:
+        """This step's ``grad_sum``, ``grad_count``, ``param_norms``, ``param_diff_norms``.
 
-        ``step_tokens`` is the divisor of the step's loss (its target tokens), so scaling the
-        captured sums by it gives sums of per-token gradients.
+        Call after ``optimizer.step()``. ``loss_scale_inverse`` undoes the loss normalisation
+        of the backward pass (the step's target tokens for a token-mean loss), so the captured
+        sums become sums of per-token gradients. The first two are this rank's and must be
+        summed over ranks; the norms are the same on every rank (gathered under FSDP, so
+        every rank must call this).
         """
-        fields: dict[str, Any] = {}
-        extras: dict[str, Any] = {}
+        fields: dict[str, np.ndarray] = {}
         if self.capture is not None:
-            fields["grad_sum"] = self.capture.collect(scale=float(step_tokens))
-            extras["grad_count"] = np.asarray(token_count, dtype=np.float64).copy()
+            fields["grad_sum"] = self.capture.collect(scale=loss_scale_inverse)
+            fields["grad_count"] = np.asarray(token_count, dtype=np.float64).copy()
         if self.tracked and self.tracker is not None:
-            norms, diffs = self.tracker.measure(self.tracked)
-            fields["param_norms"] = norms
-            extras["param_diff_norms"] = diffs
-        if extras:
-            fields["extras"] = extras
+            matrices = [full_tensor(m.weight) for m in self.tracked]
+            fields["param_norms"], fields["param_diff_norms"] = self.tracker.measure(matrices)
         return fields
 
     def close(self) -> None:
