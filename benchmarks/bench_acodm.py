@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import demo_store, interleaved, median, workdir
+from _common import bench_config, demo_store, interleaved, median, workdir
 
 MODES = ("uniform", "online", "online_k4", "frozen")
 WARMUP = 12  # AC-ODM warm-up steps in the benchmark (the main phase is what is measured)
 
 
 def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: Path | None) -> Any:
-    from mixlab.config import RunConfig
     from mixlab.train.loop import Trainer
 
     mixing: dict[str, Any] = {"name": "uniform"}
@@ -47,21 +46,15 @@ def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: P
         }
         if mode == "frozen":
             mixing["policy_in"] = str(policy_file)
-    cfg = RunConfig.from_dict(
-        {
-            "data": {"store": str(demo_store(root)), "seq_len": args.seq_len},
-            "model": {"preset": args.preset},
-            "mixing": mixing,
-            "train": {
-                "max_steps": 10_000,
-                "batch_size": args.batch_size,
-                "precision": args.precision,
-                "progress": False,
-                "threads": args.threads,
-            },
-        }
+    cfg = bench_config(
+        demo_store(root),
+        preset=args.preset,
+        mixing=mixing,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        precision=args.precision,
+        threads=args.threads,
     )
-    cfg.validate()
     return Trainer(cfg, root / f"bench-acodm-{mode}")
 
 

@@ -252,6 +252,9 @@ class RunConfig:
         _choice("train.device", t.device, ("auto", "cpu", "cuda"))
         _choice("train.distributed", t.distributed, ("auto", "ddp", "fsdp"))
         _choice("mixing.sampling", m.sampling, ("mixed", "stratified", "homogeneous"))
+        from mixlab.mixing.base import available_policies  # imports the policy modules
+
+        _choice("mixing.name", m.name, available_policies())
         _positive("mixing.update_every", m.update_every)
         if not m.temperature > 0:
             raise ConfigError(f"mixing.temperature: must be > 0, got {m.temperature}")

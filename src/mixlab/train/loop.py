@@ -253,6 +253,7 @@ class Trainer:
         loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
         token_count = torch.zeros(K, dtype=torch.float64, device=device)
         ref_sums: dict[str, torch.Tensor] = {}
+        reference_seconds = 0.0
         for i, (batch, mask) in enumerate(zip(batches, masks, strict=True)):
             dist.set_gradient_sync(self.model, i == len(batches) - 1)
             if self.probes is not None:
@@ -265,8 +266,10 @@ class Trainer:
             loss_sum += sums.double()
             token_count += counts.double()
             if self.reference is not None:  # DoReMi excess over the frozen reference
+                ref_start = time.perf_counter()
                 for key, value in self.reference.score(batch, tok_loss, K, self.autocast()).items():
                     ref_sums[key] = ref_sums.get(key, 0) + value
+                reference_seconds += time.perf_counter() - ref_start
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             if self.cfg.train.grad_clip > 0
@@ -282,6 +285,8 @@ class Trainer:
             "grad_norm": float(grad_norm),
             **{key: value.cpu().numpy() for key, value in ref_sums.items()},
         }
+        if self.reference is not None:
+            out["reference_seconds"] = reference_seconds
         if self.probes is not None:  # AC-ODM: gradients of this step, weight norms after it
             out["capture_seconds"] = self.probes.capture_seconds
             out.update(self.probes.measure(1.0 / scale, out["token_count"]))
@@ -431,6 +436,7 @@ class _Window:
         self.seconds = 0.0
         self.policy_seconds = 0.0
         self.capture_seconds = 0.0
+        self.reference_seconds = 0.0
         self.grad_norm = 0.0
         self.loss_sum = np.zeros(len(domains))
         self.token_count = np.zeros(len(domains))
@@ -446,6 +452,7 @@ class _Window:
             if key in out:
                 self.ref_sums[key] = self.ref_sums.get(key, 0) + out[key]
         self.capture_seconds += out.get("capture_seconds", 0.0)
+        self.reference_seconds += out.get("reference_seconds", 0.0)
         self.steps += 1
         self.tokens += out["tokens"]
         self.seconds += out["seconds"]
@@ -466,6 +473,8 @@ class _Window:
         }
         if self.capture_seconds:
             rec["mix/capture_seconds"] = self.capture_seconds / n
+        if self.reference_seconds:
+            rec["mix/reference_seconds"] = self.reference_seconds / n
         w = policy.weights()
         rec["mix/entropy"] = float(-(w[w > 0] * np.log(w[w > 0])).sum())
         rec.update(sampler.stats())  # tokens, epochs, achieved and requested shares per domain
