@@ -7,6 +7,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def demo_store(root: Path, *, max_bytes_per_domain: int = 600_000, vocab_size: int = 4096) -> Path:
@@ -29,6 +30,37 @@ def demo_store(root: Path, *, max_bytes_per_domain: int = 600_000, vocab_size: i
             progress=False,
         )
     return store
+
+
+def bench_config(
+    store: Path,
+    *,
+    preset: str,
+    mixing: dict[str, Any],
+    batch_size: int,
+    seq_len: int,
+    precision: str = "fp32",
+    threads: int = 2,
+) -> Any:
+    """A validated RunConfig for timing steps (no progress bar, a long schedule)."""
+    from mixlab.config import RunConfig
+
+    cfg = RunConfig.from_dict(
+        {
+            "data": {"store": str(store), "seq_len": seq_len},
+            "model": {"preset": preset},
+            "mixing": mixing,
+            "train": {
+                "max_steps": 10_000,
+                "batch_size": batch_size,
+                "precision": precision,
+                "progress": False,
+                "threads": threads,
+            },
+        }
+    )
+    cfg.validate()
+    return cfg
 
 
 def workdir(path: str | None) -> Path:

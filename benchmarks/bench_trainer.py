@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import demo_store, interleaved, median, workdir
+from _common import bench_config, demo_store, interleaved, median, workdir
 
 
 def main() -> None:
@@ -38,27 +38,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from mixlab.config import RunConfig
-    from mixlab.mixing.base import Feedback
     from mixlab.train.loop import Trainer, build_optimizer, lr_factor, model_from_config
 
     root = workdir(args.workdir)
     store = demo_store(root)
-    cfg = RunConfig.from_dict(
-        {
-            "data": {"store": str(store), "seq_len": args.seq_len},
-            "model": {"preset": args.preset},
-            "mixing": {"name": args.policy},
-            "train": {
-                "max_steps": 10_000,
-                "batch_size": args.batch_size,
-                "precision": args.precision,
-                "progress": False,
-                "threads": args.threads,
-            },
-        }
+    cfg = bench_config(
+        store,
+        preset=args.preset,
+        mixing={"name": args.policy},
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        precision=args.precision,
+        threads=args.threads,
     )
-    cfg.validate()
     trainer = Trainer(cfg, root / "bench-run")
 
     bare_model = model_from_config(cfg, trainer.store)
@@ -71,19 +63,7 @@ def main() -> None:
     batches = [trainer.sampler.next_step()[0] for _ in range(8)]
 
     def mixlab_step() -> None:
-        batches_ = trainer.sampler.next_step()
-        out = trainer.train_step(batches_)
-        trainer.step += 1
-        trainer.policy.update(
-            Feedback(
-                step=trainer.step,
-                total_steps=t.max_steps,
-                loss_sum=out["loss_sum"],
-                token_count=out["token_count"],
-                microbatch_count=trainer.microbatch_counts(batches_),
-            )
-        )
-        trainer.sampler.set_weights(trainer.policy.weights())
+        trainer.run_step()
 
     i = [0]
 

@@ -138,6 +138,16 @@ class MixingConfig:
     weights_file: str | None = _f(
         None, "For name=fixed: JSON file domain -> weight (e.g. DoReMi output)."
     )
+    policy_out: str | None = _f(
+        None,
+        "Write the learned policy to this file at each checkpoint and at the end (acodm: a "
+        "portable *.acodm.pt actor for a bigger target run).",
+    )
+    policy_in: str | None = _f(
+        None,
+        "Start from a saved policy file (acodm: drive this run with a proxy's actor, frozen "
+        "unless mixing.acodm.mode=online).",
+    )
     odm: OdmConfig = field(default_factory=OdmConfig)
     doremi: DoremiConfig = field(default_factory=DoremiConfig)
     acodm: AcodmOptions = field(default_factory=AcodmOptions)
@@ -160,6 +170,12 @@ class TrainConfig:
     )
     seed: int = _f(0, "Seed for model init, sampler and policy.")
     threads: int = _f(0, "torch intra-op threads; 0 keeps torch's default.")
+    device: str = _f("auto", "auto (CUDA when available, else CPU) | cpu | cuda.")
+    distributed: str = _f(
+        "auto",
+        "Under torchrun: auto = ddp | ddp (DistributedDataParallel) | fsdp (FSDP2 "
+        "fully_shard of every block and the root). Ignored in a single process.",
+    )
     log_every: int = _f(10, "Steps between train log lines in metrics.jsonl.")
     eval_every: int = _f(100, "Steps between validation passes; 0 = only at the end.")
     checkpoint_every: int = _f(100, "Steps between checkpoints; 0 = only at the end.")
@@ -233,7 +249,12 @@ class RunConfig:
         if t.grad_clip < 0 or t.weight_decay < 0:
             raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
         _choice("train.precision", t.precision, ("auto", "bf16", "fp32"))
+        _choice("train.device", t.device, ("auto", "cpu", "cuda"))
+        _choice("train.distributed", t.distributed, ("auto", "ddp", "fsdp"))
         _choice("mixing.sampling", m.sampling, ("mixed", "stratified", "homogeneous"))
+        from mixlab.mixing.base import available_policies  # imports the policy modules
+
+        _choice("mixing.name", m.name, available_policies())
         _positive("mixing.update_every", m.update_every)
         if not m.temperature > 0:
             raise ConfigError(f"mixing.temperature: must be > 0, got {m.temperature}")

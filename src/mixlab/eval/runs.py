@@ -21,8 +21,9 @@ from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ResumeError
 from mixlab.eval.perplexity import EvalResult, evaluate
+from mixlab.train.build import model_from_config, resolve_precision
 from mixlab.train.checkpoint import load_checkpoint, resolve_checkpoint
-from mixlab.train.loop import eval_record, model_from_config, resolve_precision
+from mixlab.train.loop import eval_record
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

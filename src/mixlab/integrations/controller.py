@@ -13,8 +13,9 @@ Lightning) uses. Per optimiser step it does what :mod:`mixlab.train.loop` does::
 and sums it per domain with :func:`per_domain_sums`; pass the token losses you already have to
 :meth:`observe_losses` to skip that pass. ``microbatch_count`` counts sequences per domain
 (``mixed`` / ``stratified``) or micro-batches per domain (``homogeneous``), as the loop does.
-Under ``torch.distributed`` the step's sums are all-reduced before the policy sees them, so
-every rank computes identical weights.
+Under ``torch.distributed`` the step's sums are all-reduced before the policy sees them and
+rank 0's new weights are broadcast (:mod:`mixlab.train.distributed`), so every rank samples
+from bit-identical weights.
 
 Policies: any registered name whose feedback is losses and counts (``uniform``, ``natural``,
 ``temperature``, ``fixed``, ``odm``, ``odm-smoothed``) or a policy object. ``doremi-online``
@@ -39,6 +40,7 @@ from mixlab.integrations.torch_dataset import MixtureDataset
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
 from mixlab.train.checkpoint import load_checkpoint, save_checkpoint
+from mixlab.train.distributed import DistContext, all_reduce_sum, broadcast_weights
 
 logger = logging.getLogger(__name__)
 
@@ -175,18 +177,27 @@ class MixingController:
 
     # ------------------------------------------------------------------ per optimiser step
     def step(self) -> Feedback:
-        """End of an optimiser step: feed the policy, maybe move the dataset's weights."""
-        sums = _all_reduce(
-            torch.stack([self._loss_sum, self._token_count, self._microbatches]),
-            self.dataset.world_size,
+        """End of an optimiser step: feed the policy, maybe move the dataset's weights.
+
+        Under torch.distributed the sums are all-reduced first and rank 0's new weights are
+        broadcast, so every rank draws the next step from bit-identical weights.
+        """
+        ctx = _dist_context(self.dataset.world_size)
+        sums = all_reduce_sum(
+            ctx,
+            {
+                "loss_sum": self._loss_sum.numpy(),
+                "token_count": self._token_count.numpy(),
+                "microbatch_count": self._microbatches.numpy(),
+            },
         )
         self.step_count += 1
         feedback = Feedback(
             step=self.step_count,
             total_steps=self.total_steps,
-            loss_sum=sums[0].numpy().copy(),
-            token_count=sums[1].numpy().copy(),
-            microbatch_count=sums[2].numpy().astype(np.int64),
+            loss_sum=sums["loss_sum"].copy(),
+            token_count=sums["token_count"].copy(),
+            microbatch_count=sums["microbatch_count"].astype(np.int64),
         )
         if not feedback.token_count.any():
             logger.warning(
@@ -195,7 +206,7 @@ class MixingController:
             )
         self.policy.update(feedback)  # <- the mixture learns from this step
         if self.step_count % self.update_every == 0:
-            self.dataset.set_weights(self.policy.weights())
+            self.dataset.set_weights(broadcast_weights(ctx, self.policy.weights()))
         for acc in (self._loss_sum, self._token_count, self._microbatches):
             acc.zero_()
         self.last_feedback = feedback
@@ -260,24 +271,17 @@ class MixingController:
         self.load_state_dict(load_checkpoint(path))
 
 
-def _all_reduce(sums: torch.Tensor, world_size: int) -> torch.Tensor:
-    """Sum over ranks when torch.distributed runs (identical feedback -> identical weights)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
-        if world_size != 1:
-            raise ConfigError(
-                f"the MixtureDataset has world_size={world_size} but torch.distributed is not "
-                "initialised; every rank must feed back its losses"
-            )
-        return sums
-    if dist.get_world_size() != world_size:
+def _dist_context(world_size: int) -> DistContext:
+    """This process among the torch.distributed ranks (one rank when none are running)."""
+    running = torch.distributed.is_available() and torch.distributed.is_initialized()
+    ranks = torch.distributed.get_world_size() if running else 1
+    if ranks != world_size:
         raise ConfigError(
-            f"the MixtureDataset has world_size={world_size} but torch.distributed runs "
-            f"{dist.get_world_size()} processes; pass rank and world_size of this process"
+            f"the MixtureDataset has world_size={world_size} but {ranks} process(es) run "
+            "torch.distributed; pass rank and world_size of this process to the dataset"
         )
-    device = (
-        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    )
-    work = sums.to(device) if device is not None else sums
-    dist.all_reduce(work)
-    return work.cpu()
+    if not running:
+        return DistContext()
+    cuda = torch.distributed.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    return DistContext(torch.distributed.get_rank(), ranks, device=device)
