@@ -3,7 +3,9 @@
 ``evaluate_run`` reads ``config.yaml``'s twin stored inside ``checkpoint.pt`` (so a checkpoint
 file alone is enough), rebuilds the model for the run's shard store, loads the weights and
 computes per-domain validation loss/perplexity with :func:`mixlab.eval.perplexity.evaluate`.
-``compare_table`` lays several runs side by side (rows = domains and aggregates).
+``load_run`` (the model rebuilt and loaded, with its config and store) is shared with
+:mod:`mixlab.model.export` and :mod:`mixlab.eval.harness`. ``compare_table`` lays several runs
+side by side (rows = domains and aggregates).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
@@ -21,11 +25,26 @@ from mixlab.train.build import model_from_config, resolve_precision
 from mixlab.train.checkpoint import load_checkpoint, resolve_checkpoint
 from mixlab.train.loop import eval_record
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-def evaluate_run(
-    run: str | Path, *, max_tokens_per_domain: int | None = None, write: bool = True
-) -> EvalResult:
-    """Score a run folder or checkpoint file; writes ``eval.json`` next to the checkpoint."""
+
+@dataclass(frozen=True, eq=False)
+class SavedRun:
+    """A run's trained model rebuilt from its checkpoint, with the config and store it used."""
+
+    checkpoint: Path
+    state: dict[str, Any]
+    cfg: RunConfig
+    store: ShardStore
+    model: PreTrainedModel
+
+
+def load_run(run: str | Path) -> SavedRun:
+    """Rebuild the model of a run folder or checkpoint file and load its weights.
+
+    ResumeError when the run's store changed since training (other fingerprint).
+    """
     ckpt_path = resolve_checkpoint(run)
     state = load_checkpoint(ckpt_path)
     cfg = RunConfig.from_dict(state["config"])
@@ -35,11 +54,21 @@ def evaluate_run(
             f"{ckpt_path}: trained on a store with fingerprint {state['store_fingerprint']}, but "
             f"{cfg.data.store} now has {store.fingerprint}; evaluate against the original store"
         )
-    model = model_from_config(cfg, store)
+    model = cast("PreTrainedModel", model_from_config(cfg, store))
     model.load_state_dict(state["model"])
+    model.eval()
+    return SavedRun(ckpt_path, state, cfg, store, model)
+
+
+def evaluate_run(
+    run: str | Path, *, max_tokens_per_domain: int | None = None, write: bool = True
+) -> EvalResult:
+    """Score a run folder or checkpoint file; writes ``eval.json`` next to the checkpoint."""
+    saved = load_run(run)
+    cfg, state, ckpt_path = saved.cfg, saved.state, saved.checkpoint
     result = evaluate(
-        model,
-        store,
+        saved.model,
+        saved.store,
         seq_len=cfg.data.seq_len,
         batch_size=cfg.eval.batch_size,
         max_tokens_per_domain=max_tokens_per_domain or cfg.eval.max_tokens_per_domain,
