@@ -83,3 +83,10 @@ def test_every_field_is_documented():
     for line in text.splitlines():
         if line.startswith("      "):
             assert line.strip(), "a field without help text"
+
+
+def test_configs_of_earlier_versions_still_load():
+    old = {"mixing": {"name": "acodm", "acodm": {"policy_in": "p.pt", "policy_out": None}}}
+    cfg = RunConfig.from_dict(old)
+    assert cfg.mixing.policy_in == "p.pt" and cfg.mixing.policy_out is None
+    assert RunConfig.from_dict({"mixing": {"acodm": {"policy_in": None}}}).mixing.policy_in is None

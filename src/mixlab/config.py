@@ -200,7 +200,7 @@ class RunConfig:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> RunConfig:
-        return typing.cast(RunConfig, _build(cls, raw or {}, prefix=""))
+        return typing.cast(RunConfig, _build(cls, _migrate(raw or {}), prefix=""))
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
@@ -269,6 +269,25 @@ class RunConfig:
                 f"(got {', '.join(sources) or 'none'}); e.g. --set model.preset=null "
                 "model.config_path=my_config.json"
             )
+
+
+def _migrate(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Read configs saved by earlier mixlab versions (run folders, recipes).
+
+    0.1.0 kept the AC-ODM policy file paths in ``mixing.acodm.policy_in/policy_out``; they are
+    ``mixing.policy_in/policy_out`` now.
+    """
+    mixing = raw.get("mixing")
+    acodm = mixing.get("acodm") if isinstance(mixing, Mapping) else None
+    if not (isinstance(acodm, Mapping) and {"policy_in", "policy_out"} & set(acodm)):
+        return raw
+    assert isinstance(mixing, Mapping)
+    moved = {k: v for k, v in acodm.items() if k in ("policy_in", "policy_out")}
+    new_mixing = {**mixing, "acodm": {k: v for k, v in acodm.items() if k not in moved}}
+    for key, value in moved.items():
+        if value is not None and new_mixing.get(key) is None:
+            new_mixing[key] = value
+    return {**raw, "mixing": new_mixing}
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> None:
