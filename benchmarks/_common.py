@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -30,6 +31,24 @@ def demo_store(root: Path, *, max_bytes_per_domain: int = 600_000, vocab_size: i
             progress=False,
         )
     return store
+
+
+def step_parser(
+    doc: str | None, *, batch_size: int = 16, per_block: int = 4
+) -> argparse.ArgumentParser:
+    """The options every training-step benchmark shares (model, batch, timing blocks)."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--preset", default="llama-1m", help="model preset")
+    ap.add_argument("--batch-size", type=int, default=batch_size, help="sequences per step")
+    ap.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    ap.add_argument("--blocks", type=int, default=6, help="alternation rounds")
+    ap.add_argument("--per-block", type=int, default=per_block, help="steps per variant and round")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--workdir", help="where the demo store (and runs) are cached")
+    return ap
 
 
 def bench_config(

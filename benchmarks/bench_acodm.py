@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import bench_config, demo_store, interleaved, median, workdir
+from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
 
 MODES = ("uniform", "online", "online_k4", "frozen")
 WARMUP = 12  # AC-ODM warm-up steps in the benchmark (the main phase is what is measured)
@@ -69,18 +69,8 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--preset", default="llama-1m")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--per-block", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap = step_parser(__doc__, batch_size=32)
     ap.add_argument("--memory-steps", type=int, default=30, help="0 skips the memory runs")
-    ap.add_argument("--workdir", help="where the demo store is cached")
     ap.add_argument("--memory-mode", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -15,28 +15,17 @@ Prints ``RESULT <policy> update share = x%`` lines (target: < 0.5% of a step).
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
-from _common import bench_config, demo_store, interleaved, median, workdir
+from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
 
 POLICIES = ("uniform", "odm", "odm-smoothed", "doremi-online")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--preset", default="llama-1m")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--per-block", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    ap.add_argument("--reference-steps", type=int, default=40)
-    ap.add_argument("--workdir", help="where the demo store and the reference run are cached")
+    ap = step_parser(__doc__)
+    ap.add_argument("--reference-steps", type=int, default=40, help="steps of the reference run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -11,30 +11,13 @@ Prints the median step times and ``RESULT trainer/bare throughput ratio`` (targe
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _common import bench_config, demo_store, interleaved, median, workdir
+from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--preset", default="llama-1m")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap = step_parser(__doc__, per_block=5)
     ap.add_argument("--policy", default="natural", help="mixing policy on the mixlab side")
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--per-block", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="mixlab side only (the bare loop stays fp32): shows what bf16 autocast costs/buys",
-    )
-    ap.add_argument("--workdir", help="where the demo store is cached")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
