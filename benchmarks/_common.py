@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def demo_store(root: Path, *, max_bytes_per_domain: int = 600_000, vocab_size: int = 4096) -> Path:
@@ -29,6 +31,55 @@ def demo_store(root: Path, *, max_bytes_per_domain: int = 600_000, vocab_size: i
             progress=False,
         )
     return store
+
+
+def step_parser(
+    doc: str | None, *, batch_size: int = 16, per_block: int = 4
+) -> argparse.ArgumentParser:
+    """The options every training-step benchmark shares (model, batch, timing blocks)."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--preset", default="llama-1m", help="model preset")
+    ap.add_argument("--batch-size", type=int, default=batch_size, help="sequences per step")
+    ap.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    ap.add_argument("--blocks", type=int, default=6, help="alternation rounds")
+    ap.add_argument("--per-block", type=int, default=per_block, help="steps per variant and round")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--workdir", help="where the demo store (and runs) are cached")
+    return ap
+
+
+def bench_config(
+    store: Path,
+    *,
+    preset: str,
+    mixing: dict[str, Any],
+    batch_size: int,
+    seq_len: int,
+    precision: str = "fp32",
+    threads: int = 2,
+) -> Any:
+    """A validated RunConfig for timing steps (no progress bar, a long schedule)."""
+    from mixlab.config import RunConfig
+
+    cfg = RunConfig.from_dict(
+        {
+            "data": {"store": str(store), "seq_len": seq_len},
+            "model": {"preset": preset},
+            "mixing": mixing,
+            "train": {
+                "max_steps": 10_000,
+                "batch_size": batch_size,
+                "precision": precision,
+                "progress": False,
+                "threads": threads,
+            },
+        }
+    )
+    cfg.validate()
+    return cfg
 
 
 def workdir(path: str | None) -> Path:

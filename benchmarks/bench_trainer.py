@@ -11,54 +11,29 @@ Prints the median step times and ``RESULT trainer/bare throughput ratio`` (targe
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _common import demo_store, interleaved, median, workdir
+from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--preset", default="llama-1m")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap = step_parser(__doc__, per_block=5)
     ap.add_argument("--policy", default="natural", help="mixing policy on the mixlab side")
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--per-block", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
-        "--precision",
-        default="fp32",
-        choices=("fp32", "bf16"),
-        help="mixlab side only (the bare loop stays fp32): shows what bf16 autocast costs/buys",
-    )
-    ap.add_argument("--workdir", help="where the demo store is cached")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from mixlab.config import RunConfig
-    from mixlab.mixing.base import Feedback
     from mixlab.train.loop import Trainer, build_optimizer, lr_factor, model_from_config
 
     root = workdir(args.workdir)
     store = demo_store(root)
-    cfg = RunConfig.from_dict(
-        {
-            "data": {"store": str(store), "seq_len": args.seq_len},
-            "model": {"preset": args.preset},
-            "mixing": {"name": args.policy},
-            "train": {
-                "max_steps": 10_000,
-                "batch_size": args.batch_size,
-                "precision": args.precision,
-                "progress": False,
-                "threads": args.threads,
-            },
-        }
+    cfg = bench_config(
+        store,
+        preset=args.preset,
+        mixing={"name": args.policy},
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        precision=args.precision,
+        threads=args.threads,
     )
-    cfg.validate()
     trainer = Trainer(cfg, root / "bench-run")
 
     bare_model = model_from_config(cfg, trainer.store)
@@ -71,19 +46,7 @@ def main() -> None:
     batches = [trainer.sampler.next_step()[0] for _ in range(8)]
 
     def mixlab_step() -> None:
-        batches_ = trainer.sampler.next_step()
-        out = trainer.train_step(batches_)
-        trainer.step += 1
-        trainer.policy.update(
-            Feedback(
-                step=trainer.step,
-                total_steps=t.max_steps,
-                loss_sum=out["loss_sum"],
-                token_count=out["token_count"],
-                microbatch_count=trainer.microbatch_counts(batches_),
-            )
-        )
-        trainer.sampler.set_weights(trainer.policy.weights())
+        trainer.run_step()
 
     i = [0]
 

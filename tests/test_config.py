@@ -122,3 +122,10 @@ def test_list_fields_accept_yaml_lists_and_comma_strings():
     b = RunConfig.load(None, ["eval.document_modes=uncond,cond_true"])
     assert a.eval.document_modes == b.eval.document_modes == ["uncond", "cond_true"]
     assert RunConfig().eval.document_modes == []
+
+
+def test_configs_of_earlier_versions_still_load():
+    old = {"mixing": {"name": "acodm", "acodm": {"policy_in": "p.pt", "policy_out": None}}}
+    cfg = RunConfig.from_dict(old)
+    assert cfg.mixing.policy_in == "p.pt" and cfg.mixing.policy_out is None
+    assert RunConfig.from_dict({"mixing": {"acodm": {"policy_in": None}}}).mixing.policy_in is None

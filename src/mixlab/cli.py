@@ -1,4 +1,4 @@
-"""The ``mixlab`` command: prepare | train | eval | doremi | demo.
+"""The ``mixlab`` command: prepare | train | eval | export | doremi | demo.
 
 Each subcommand is a thin wrapper: it parses arguments, configures logging once, calls the
 library and prints a result. Errors a user can fix (:class:`~mixlab.errors.MixlabError`) are
@@ -26,6 +26,8 @@ typical use:
       --set data.store=shards mixing.name=natural --out runs/natural
   mixlab eval runs/natural runs/uniform
   mixlab eval runs/meco --mode uncond cond_true cond_fixed --prefix 'URL: en.wikipedia.org\\n\\n'
+  mixlab export runs/natural --out hf/natural      # a Hugging Face model folder
+  mixlab eval runs/natural --lm-eval mixlab --limit 20   # lm-evaluation-harness, offline
   mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
   mixlab demo                      # the whole path on the built-in demo corpus
 """
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_export(sub)
     _add_doremi(sub)
     _add_demo(sub)
     return parser
@@ -234,50 +237,77 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="per-domain validation loss / perplexity of one or more runs",
+        help="per-domain validation loss / perplexity of runs, or lm-eval tasks (--lm-eval)",
         description=(
             "Evaluate saved runs (run folders or checkpoint files) on their store's validation "
             "split: per-domain loss and perplexity (token-weighted within a domain), the "
             "unweighted mean PPL, geometric mean, worst domain and the natural (token-weighted) "
             "loss. Several runs are compared side by side. Results are written as eval.json in "
-            "each run folder (or --json FILE for all)."
+            "each run folder (or --json FILE for all). With --lm-eval TASKS the runs (or "
+            "exported HF model folders) are scored with lm-evaluation-harness instead "
+            "(pip install 'mixlab[lm-eval]'), offline: mixlab bundles the local tasks "
+            "mixlab_domain_cloze and mixlab_domain_text (tag: mixlab); add your own task YAML "
+            "folders with --lm-eval-include. Results are printed as a table and written as "
+            "lm_eval.json in each run folder (or --json FILE)."
         ),
     )
-    p.add_argument("runs", nargs="+", help="run folders or checkpoint.pt files")
+    p.add_argument("runs", nargs="+", help="run folders, checkpoint.pt files (or HF folders)")
     p.add_argument(
         "--max-tokens", type=int, help="validation tokens per domain (default: run's eval config)"
     )
     p.add_argument("--json", help="also write all results to this JSON file")
-    p.add_argument(
+    m = p.add_argument_group("MeCo conditional evaluation")
+    m.add_argument(
         "--mode",
         nargs="+",
         choices=("uncond", "cond_true", "cond_fixed"),
         metavar="MODE",
         help=(
-            "MeCo per-document eval instead of the standard one, side by side: uncond (plain "
+            "per-document eval instead of the standard one, side by side: uncond (plain "
             "documents), cond_true (each document's own metadata prefix, by the run's meco.* "
             "settings), cond_fixed (the --prefix text before every document). The same "
             "document tokens are scored in every mode; prefix tokens never are. Written to "
             "eval_modes.json in the run folder"
         ),
     )
-    p.add_argument(
+    m.add_argument(
         "--prefix",
         help=(
             "prefix text of --mode cond_fixed (steering), e.g. 'URL: en.wikipedia.org\\n\\n'; "
             "the escapes \\n and \\t are turned into newline and tab"
         ),
     )
+    g = p.add_argument_group("lm-evaluation-harness")
+    g.add_argument(
+        "--lm-eval",
+        metavar="TASKS",
+        help="comma-separated lm-eval tasks, groups or tags, e.g. mixlab_domain_cloze or mixlab",
+    )
+    g.add_argument(
+        "--lm-eval-include",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="folders of extra lm-eval task YAML files (local data)",
+    )
+    g.add_argument("--limit", type=float, help="documents per task (lm-eval --limit)")
+    g.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size")
+    g.add_argument(
+        "--max-length", type=int, help="context length in tokens (default: training seq_len)"
+    )
     p.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.lm_eval:
+        return _lm_eval(args)
     from mixlab.eval.runs import compare_table, evaluate_run
 
     if args.prefix is not None and "cond_fixed" not in (args.mode or ()):
         raise ConfigError("--prefix is the text of --mode cond_fixed; add --mode cond_fixed")
     if args.mode:
         return _eval_modes(args)
+
     results = {}
     for run in args.runs:
         results[run] = evaluate_run(run, max_tokens_per_domain=args.max_tokens)
@@ -313,6 +343,69 @@ def _eval_modes(args: argparse.Namespace) -> int:
         everything[run] = {mode: r.to_dict() for mode, r in results.items()}
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=2), encoding="utf-8")
+    return 0
+
+
+def _lm_eval(args: argparse.Namespace) -> int:
+    from mixlab.eval.harness import (
+        default_result_path,
+        force_offline,
+        parse_tasks,
+        run_harness,
+        write_result,
+    )
+
+    force_offline()  # before anything imports the HF hub
+    tasks = parse_tasks(args.lm_eval)
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    payload = {}
+    for run in args.runs:
+        result = run_harness(
+            run,
+            tasks,
+            include=args.lm_eval_include,
+            limit=limit,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+        )
+        print(f"lm-eval: {run}\n{result.format_table()}")
+        path = write_result(result, default_result_path(run))
+        print(f"wrote {path}")
+        payload[run] = json.loads(result.to_json())
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return 0
+
+
+# ---------------------------------------------------------------------------- export
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run as a Hugging Face model folder (from_pretrained loads it)",
+        description=(
+            "Export a trained run (run folder or checkpoint file) as a standard Hugging Face "
+            "model folder: config.json, model.safetensors, the store's tokenizer as "
+            "tokenizer.json + tokenizer_config.json (a PreTrainedTokenizerFast with eos/pad/bos "
+            "set), and mixlab_export.json (run, step, store fingerprint, final mixture). "
+            "AutoModelForCausalLM.from_pretrained(DIR) and AutoTokenizer.from_pretrained(DIR) "
+            "load it; the logits equal the run's."
+        ),
+    )
+    p.add_argument("run", help="run folder or checkpoint.pt file")
+    p.add_argument("--out", "-o", required=True, help="folder to write (must be new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mixlab.model.export import export_run
+
+    out = export_run(args.run, args.out, overwrite=args.overwrite)
+    print(f"exported {args.run} to {out}")
+    print(
+        "load it with: AutoModelForCausalLM.from_pretrained("
+        f"{str(out)!r}), AutoTokenizer.from_pretrained({str(out)!r})"
+    )
     return 0
 
 

@@ -138,6 +138,16 @@ class MixingConfig:
     weights_file: str | None = _f(
         None, "For name=fixed: JSON file domain -> weight (e.g. DoReMi output)."
     )
+    policy_out: str | None = _f(
+        None,
+        "Write the learned policy to this file at each checkpoint and at the end (acodm: a "
+        "portable *.acodm.pt actor for a bigger target run).",
+    )
+    policy_in: str | None = _f(
+        None,
+        "Start from a saved policy file (acodm: drive this run with a proxy's actor, frozen "
+        "unless mixing.acodm.mode=online).",
+    )
     odm: OdmConfig = field(default_factory=OdmConfig)
     doremi: DoremiConfig = field(default_factory=DoremiConfig)
     acodm: AcodmOptions = field(default_factory=AcodmOptions)
@@ -160,6 +170,12 @@ class TrainConfig:
     )
     seed: int = _f(0, "Seed for model init, sampler and policy.")
     threads: int = _f(0, "torch intra-op threads; 0 keeps torch's default.")
+    device: str = _f("auto", "auto (CUDA when available, else CPU) | cpu | cuda.")
+    distributed: str = _f(
+        "auto",
+        "Under torchrun: auto = ddp | ddp (DistributedDataParallel) | fsdp (FSDP2 "
+        "fully_shard of every block and the root). Ignored in a single process.",
+    )
     log_every: int = _f(10, "Steps between train log lines in metrics.jsonl.")
     eval_every: int = _f(100, "Steps between validation passes; 0 = only at the end.")
     checkpoint_every: int = _f(100, "Steps between checkpoints; 0 = only at the end.")
@@ -238,7 +254,7 @@ class RunConfig:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> RunConfig:
-        return typing.cast(RunConfig, _build(cls, raw or {}, prefix=""))
+        return typing.cast(RunConfig, _build(cls, _migrate(raw or {}), prefix=""))
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
@@ -287,7 +303,12 @@ class RunConfig:
         if t.grad_clip < 0 or t.weight_decay < 0:
             raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
         _choice("train.precision", t.precision, ("auto", "bf16", "fp32"))
+        _choice("train.device", t.device, ("auto", "cpu", "cuda"))
+        _choice("train.distributed", t.distributed, ("auto", "ddp", "fsdp"))
         _choice("mixing.sampling", m.sampling, ("mixed", "stratified", "homogeneous"))
+        from mixlab.mixing.base import available_policies  # imports the policy modules
+
+        _choice("mixing.name", m.name, available_policies())
         _positive("mixing.update_every", m.update_every)
         if not m.temperature > 0:
             raise ConfigError(f"mixing.temperature: must be > 0, got {m.temperature}")
@@ -332,6 +353,25 @@ class RunConfig:
                 f"meco.max_prefix_tokens={mc.max_prefix_tokens}: documents need at least 2 "
                 "tokens after BOS and the prefix; raise data.seq_len or lower max_prefix_tokens"
             )
+
+
+def _migrate(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Read configs saved by earlier mixlab versions (run folders, recipes).
+
+    0.1.0 kept the AC-ODM policy file paths in ``mixing.acodm.policy_in/policy_out``; they are
+    ``mixing.policy_in/policy_out`` now.
+    """
+    mixing = raw.get("mixing")
+    acodm = mixing.get("acodm") if isinstance(mixing, Mapping) else None
+    if not (isinstance(acodm, Mapping) and {"policy_in", "policy_out"} & set(acodm)):
+        return raw
+    assert isinstance(mixing, Mapping)
+    moved = {k: v for k, v in acodm.items() if k in ("policy_in", "policy_out")}
+    new_mixing = {**mixing, "acodm": {k: v for k, v in acodm.items() if k not in moved}}
+    for key, value in moved.items():
+        if value is not None and new_mixing.get(key) is None:
+            new_mixing[key] = value
+    return {**raw, "mixing": new_mixing}
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> None:

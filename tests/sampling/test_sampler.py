@@ -191,7 +191,7 @@ def test_resume_rejects_other_store_or_geometry() -> None:
         make(FakeStore({**SIZES, "web": 30_001})).load_state_dict(state)
     with pytest.raises(ResumeError, match="seq_len"):
         make(seq_len=8).load_state_dict(state)
-    with pytest.raises(ResumeError, match="world_size"):
+    with pytest.raises(ResumeError, match="microbatches_per_step"):
         make(world_size=2).load_state_dict(state)
     fresh = make()
     with pytest.raises(ResumeError, match="position"):
@@ -221,6 +221,12 @@ def test_ranks_split_one_global_step(mode: str) -> None:
         assert not windows[0] & windows[1]
     assert ranks[0].state_dict() == ranks[1].state_dict()
     assert ranks[0].stats() == single.stats()
+    # The state is global: a single-process sampler continues where the two ranks stopped.
+    resumed = make(store, mode=mode, grad_accum=6, batch_size=3)
+    resumed.load_state_dict(ranks[1].state_dict())
+    after = resumed.next_step()
+    for m, mb in enumerate(single.next_step()):
+        assert torch.equal(mb["input_ids"], after[m]["input_ids"])
 
 
 def test_val_split_reads_val_tokens() -> None:
@@ -249,3 +255,48 @@ def test_invalid_arguments_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="sum to"):
         s.set_weights(np.array([0.5, 0.5, 0.5]))
     np.testing.assert_allclose(s.weights(), [0.5, 0.3, 0.2])  # unchanged after a rejected call
+
+
+@pytest.mark.parametrize("mode", ["mixed", "stratified", "homogeneous"])
+def test_floor_gives_every_domain_its_units_each_step(mode: str) -> None:
+    store = FakeStore({"a": 5000, "b": 5000, "c": 5000})
+    w = [0.0, 0.0, 1.0]  # without the floor only c would ever be drawn
+    s = MixtureSampler(
+        store,
+        seq_len=8,
+        batch_size=2,
+        grad_accum=5,
+        weights=w,
+        mode=mode,
+        seed=3,
+        floor_per_domain=1,
+    )
+    for _ in range(20):
+        ids = torch.cat([b["domain_id"] for b in s.next_step()]).numpy()
+        units = ids[::2] if mode == "homogeneous" else ids  # one label per micro-batch
+        counts = np.bincount(units, minlength=3)
+        assert counts.sum() == (5 if mode == "homogeneous" else 10)
+        assert counts.min() >= 1
+        if mode != "homogeneous":
+            assert counts[0] == counts[1] == 1  # the floor and nothing more
+    k_f_over_u = 3 / (5 if mode == "homogeneous" else 10)
+    np.testing.assert_allclose(
+        s.effective_weights(), k_f_over_u / 3 + (1 - k_f_over_u) * np.array(w)
+    )
+    np.testing.assert_allclose(s.requested_shares(), s.effective_weights())
+
+
+def test_floor_zero_keeps_the_draws_and_too_big_a_floor_is_an_error() -> None:
+    store = FakeStore({"a": 5000, "b": 5000, "c": 5000})
+    kw = {"seq_len": 8, "batch_size": 4, "weights": [0.2, 0.3, 0.5], "seed": 1}
+    plain, floor0 = MixtureSampler(store, **kw), MixtureSampler(store, floor_per_domain=0, **kw)
+    for _ in range(3):
+        a, b = plain.next_step()[0], floor0.next_step()[0]
+        assert torch.equal(a["input_ids"], b["input_ids"])
+    with pytest.raises(ConfigError, match="floor_per_domain=2 forces 6 sequences"):
+        MixtureSampler(store, floor_per_domain=2, **kw)
+    with pytest.raises(ConfigError, match="micro-batches"):
+        MixtureSampler(store, floor_per_domain=1, mode="homogeneous", grad_accum=2, **kw)
+    state = MixtureSampler(store, floor_per_domain=1, **kw).state_dict()
+    with pytest.raises(ResumeError, match="floor_per_domain"):
+        plain.load_state_dict(state)

@@ -11,6 +11,7 @@ from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import CONDITION_END_NAME, lr_factor, train
 from tests.conftest import tiny_run_config
+from tests.train.test_distributed import ACODM, check_ddp_run, run_worker
 from tests.train.test_loop import _KillAt, _train_losses
 
 S_C = 9  # floor(0.75 * 12)
@@ -92,12 +93,18 @@ def test_lr_and_optimizer_moments_continue_through_the_switch(tiny_store, tmp_pa
 
 @pytest.mark.parametrize(
     ("policy", "sampling"),
-    [("uniform", "mixed"), ("odm", "homogeneous"), ("odm-smoothed", "stratified")],
+    [
+        ("uniform", "mixed"),
+        ("odm", "homogeneous"),
+        ("odm-smoothed", "stratified"),
+        ("acodm", "homogeneous"),
+    ],
 )
 def test_meco_combines_with_mixing_policies(tiny_store, tmp_path, policy, sampling):
+    extra = {"acodm": ACODM} if policy == "acodm" else {}
     cfg = _cfg(
         tiny_store,
-        mixing={"name": policy, "sampling": sampling},
+        mixing={"name": policy, "sampling": sampling, **extra},
         max_steps=8,
         batch_size=2,
         grad_accum=4,
@@ -121,3 +128,15 @@ def test_document_eval_modes_are_logged_during_training(tiny_store, tmp_path):
         assert np.isfinite(final[f"eval_{mode}/natural_loss"])
     assert final["eval_uncond/natural_loss"] != final["eval_cond_true/natural_loss"]
     assert _train_losses(tmp_path / "run")
+
+
+@pytest.mark.distributed
+def test_meco_under_ddp_ranks_agree_and_match_one_process(tiny_store, tmp_path):
+    """2 gloo ranks pack different documents of the same global step as one process does."""
+    raw = _cfg(tiny_store, mixing={"name": "odm-smoothed", "odm": {"warmup_steps": 2}}).to_dict()
+    raw["train"].update(max_steps=8, batch_size=4)  # s_c = 6: the switch happens under DDP
+    run_worker(tmp_path, raw, tmp_path / "ddp")
+    check_ddp_run(tmp_path / "ddp", raw, tmp_path)
+    phases = [r["train/phase"] for r in read_metrics(tmp_path / "ddp") if "train/phase" in r]
+    assert phases == [0] * 6 + [1] * 2
+    assert load_checkpoint(tmp_path / "ddp" / CONDITION_END_NAME)["step"] == 6

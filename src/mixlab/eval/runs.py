@@ -3,10 +3,11 @@
 ``evaluate_run`` reads ``config.yaml``'s twin stored inside ``checkpoint.pt`` (so a checkpoint
 file alone is enough), rebuilds the model for the run's shard store, loads the weights and
 computes per-domain validation loss/perplexity with :func:`mixlab.eval.perplexity.evaluate`.
-``compare_table`` lays several runs side by side (rows = domains and aggregates).
-``evaluate_run_modes`` scores a run's validation *documents* under the MeCo eval modes
-(``uncond`` / ``cond_true`` / ``cond_fixed``, :mod:`mixlab.eval.conditional`) and writes
-``eval_modes.json``.
+``load_run`` (the model rebuilt and loaded, with its config and store) is shared with
+:mod:`mixlab.model.export` and :mod:`mixlab.eval.harness`. ``compare_table`` lays several runs
+side by side (rows = domains and aggregates). ``evaluate_run_modes`` scores a run's
+validation *documents* under the MeCo eval modes (``uncond`` / ``cond_true`` / ``cond_fixed``,
+:mod:`mixlab.eval.conditional`) and writes ``eval_modes.json``.
 """
 
 from __future__ import annotations
@@ -14,26 +15,39 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any, cast
 
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ResumeError
 from mixlab.eval.conditional import DocumentEvaluator
 from mixlab.eval.perplexity import EvalResult, evaluate
+from mixlab.train.build import model_from_config, resolve_precision
 from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
-from mixlab.train.loop import eval_record, model_from_config, resolve_precision
+from mixlab.train.loop import eval_record
 
-MODES_NAME = "eval_modes.json"
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
-def load_run(
-    run: str | Path,
-) -> tuple[Path, dict[str, Any], RunConfig, ShardStore, torch.nn.Module]:
-    """(checkpoint path, state, config, store, model with the saved weights) of a run."""
+@dataclass(frozen=True, eq=False)
+class SavedRun:
+    """A run's trained model rebuilt from its checkpoint, with the config and store it used."""
+
+    checkpoint: Path
+    state: dict[str, Any]
+    cfg: RunConfig
+    store: ShardStore
+    model: PreTrainedModel
+
+
+def load_run(run: str | Path) -> SavedRun:
+    """Rebuild the model of a run folder or checkpoint file and load its weights.
+
+    ResumeError when the run's store changed since training (other fingerprint).
+    """
     ckpt_path = resolve_checkpoint(run)
     state = load_checkpoint(ckpt_path)
     cfg = RunConfig.from_dict(state["config"])
@@ -43,19 +57,21 @@ def load_run(
             f"{ckpt_path}: trained on a store with fingerprint {state['store_fingerprint']}, but "
             f"{cfg.data.store} now has {store.fingerprint}; evaluate against the original store"
         )
-    model = model_from_config(cfg, store)
+    model = cast("PreTrainedModel", model_from_config(cfg, store))
     model.load_state_dict(state["model"])
-    return ckpt_path, state, cfg, store, model
+    model.eval()
+    return SavedRun(ckpt_path, state, cfg, store, model)
 
 
 def evaluate_run(
     run: str | Path, *, max_tokens_per_domain: int | None = None, write: bool = True
 ) -> EvalResult:
     """Score a run folder or checkpoint file; writes ``eval.json`` next to the checkpoint."""
-    ckpt_path, state, cfg, store, model = load_run(run)
+    saved = load_run(run)
+    cfg, state, ckpt_path = saved.cfg, saved.state, saved.checkpoint
     result = evaluate(
-        model,
-        store,
+        saved.model,
+        saved.store,
         seq_len=cfg.data.seq_len,
         batch_size=cfg.eval.batch_size,
         max_tokens_per_domain=max_tokens_per_domain or cfg.eval.max_tokens_per_domain,
@@ -65,6 +81,9 @@ def evaluate_run(
         record = eval_record(result, int(state["step"]))
         (ckpt_path.parent / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return result
+
+
+MODES_NAME = "eval_modes.json"
 
 
 def evaluate_run_modes(
@@ -81,21 +100,25 @@ def evaluate_run_modes(
     The prefix settings of ``cond_true`` (variant, template, missing metadata) are the run's
     ``meco`` section, also for a run trained without MeCo.
     """
-    ckpt_path, state, cfg, store, model = load_run(run)
+    saved = load_run(run)
+    cfg, ckpt_path = saved.cfg, saved.checkpoint
     fixed = prefix if prefix is not None else cfg.eval.fixed_prefix
     evaluator = DocumentEvaluator(
-        store,
+        saved.store,
         seq_len=cfg.data.seq_len,
         meco=cfg.meco,
         max_tokens_per_domain=max_tokens_per_domain or cfg.eval.max_tokens_per_domain,
         batch_size=cfg.eval.batch_size,
     )
     results = evaluator.evaluate_modes(
-        model, modes, fixed_prefix=fixed, autocast_dtype=resolve_precision(cfg.train.precision)
+        saved.model,
+        modes,
+        fixed_prefix=fixed,
+        autocast_dtype=resolve_precision(cfg.train.precision),
     )
     if write:
         record = {
-            "step": int(state["step"]),
+            "step": int(saved.state["step"]),
             "fixed_prefix": fixed if "cond_fixed" in modes else None,
             "modes": {mode: r.to_dict() for mode, r in results.items()},
         }

@@ -11,6 +11,27 @@ boundary by :func:`validate_weights`: finite, >= 0, summing to 1 within 1e-6.
 Policies are built by name from a small registry (:func:`register_policy`,
 :func:`build_policy`); an unknown name raises :class:`~mixlab.errors.ConfigError` listing the
 valid ones.
+
+Optional capabilities. A policy that needs more than losses says so with attributes the loop
+reads once when it builds the run (absent = not needed):
+
+=========================  ===============================================================
+attribute                  the loop then
+=========================  ===============================================================
+``requires_reference``     scores every micro-batch with the frozen reference model at
+                           ``reference_path``; fills ``excess_sum`` / ``ref_loss_sum``
+``requires_gradients``     captures per-domain gradients of the ``reward_layers`` blocks'
+                           ``reward_role`` matrices in the same backward pass; fills
+                           ``grad_sum`` and ``extras["grad_count"]``
+``depth_points``           measures the MLP down-projections at those relative depths with
+                           the policy's ``weight_tracker``; fills ``param_norms`` and
+                           ``extras["param_diff_norms"]``
+``floor_per_domain``       gives every domain that many sequences (micro-batches when
+                           sampling is ``homogeneous``) in every step
+``writes_policy_file``     calls ``save_policy_file(path, provenance)`` with every
+                           checkpoint (``mixing.policy_out``)
+``eval_log_values()``      adds its scalars to every evaluation record
+=========================  ===============================================================
 """
 
 from __future__ import annotations

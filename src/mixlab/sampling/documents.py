@@ -322,7 +322,7 @@ class DocumentSampler(MixtureSampler):
                 )
         self.step = t
         self._tokens_served += loss
-        self._requested_sum += self._weights * int(loss.sum())
+        self._requested_sum += self.effective_weights() * int(loss.sum())
 
         b, out = self.batch_size, []
         for m in range(self.grad_accum):

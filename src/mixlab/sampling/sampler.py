@@ -17,6 +17,11 @@ The rules
       - ``homogeneous``: each of the ``M = world_size * grad_accum`` micro-batches draws one
         domain ~ ``w`` and all its sequences come from that domain (ODM / AC-ODM).
 
+      With ``floor_per_domain = f > 0`` (AC-ODM, METHODS.md §2.1) every domain first gets ``f``
+      sampling units (sequences; micro-batches in ``homogeneous`` mode) and only the other
+      ``U - K f`` units follow the rule above; the units are then shuffled. The effective
+      distribution is ``p_eff = (K f / U) u + (1 - K f / U) w`` (``effective_weights``).
+
     * **Windows.** Domain ``d``'s stream is cut into windows of ``seq_len`` tokens. Epoch ``e``
       of domain ``d`` uses a generator seeded by ``(seed, d, e)`` to draw a start offset in
       ``[0, seq_len)`` (so window boundaries move between epochs) and a random order of the
@@ -33,13 +38,16 @@ The rules
 Accounting
     ``tokens_served`` counts global tokens per domain; ``epochs`` divides by the domain's token
     count (repetition); ``achieved_shares`` vs ``requested_shares`` (token-weighted time average
-    of the weights in force at each step) shows how close sampling noise kept us to the mixture.
+    of the effective weights in force at each step, floor included) shows how close sampling
+    noise kept us to the mixture.
 
 State
     ``state_dict`` is plain Python (ints, floats, strings, lists): the step, current weights,
     each domain's (epoch, position) and the counters. Generators are re-derived from seeds, so
     loading a state continues bit-identically. The store fingerprint and the batch geometry are
-    checked on load (:class:`~mixlab.errors.ResumeError` on mismatch).
+    checked on load (:class:`~mixlab.errors.ResumeError` on mismatch). The geometry is global
+    (``world_size * grad_accum`` micro-batches of ``batch_size``), so a state saved on W ranks
+    loads on any W' with ``grad_accum`` adjusted to keep the product.
 """
 
 from __future__ import annotations
@@ -135,6 +143,8 @@ class MixtureSampler:
         seed: run seed (>= 0); together with the step it fixes every draw.
         rank, world_size: this process and the number of processes.
         split: which split of the store to read.
+        floor_per_domain: sampling units (sequences, or micro-batches in ``homogeneous``
+            mode) every domain gets in every step before the rest is drawn ~ weights.
     """
 
     def __init__(
@@ -150,6 +160,7 @@ class MixtureSampler:
         rank: int = 0,
         world_size: int = 1,
         split: str = "train",
+        floor_per_domain: int = 0,
     ) -> None:
         for name, value, minimum in (
             ("data.seq_len", seq_len, 1),
@@ -157,6 +168,7 @@ class MixtureSampler:
             ("train.grad_accum", grad_accum, 1),
             ("world_size", world_size, 1),
             ("train.seed", seed, 0),
+            ("floor_per_domain", floor_per_domain, 0),
         ):
             if (
                 not isinstance(value, (int, np.integer))
@@ -178,7 +190,16 @@ class MixtureSampler:
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.split = split
+        self.floor_per_domain = int(floor_per_domain)
         self.step = 0
+        forced = len(store.domains) * self.floor_per_domain
+        if forced > self._units_per_step:
+            unit = "micro-batches" if mode == "homogeneous" else "sequences"
+            raise ConfigError(
+                f"floor_per_domain={self.floor_per_domain} forces {forced} {unit} per step "
+                f"({len(store.domains)} domains) but a step has only {self._units_per_step}; "
+                "raise train.batch_size / train.grad_accum or lower the floor"
+            )
 
         self._tokens = [store.tokens(d, split) for d in self.domains]
         self._num_tokens = np.array([store.num_tokens(d, split) for d in self.domains], np.int64)
@@ -213,9 +234,20 @@ class MixtureSampler:
         """Global tokens per optimiser step (S * seq_len)."""
         return self.sequences_per_step * self.seq_len
 
+    @property
+    def _units_per_step(self) -> int:
+        """U: sampling units per step (micro-batches if homogeneous, else sequences)."""
+        return self.microbatches_per_step if self.mode == "homogeneous" else self.sequences_per_step
+
     def weights(self) -> np.ndarray:
         """The weights the next step will be drawn with (a copy)."""
         return self._weights.copy()
+
+    def effective_weights(self) -> np.ndarray:
+        """p_eff of the next step: the weights mixed with the per-domain floor's uniform share."""
+        k = len(self.domains)
+        forced = k * self.floor_per_domain / self._units_per_step
+        return forced / k + (1.0 - forced) * self._weights
 
     def set_weights(self, weights: np.ndarray | Sequence[float]) -> None:
         """Use ``weights`` from the next step on; ConfigError if they are not a valid mixture."""
@@ -224,17 +256,22 @@ class MixtureSampler:
     # ------------------------------------------------------------------ sampling
     def _draw_labels(self, rng: np.random.Generator) -> np.ndarray:
         """(S,) domain index of every global sequence of the step."""
-        k, n, b = len(self.domains), self.sequences_per_step, self.batch_size
+        k, b = len(self.domains), self.batch_size
+        forced = np.repeat(np.arange(k, dtype=np.int64), self.floor_per_domain)
+        free = self._units_per_step - len(forced)
+        if self.mode == "stratified":
+            counts = self._stratified_counts(free) + self.floor_per_domain
+            return rng.permutation(np.repeat(np.arange(k, dtype=np.int64), counts))
         cdf = np.cumsum(self._weights)
         cdf /= cdf[-1]  # exact 1.0 at the end, so u < 1 never falls past the last domain
-        if self.mode == "mixed":
-            return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), k - 1)
-        if self.mode == "homogeneous":
-            per_mb = np.minimum(
-                np.searchsorted(cdf, rng.random(self.microbatches_per_step), side="right"), k - 1
-            )
-            return np.repeat(per_mb, b)
-        # stratified: floor, then hand the leftover sequences to the largest remainders.
+        units = np.minimum(np.searchsorted(cdf, rng.random(free), side="right"), k - 1)
+        if len(forced):
+            units = rng.permutation(np.concatenate([forced, units]))
+        return np.repeat(units, b) if self.mode == "homogeneous" else units
+
+    def _stratified_counts(self, n: int) -> np.ndarray:
+        """round(n * w_i) per domain: floors, then the leftover to the largest remainders."""
+        k = len(self.domains)
         # Renormalise first: a sum of 1 + 1e-6 would otherwise let the floors exceed n.
         exact = self._weights / self._weights.sum() * n
         counts = np.floor(exact).astype(np.int64)
@@ -242,7 +279,7 @@ class MixtureSampler:
         assert 0 <= leftover <= k, (leftover, k)
         order = np.argsort(-(exact - counts), kind="stable")
         counts[order[:leftover]] += 1
-        return rng.permutation(np.repeat(np.arange(k, dtype=np.int64), counts))
+        return counts
 
     def next_step(self) -> list[dict[str, torch.Tensor]]:
         """Advance one optimiser step; return this rank's ``grad_accum`` micro-batches.
@@ -268,7 +305,7 @@ class MixtureSampler:
                 )
         self.step = t
         self._tokens_served += counts * self.seq_len
-        self._requested_sum += self._weights * self.tokens_per_step
+        self._requested_sum += self.effective_weights() * self.tokens_per_step
 
         b, out = self.batch_size, []
         for m in range(self.grad_accum):
@@ -304,7 +341,7 @@ class MixtureSampler:
         return self._tokens_served / total if total else np.zeros(len(self.domains))
 
     def requested_shares(self) -> np.ndarray:
-        """(K,) token-weighted time average of the weights used so far; zeros before step 1."""
+        """(K,) token-weighted time average of the effective weights so far; 0 before step 1."""
         total = self._tokens_served.sum()
         return self._requested_sum / total if total else np.zeros(len(self.domains))
 
@@ -327,10 +364,12 @@ class MixtureSampler:
             "split": self.split,
             "seq_len": self.seq_len,
             "batch_size": self.batch_size,
-            "grad_accum": self.grad_accum,
-            "world_size": self.world_size,
+            # Global micro-batches per step: any (world_size, grad_accum) with the same product
+            # continues the same data order, so a run may resume on another number of ranks.
+            "microbatches_per_step": self.microbatches_per_step,
             "mode": self.mode,
             "seed": self.seed,
+            "floor_per_domain": self.floor_per_domain,
         }
 
     def state_dict(self) -> dict[str, Any]:

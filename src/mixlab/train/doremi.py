@@ -54,7 +54,8 @@ from mixlab.model.losses import per_domain_sums, target_mask, token_losses
 from mixlab.model.meco import model_inputs
 from mixlab.train.callbacks import Callback, JsonlSink
 from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from mixlab.train.loop import EVAL_NAME, ReferenceScorer, Trainer, eval_record
+from mixlab.train.loop import EVAL_NAME, Trainer, eval_record
+from mixlab.train.reference import ReferenceScorer
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,11 @@ class ProxyTrainer(Trainer):
         if not d.reference:
             raise ConfigError("the DoReMi proxy needs mixing.doremi.reference (a run folder)")
         super().__init__(cfg, run_dir, callbacks)
+        if self.dist.enabled:
+            raise ConfigError(
+                "mixlab doremi trains its small reference and proxy in one process; run it "
+                "without torchrun (the target run may use torchrun)"
+            )
         self.reference = ReferenceScorer(d.reference, self.store, cfg.data.seq_len)
         self.dro = group_dro_from_config(self.domains, cfg.mixing, self.store.vocab_size)
         self.policy = ProxyMixture(self.domains, self.sampler.weights(), self.dro)

@@ -19,7 +19,11 @@ rest of a resumed run's loss curve equals the uninterrupted run's.
 
 A policy that declares ``requires_reference`` (DoReMi) also gets a frozen reference model that
 scores the same micro-batches (:class:`ReferenceScorer`): per-domain sums of the per-token
-clipped excess loss and of the reference loss go into its Feedback.
+clipped excess loss and of the reference loss go into its Feedback. A policy that looks inside
+the model (AC-ODM: ``requires_gradients``, ``depth_points``) gets per-domain gradients from
+hooks in the same backward pass and weight norms after the update (:mod:`mixlab.train.probes`);
+one that declares ``floor_per_domain`` gets that many sequences (micro-batches) of every domain
+in every step; one that ``writes_policy_file`` saves it next to every checkpoint.
 
 With ``meco.enabled`` the sampler packs whole documents with their metadata prefix
 (:class:`~mixlab.sampling.documents.DocumentSampler`) until s_c, then plain documents; the
@@ -32,8 +36,11 @@ with and without prefixes (:mod:`mixlab.eval.conditional`).
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
-import math
+import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,14 +52,16 @@ import torch
 from mixlab import __version__
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
-from mixlab.errors import ConfigError, DataError, ResumeError
+from mixlab.errors import ConfigError, ResumeError
 from mixlab.eval.perplexity import EvalResult, evaluate
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
-from mixlab.model.factory import build_model, count_parameters
-from mixlab.model.losses import per_domain_sums, target_mask, token_losses
+from mixlab.model.factory import count_parameters
+from mixlab.model.losses import per_domain_sums, token_losses
 from mixlab.model.meco import MecoLog, model_inputs
 from mixlab.sampling.documents import DocumentSampler
 from mixlab.sampling.sampler import MixtureSampler
+from mixlab.train import distributed as dist
+from mixlab.train.build import build_optimizer, lr_factor, model_from_config, resolve_precision
 from mixlab.train.callbacks import Callback, JsonlSink, TensorBoardSink
 from mixlab.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -61,141 +70,46 @@ from mixlab.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from mixlab.train.probes import ModelProbes
+from mixlab.train.reference import ReferenceScorer, clipped_excess_sums
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 EVAL_NAME = "eval.json"
 CONDITION_END_NAME = "checkpoint_condition_end.pt"  # MeCo: the model at s_c, kept
-
-
-def resolve_precision(precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``train.precision`` (None means plain fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    # auto: bf16 only with native hardware support. On CPUs without AVX512-BF16/AMX, oneDNN
-    # emulates bf16 and autocast is ~10x *slower* than fp32 (measured on an AVX2 machine).
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-
-
-def lr_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """Multiplier of the peak LR for the update that follows ``step`` scheduler calls."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, max_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (biases, norms and 1-D params are exempt)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    t = cfg.train
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": t.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=t.lr,
-        betas=(t.beta1, t.beta2),
-    )
-
-
-def model_from_config(cfg: RunConfig, store: ShardStore) -> torch.nn.Module:
-    """The run's model: preset / config file / local folder, vocabulary from the store."""
-    return build_model(
-        preset=cfg.model.preset,
-        config_path=cfg.model.config_path,
-        pretrained_path=cfg.model.pretrained_path,
-        vocab_size=store.vocab_size,
-        eos_id=store.eos_id,
-        bos_id=store.bos_id,
-        max_seq_len=cfg.data.seq_len,
-        seed=cfg.train.seed,
-        overrides=cfg.model.overrides,
-    )
-
-
-class ReferenceScorer:
-    """A frozen reference LM that scores the trainer's micro-batches (DoReMi, METHODS.md §3).
-
-    Per token j of a micro-batch the excess loss is clipped *per token*,
-    ``max(l_theta,j - l_ref,j, 0)``, then summed per domain: the sums cannot be rebuilt from
-    per-domain means. The reference runs under ``no_grad`` in eval mode, its parameters have
-    ``requires_grad=False`` and it is never handed to the optimiser.
-    """
-
-    def __init__(self, path: str | Path, store: ShardStore, seq_len: int) -> None:
-        state = load_checkpoint(path)
-        if not state.get("finished"):
-            log.warning("reference %s is unfinished (step %d); using it as is", path, state["step"])
-        if state["store_fingerprint"] != store.fingerprint:
-            ref_store_path = RunConfig.from_dict(state["config"]).data.store
-            try:
-                ref_store = ShardStore(ref_store_path)
-            except DataError as exc:
-                raise ConfigError(
-                    f"mixing.doremi.reference={path}: the reference was trained on another "
-                    f"store, whose tokenizer cannot be checked ({exc})"
-                ) from exc
-            if ref_store.tokenizer_hash != store.tokenizer_hash:
-                raise ConfigError(
-                    f"mixing.doremi.reference={path}: the reference was trained with another "
-                    f"tokenizer (store {ref_store.path}); train it on a store made with the "
-                    "same tokenizer as data.store"
-                )
-        self.model = model_from_config(RunConfig.from_dict(state["config"]), store)
-        self.model.load_state_dict(state["model"])
-        self.model.requires_grad_(False)
-        self.model.eval()
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit is not None and limit < seq_len:
-            raise ConfigError(
-                f"mixing.doremi.reference={path}: the reference handles {limit} positions but "
-                f"data.seq_len is {seq_len}; lower data.seq_len or use a longer reference"
-            )
-
-    def score(
-        self,
-        batch: dict[str, torch.Tensor],
-        tok_loss: torch.Tensor,
-        num_domains: int,
-        autocast: contextlib.AbstractContextManager[Any],
-    ) -> dict[str, torch.Tensor]:
-        """Per-domain (K,) ``excess_sum``, ``ref_loss_sum`` and ``clipped_count`` (float64)."""
-        with torch.no_grad(), autocast:
-            ref_logits = self.model(**model_inputs(batch)).logits
-        ref_loss = token_losses(ref_logits, batch["labels"])
-        return clipped_excess_sums(tok_loss.detach(), ref_loss, batch, num_domains)
-
-
-def clipped_excess_sums(
-    tok_loss: torch.Tensor,
-    ref_loss: torch.Tensor,
-    batch: dict[str, torch.Tensor],
-    num_domains: int,
-) -> dict[str, torch.Tensor]:
-    """Sum max(tok_loss - ref_loss, 0), ref_loss and [tok_loss < ref_loss] per domain."""
-    mask = target_mask(batch["labels"])
-    diff = tok_loss - ref_loss
-    sums = {
-        "excess_sum": diff.clamp(min=0),
-        "ref_loss_sum": ref_loss,
-        "clipped_count": (diff < 0).to(tok_loss.dtype),
-    }
-    return {
-        key: per_domain_sums(value, mask, batch["domain_id"], num_domains)[0].double()
-        for key, value in sums.items()
-    }
+POLICY_FILE_NAME = "policy.acodm.pt"
+# Re-exported: the run's building blocks are part of the loop's public surface.
+__all__ = [
+    "Trainer",
+    "build_optimizer",
+    "clipped_excess_sums",
+    "eval_record",
+    "lr_factor",
+    "model_from_config",
+    "resolve_precision",
+    "train",
+]
+# Feedback arrays summed over ranks before the policy sees them.
+_REDUCED = (
+    "loss_sum",
+    "token_count",
+    "microbatch_count",
+    "excess_sum",
+    "ref_loss_sum",
+    "clipped_count",
+    "grad_sum",
+    "grad_count",
+)
 
 
 class Trainer:
-    """Owns one run: store, model, policy, sampler, optimizer; ``fit()`` runs the loop."""
+    """Owns one run: store, model, policy, sampler, optimizer; ``fit()`` runs the loop.
+
+    Under torchrun every rank builds its own Trainer; ``self.dist`` says which rank it is.
+    ``self.model`` is what trains (DDP-wrapped or FSDP-sharded), ``self.raw_model`` the
+    Hugging Face module itself.
+    """
 
     def __init__(
         self, cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
@@ -207,11 +121,12 @@ class Trainer:
             torch.set_num_threads(t.threads)
         if not cfg.data.store:
             raise ConfigError("data.store: path of a prepared store is required (mixlab prepare)")
+        self.dist = dist.init_distributed(t.device)
         self.store = ShardStore(cfg.data.store)
         self.domains = self.store.domains
         self.autocast_dtype = resolve_precision(t.precision)
-        self.model = model_from_config(cfg, self.store)
-        self.model.train()
+        self.raw_model = model_from_config(cfg, self.store).to(self.dist.device)
+        self.raw_model.train()
         ctx = PolicyContext(
             domains=self.domains,
             train_tokens=self.store.train_tokens_per_domain(),
@@ -222,7 +137,11 @@ class Trainer:
         self.reference: ReferenceScorer | None = None
         if getattr(self.policy, "requires_reference", False):
             path = str(getattr(self.policy, "reference_path", ""))
-            self.reference = ReferenceScorer(path, self.store, cfg.data.seq_len)
+            self.reference = ReferenceScorer(path, self.store, cfg.data.seq_len, self.dist.device)
+        # Hooks go on the module itself, before DDP/FSDP wrap it (they see local values).
+        self.probes = ModelProbes.for_policy(self.policy, self.raw_model, len(self.domains))
+        self.model = dist.wrap_model(self.raw_model, self.dist, t.distributed)
+        self.policy_file = self._policy_file_path()
         sampling: dict[str, Any] = dict(
             seq_len=cfg.data.seq_len,
             batch_size=t.batch_size,
@@ -230,9 +149,12 @@ class Trainer:
             weights=self.policy.weights(),
             mode=cfg.mixing.sampling,
             seed=t.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            floor_per_domain=int(getattr(self.policy, "floor_per_domain", 0)),
         )
         self.sampler: MixtureSampler = (
-            DocumentSampler.from_config(cfg, self.store, self.model, **sampling)
+            DocumentSampler.from_config(cfg, self.store, self.raw_model, **sampling)
             if cfg.meco.enabled
             else MixtureSampler(self.store, **sampling)
         )
@@ -243,14 +165,20 @@ class Trainer:
         )
         self.step = 0
         self.elapsed = 0.0
-        self.callbacks: list[Callback] = [JsonlSink(self.run_dir), *callbacks]
-        if t.tensorboard:
-            self.callbacks.append(TensorBoardSink(self.run_dir))
+        self.callbacks: list[Callback] = []
+        if self.dist.is_main:  # one writer of metrics per run
+            self.callbacks = [JsonlSink(self.run_dir), *callbacks]
+            if t.tensorboard:
+                self.callbacks.append(TensorBoardSink(self.run_dir))
         self.last_eval: EvalResult | None = None
         self._document_eval: Any = None  # mixlab.eval.conditional.DocumentEvaluator, lazily
 
     # ------------------------------------------------------------------ state
     def state_dict(self, finished: bool = False) -> dict[str, Any]:
+        """The checkpoint content; collective under FSDP (every rank must call it)."""
+        model_state, optimizer_state = dist.full_state_dicts(
+            self.model, self.optimizer, self.cfg.train.distributed, self.dist
+        )
         return {
             "mixlab_version": __version__,
             "step": self.step,
@@ -258,8 +186,9 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "store_fingerprint": self.store.fingerprint,
             "domains": list(self.domains),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "world_size": self.dist.world_size,
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "policy": self.policy.state_dict(),
@@ -274,8 +203,14 @@ class Trainer:
                 f"{state['store_fingerprint']}, this store {self.store.fingerprint}); "
                 "resume with the same data.store"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        dist.load_full_state_dicts(
+            self.model,
+            self.optimizer,
+            state["model"],
+            state["optimizer"],
+            self.cfg.train.distributed,
+            self.dist,
+        )
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.policy.load_state_dict(state["policy"])
@@ -284,33 +219,73 @@ class Trainer:
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
 
     def save(self, finished: bool = False) -> Path:
-        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.state_dict(finished))
+        """Write the checkpoint (rank 0; the others only take part in gathering the state)."""
+        path = self.run_dir / CHECKPOINT_NAME
+        state = self.state_dict(finished)
+        if self.dist.is_main:
+            if self.policy_file is not None:
+                provenance = {
+                    "model_params": count_parameters(self.raw_model),
+                    "seed": self.cfg.train.seed,
+                }
+                self.policy.save_policy_file(self.policy_file, provenance)  # type: ignore[attr-defined]
+            save_checkpoint(path, state)
+        dist.barrier(self.dist)
+        return path
+
+    def _policy_file_path(self) -> Path | None:
+        """Where the policy is exported (mixing.policy_out, or the run folder's default)."""
+        out = self.cfg.mixing.policy_out
+        if not (out or getattr(self.policy, "writes_policy_file", False)):
+            return None
+        if not hasattr(self.policy, "save_policy_file"):
+            raise ConfigError(
+                f"mixing.policy_out: policy {self.cfg.mixing.name!r} has nothing to export; "
+                "only acodm writes a policy file"
+            )
+        return Path(out) if out else self.run_dir / POLICY_FILE_NAME
 
     # ------------------------------------------------------------------ one step
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cpu", dtype=self.autocast_dtype)
+        return torch.autocast(device_type=self.dist.device.type, dtype=self.autocast_dtype)
 
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-        """Forward/backward every micro-batch, then one optimiser update."""
+        """Forward/backward every micro-batch, then one optimiser update.
+
+        Returns this rank's per-domain sums (``run_step`` adds them up over ranks).
+        """
         K = len(self.domains)
+        device = self.dist.device
+        batches = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in batches]
         masks = [b["labels"][:, 1:] != -100 for b in batches]
-        step_tokens = max(1, int(sum(int(m.sum()) for m in masks)))
-        loss_sum = torch.zeros(K, dtype=torch.float64)
-        token_count = torch.zeros(K, dtype=torch.float64)
+        local_tokens = int(sum(int(m.sum()) for m in masks))
+        # Normalise by the global token count (x world size: the gradient average divides it
+        # back), so the update equals one process's with a W-times-bigger batch.
+        tokens = dist.all_reduce_sum(self.dist, {"n": np.array([local_tokens], np.float64)})
+        step_tokens = max(1, int(tokens["n"][0]))
+        scale = self.dist.world_size / step_tokens
+        loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
+        token_count = torch.zeros(K, dtype=torch.float64, device=device)
         ref_sums: dict[str, torch.Tensor] = {}
-        for batch, mask in zip(batches, masks, strict=True):
+        reference_seconds = 0.0
+        for i, (batch, mask) in enumerate(zip(batches, masks, strict=True)):
+            dist.set_gradient_sync(self.model, i == len(batches) - 1)
+            if self.probes is not None:
+                self.probes.begin(batch)  # per-domain gradient hooks see this micro-batch
             with self.autocast():
                 logits = self.model(**model_inputs(batch)).logits
             tok_loss = token_losses(logits, batch["labels"])  # (B, L-1) fp32, 0 where masked
-            (tok_loss.sum() / step_tokens).backward()
+            (tok_loss.sum() * scale).backward()
             sums, counts = per_domain_sums(tok_loss.detach(), mask, batch["domain_id"], K)
             loss_sum += sums.double()
             token_count += counts.double()
             if self.reference is not None:  # DoReMi excess over the frozen reference
+                ref_start = time.perf_counter()
                 for key, value in self.reference.score(batch, tok_loss, K, self.autocast()).items():
                     ref_sums[key] = ref_sums.get(key, 0) + value
+                reference_seconds += time.perf_counter() - ref_start
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             if self.cfg.train.grad_clip > 0
@@ -319,13 +294,51 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {
-            "loss": float(loss_sum.sum() / step_tokens),
-            "loss_sum": loss_sum.numpy(),
-            "token_count": token_count.numpy(),
+        out: dict[str, Any] = {
+            "loss": float(loss_sum.sum()) / max(1, local_tokens),
+            "loss_sum": loss_sum.cpu().numpy(),
+            "token_count": token_count.cpu().numpy(),
             "grad_norm": float(grad_norm),
-            **{key: value.numpy() for key, value in ref_sums.items()},
+            **{key: value.cpu().numpy() for key, value in ref_sums.items()},
         }
+        if self.reference is not None:
+            out["reference_seconds"] = reference_seconds
+        if self.probes is not None:  # AC-ODM: gradients of this step, weight norms after it
+            out["capture_seconds"] = self.probes.capture_seconds
+            out.update(self.probes.measure(1.0 / scale, out["token_count"]))
+        return out
+
+    def run_step(self) -> dict[str, Any]:
+        """One optimiser step end to end: sample, train, then let the policy see it."""
+        start = time.perf_counter()
+        batches = self.sampler.next_step()
+        out = self.train_step(batches)
+        out["microbatch_count"] = self.microbatch_counts(batches)
+        # Feedback is global: per-domain sums of all ranks (a no-op on one process).
+        out.update(dist.all_reduce_sum(self.dist, {k: out[k] for k in _REDUCED if k in out}))
+        out["loss"] = float(out["loss_sum"].sum() / max(1.0, float(out["token_count"].sum())))
+        self.step += 1
+        feedback = Feedback(
+            step=self.step,
+            total_steps=self.cfg.train.max_steps,
+            loss_sum=out["loss_sum"],
+            token_count=out["token_count"],
+            microbatch_count=out["microbatch_count"],
+            excess_sum=out.get("excess_sum"),
+            ref_loss_sum=out.get("ref_loss_sum"),
+            grad_sum=out.get("grad_sum"),
+            param_norms=out.get("param_norms"),
+            extras={k: out[k] for k in ("grad_count", "param_diff_norms") if k in out},
+        )
+        policy_start = time.perf_counter()
+        if self.dist.is_main:  # rank 0 owns the policy and sends its weights to the others
+            self.policy.update(feedback)  # <- the mixture learns from this step
+        if self.step % self.cfg.mixing.update_every == 0:
+            self.sampler.set_weights(dist.broadcast_weights(self.dist, self.policy.weights()))
+        out["policy_seconds"] = time.perf_counter() - policy_start
+        out["seconds"] = time.perf_counter() - start
+        out["tokens"] = sum(b["input_ids"].numel() for b in batches) * self.dist.world_size
+        return out
 
     def microbatch_counts(self, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
         """Sequences per domain (mixed sampling) or micro-batches per domain (homogeneous)."""
@@ -341,15 +354,18 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> EvalResult:
         cfg, t = self.cfg, self.cfg.train
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         for cb in self.callbacks:
             cb.on_train_start(self.step)
         log.info(
-            "training %s (%s params) on %d domains for %d steps, precision %s",
+            "training %s (%s params) on %d domains for %d steps, precision %s%s",
             cfg.model.preset or cfg.model.config_path or cfg.model.pretrained_path,
-            f"{count_parameters(self.model):,}",
+            f"{count_parameters(self.raw_model):,}",
             len(self.domains),
             t.max_steps,
             "bf16" if self.autocast_dtype else "fp32",
+            f", {self.dist.world_size} ranks" if self.dist.enabled else "",
         )
         window = _Window(self.domains)
         meco = None
@@ -357,32 +373,9 @@ class Trainer:
             meco = MecoLog(self.sampler, self.step)
         try:
             for _ in self._progress():
-                start = time.perf_counter()
-                batches = self.sampler.next_step()
-                out = self.train_step(batches)
-                self.step += 1
-                feedback = Feedback(
-                    step=self.step,
-                    total_steps=t.max_steps,
-                    loss_sum=out["loss_sum"],
-                    token_count=out["token_count"],
-                    microbatch_count=self.microbatch_counts(batches),
-                    excess_sum=out.get("excess_sum"),
-                    ref_loss_sum=out.get("ref_loss_sum"),
-                )
-                policy_start = time.perf_counter()
-                self.policy.update(feedback)  # <- the mixture learns from this step
-                if self.step % cfg.mixing.update_every == 0:
-                    self.sampler.set_weights(self.policy.weights())
-                policy_seconds = time.perf_counter() - policy_start
-                seconds = time.perf_counter() - start
-                self.elapsed += seconds
-                window.add(
-                    out,
-                    sum(b["input_ids"].numel() for b in batches),
-                    seconds,
-                    policy_seconds,
-                )
+                out = self.run_step()
+                self.elapsed += out["seconds"]
+                window.add(out)
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
                     record = window.record(
                         self.step,
@@ -413,25 +406,31 @@ class Trainer:
             cb.on_train_end(self.step)
         return result
 
-    def save_condition_end(self) -> None:
-        """MeCo: checkpoint at s_c (resumable) and keep a copy of the conditioned model."""
-        state = self.state_dict()
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
-        save_checkpoint(self.run_dir / CONDITION_END_NAME, state)
-        log.info("meco: conditioning ends at step %d; kept %s", self.step, CONDITION_END_NAME)
-
     def run_eval(self) -> EvalResult:
+        """Validation on every rank (FSDP's forward is collective); rank 0 logs it."""
         result = evaluate(
-            self.model,
+            dist.unwrap(self.model),
             self.store,
             seq_len=self.cfg.data.seq_len,
             batch_size=self.cfg.eval.batch_size,
             max_tokens_per_domain=self.cfg.eval.max_tokens_per_domain,
             autocast_dtype=self.autocast_dtype,
         )
-        self._emit({**eval_record(result, self.step), **self._document_eval_metrics()})
+        record = {**eval_record(result, self.step), **self._document_eval_metrics()}
+        extra = getattr(self.policy, "eval_log_values", None)
+        if extra is not None:
+            record.update({f"mix/{key}": value for key, value in extra().items()})
+        self._emit(record)
         self.last_eval = result
         return result
+
+    def save_condition_end(self) -> None:
+        """MeCo: checkpoint at s_c (resumable) and keep a copy of the conditioned model."""
+        self.save()
+        if self.dist.is_main:
+            shutil.copyfile(self.run_dir / CHECKPOINT_NAME, self.run_dir / CONDITION_END_NAME)
+            log.info("meco: conditioning ends at step %d; kept %s", self.step, CONDITION_END_NAME)
+        dist.barrier(self.dist)
 
     def _document_eval_metrics(self) -> dict[str, float]:
         """``eval_<mode>/...`` metrics of the ``eval.document_modes`` (MeCo eval modes)."""
@@ -449,7 +448,7 @@ class Trainer:
                 batch_size=ev.batch_size,
             )
         results = self._document_eval.evaluate_modes(
-            self.model,
+            dist.unwrap(self.model),
             ev.document_modes,
             fixed_prefix=ev.fixed_prefix,
             autocast_dtype=self.autocast_dtype,
@@ -472,7 +471,7 @@ class Trainer:
             total=self.cfg.train.max_steps,
             desc="train",
             unit="step",
-            disable=not self.cfg.train.progress,
+            disable=not (self.cfg.train.progress and self.dist.is_main),
             dynamic_ncols=True,
         )
         yield from bar
@@ -493,18 +492,15 @@ class _Window:
         self.tokens = 0
         self.seconds = 0.0
         self.policy_seconds = 0.0
+        self.capture_seconds = 0.0
+        self.reference_seconds = 0.0
         self.grad_norm = 0.0
         self.loss_sum = np.zeros(len(domains))
         self.token_count = np.zeros(len(domains))
         self.ref_sums: dict[str, np.ndarray] = {}  # DoReMi: excess, reference loss, clipped
 
-    def add(
-        self,
-        out: dict[str, Any],
-        tokens: int,
-        seconds: float,
-        policy_seconds: float,
-    ) -> None:
+    def add(self, out: dict[str, Any]) -> None:
+        """Add one step's ``Trainer.run_step`` output."""
         self.loss += out["loss"]
         self.grad_norm += out["grad_norm"]
         self.loss_sum += out["loss_sum"]
@@ -512,10 +508,12 @@ class _Window:
         for key in ("excess_sum", "ref_loss_sum", "clipped_count"):
             if key in out:
                 self.ref_sums[key] = self.ref_sums.get(key, 0) + out[key]
+        self.capture_seconds += out.get("capture_seconds", 0.0)
+        self.reference_seconds += out.get("reference_seconds", 0.0)
         self.steps += 1
-        self.tokens += tokens
-        self.seconds += seconds
-        self.policy_seconds += policy_seconds
+        self.tokens += out["tokens"]
+        self.seconds += out["seconds"]
+        self.policy_seconds += out["policy_seconds"]
 
     def record(
         self, step: int, lr: float, sampler: MixtureSampler, policy: MixingPolicy
@@ -530,17 +528,20 @@ class _Window:
             "train/step_seconds": self.seconds / n,
             "mix/policy_seconds": self.policy_seconds / n,
         }
+        if self.capture_seconds:
+            rec["mix/capture_seconds"] = self.capture_seconds / n
+        if self.reference_seconds:
+            rec["mix/reference_seconds"] = self.reference_seconds / n
         w = policy.weights()
         rec["mix/entropy"] = float(-(w[w > 0] * np.log(w[w > 0])).sum())
-        achieved = sampler.achieved_shares()
-        epochs = sampler.epochs()
+        rec.update(sampler.stats())  # tokens, epochs, achieved and requested shares per domain
+        p_eff = sampler.effective_weights() if sampler.floor_per_domain else None
         for i, d in enumerate(self.domains):
             rec[f"mix/weight/{d}"] = float(w[i])
-            rec[f"mix/achieved/{d}"] = float(achieved[i])
-            rec[f"domain/{d}/epochs"] = float(epochs[i])
+            if p_eff is not None:
+                rec[f"mix/p_eff/{d}"] = float(p_eff[i])
             if self.token_count[i] > 0:
                 rec[f"domain/{d}/train_loss"] = float(self.loss_sum[i] / self.token_count[i])
-            rec[f"domain/{d}/tokens"] = int(sampler.tokens_served()[i])
         if self.ref_sums:
             rec.update(self._reference_record())
         for key, value in policy.log_values().items():
@@ -568,7 +569,10 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> Trainer:
-    """Train a run into ``run_dir`` (new, or continued with ``resume=True``)."""
+    """Train a run into ``run_dir`` (new, or continued with ``resume=True``).
+
+    Under torchrun every rank calls this; rank 0 writes the run folder.
+    """
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT_NAME
     if resume:
@@ -576,27 +580,53 @@ def train(
         saved = RunConfig.from_dict(state["config"])
         if saved.to_dict() != cfg.to_dict():
             log.warning("resuming with the config saved in %s (command-line config ignored)", ckpt)
-        cfg = saved
+        cfg = _fit_world_size(saved, int(state.get("world_size", 1)))
     elif ckpt.exists():
         raise ConfigError(
             f"{run_dir} already holds a run; continue it with --resume or choose a new --out"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
     trainer = Trainer(cfg, run_dir, callbacks)
+    if trainer.dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / CONFIG_NAME)
     if resume:
         trainer.load_state_dict(state)
         if state.get("finished"):
             log.info("%s already finished at step %d", run_dir, trainer.step)
     trainer.fit()
-    (run_dir / EVAL_NAME).write_text(
-        _json(eval_record(trainer.last_eval, trainer.step)) if trainer.last_eval else "{}",
-        encoding="utf-8",
-    )
+    if trainer.dist.is_main:
+        (run_dir / EVAL_NAME).write_text(
+            json.dumps(eval_record(trainer.last_eval, trainer.step), indent=2)
+            if trainer.last_eval
+            else "{}",
+            encoding="utf-8",
+        )
     return trainer
 
 
-def _json(obj: Any) -> str:
-    import json
+def _fit_world_size(cfg: RunConfig, saved_world_size: int) -> RunConfig:
+    """Keep the global batch when resuming on another number of ranks (grad_accum absorbs it).
 
-    return json.dumps(obj, indent=2)
+    The sampler's step is defined by the global number of micro-batches M = world_size x
+    grad_accum, so any world size that divides M continues the same data order exactly.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == saved_world_size:
+        return cfg
+    total = saved_world_size * cfg.train.grad_accum
+    if total % world_size:
+        raise ResumeError(
+            f"the checkpoint was trained on {saved_world_size} rank(s) x train.grad_accum="
+            f"{cfg.train.grad_accum} = {total} micro-batches per step; {world_size} ranks "
+            f"cannot split that evenly. Resume with a number of ranks that divides {total}"
+        )
+    cfg = copy.deepcopy(cfg)
+    cfg.train.grad_accum = total // world_size
+    log.warning(
+        "resuming a %d-rank run on %d ranks: train.grad_accum %d -> %d keeps the global batch",
+        saved_world_size,
+        world_size,
+        total // saved_world_size,
+        cfg.train.grad_accum,
+    )
+    return cfg

@@ -52,9 +52,11 @@ def one_thread() -> Iterator[None]:
 def make(
     seed: int = 0, update_every: int = 1, domains: tuple[str, ...] = DOMAINS, **kw: Any
 ) -> AcodmPolicy:
+    paths = {key: kw.pop(key, None) for key in ("policy_in", "policy_out")}
     opts = AcodmOptions(**{**SMALL, **kw})
     ctx = PolicyContext(domains, TOKENS[: len(domains)], seed, T)
-    policy = build_policy("acodm", ctx, SimpleNamespace(update_every=update_every, acodm=opts))
+    cfg = SimpleNamespace(update_every=update_every, acodm=opts, **paths)
+    policy = build_policy("acodm", ctx, cfg)
     assert isinstance(policy, AcodmPolicy)
     return policy
 
@@ -299,7 +301,7 @@ def test_bad_options_name_the_field(field: str, value: Any) -> None:
 
 
 def test_option_resolution() -> None:
-    with pytest.raises(ConfigError, match=r"mixing\.acodm\.policy_in"):
+    with pytest.raises(ConfigError, match=r"mixing\.policy_in"):
         make(mode="frozen")
     with pytest.raises(ConfigError, match="at least 2 domains"):
         resolve_options(AcodmOptions(), 1)

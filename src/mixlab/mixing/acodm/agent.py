@@ -360,6 +360,12 @@ class DdpgAgent:
     def critic_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.critic.state_dict().items()}
 
+    def load_critic_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load critic weights (fine-tuning from a policy file); target and psi_0 follow."""
+        self.critic.load_state_dict(state)
+        self.critic_target.load_state_dict(state)
+        self._critic0 = _flat(self.critic)
+
     def _networks(self) -> Iterator[tuple[str, nn.Module]]:
         yield from (
             ("actor", self.actor),

@@ -23,7 +23,8 @@ from typing import Any
 
 from mixlab.errors import ConfigError
 
-MODES = ("online", "proxy_train", "frozen")
+MODES = ("auto", "online", "proxy_train", "frozen")
+ROLES = ("mlp_down", "attn_out")
 EXPLORATIONS = ("logit_gaussian", "release", "none")
 REWARD_WEIGHTINGS = ("uniform", "mixture")
 CRITIC_OUTPUTS = ("vector", "scalar")
@@ -39,22 +40,14 @@ class AcodmOptions:
     """Actor-critic online data mixing (arXiv 2505.23878), policy ``acodm``."""
 
     mode: str = field(
-        default="online",
+        default="auto",
         metadata={
-            "help": "online (train the actor-critic next to this LM) | proxy_train (same, and "
-            "write a policy file for a bigger target) | frozen (drive this LM with the actor "
-            "of policy_in; no gradient capture, no updates). Default online."
-        },
-    )
-    policy_in: str | None = field(
-        default=None,
-        metadata={"help": "Path of a *.acodm.pt policy file; required for mode=frozen."},
-    )
-    policy_out: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where proxy_train writes the policy file (at each checkpoint and at the "
-            "end); null = <run dir>/policy.acodm.pt."
+            "help": "auto | online (train the actor-critic next to this LM) | proxy_train "
+            "(same, and write the policy file mixing.policy_out, default <run>/policy.acodm.pt) "
+            "| frozen (drive this LM with the actor of mixing.policy_in; no gradient capture, "
+            "no agent updates). auto = frozen if mixing.policy_in is set, proxy_train if "
+            "mixing.policy_out is set, else online. online/proxy_train with mixing.policy_in "
+            "fine-tune the loaded actor (and critic) online."
         },
     )
     preset: str | None = field(
@@ -146,6 +139,13 @@ class AcodmOptions:
         metadata={
             "help": "Blocks whose MLP down-projection gradients form the reward; negative = "
             "from the end, out-of-range dropped. Default [-1, -3, -5]."
+        },
+    )
+    reward_role: str = field(
+        default="mlp_down",
+        metadata={
+            "help": "Which weight matrix of each reward block gives the gradients: mlp_down "
+            "(MLP down-projection, the paper) | attn_out (attention output projection)."
         },
     )
     reward_weighting: str = field(
@@ -251,6 +251,7 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         "warmup_critic_target": WARMUP_CRITIC_TARGETS,
         "delta_reference": DELTA_REFERENCES,
         "lr_schedule": LR_SCHEDULES,
+        "reward_role": ROLES,
     }
     for name, allowed in choices.items():
         value = getattr(opts, name)
@@ -266,8 +267,6 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
             f"must be a list of switch names out of {', '.join(RELEASE_SWITCHES)}",
             opts.preset_except,
         )
-    if opts.mode == "frozen" and not opts.policy_in:
-        raise _err("policy_in", "mode=frozen needs the path of a *.acodm.pt policy file", None)
     minimums = {
         "hidden": 1,
         "n_hidden": 1,
@@ -317,9 +316,31 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         raise _err("reward_layers", "must be a non-empty list of block indices", layers)
 
 
-def resolve_options(opts: AcodmOptions, num_domains: int) -> AcodmOptions:
-    """Validate, apply the preset, and return a copy with typed lists (YAML may give ints)."""
+def resolve_mode(mode: str, policy_in: str | None, policy_out: str | None) -> str:
+    """The concrete mode (online | proxy_train | frozen) for ``mode`` and the policy paths."""
+    if mode not in MODES:
+        raise _err("mode", f"choose one of {', '.join(MODES)}", mode)
+    if mode == "frozen" and not policy_in:
+        raise ConfigError(
+            "mixing.acodm.mode=frozen needs mixing.policy_in: the *.acodm.pt file a proxy run "
+            "wrote (mixing.policy_out)"
+        )
+    if mode == "auto":
+        return "frozen" if policy_in else ("proxy_train" if policy_out else "online")
+    if mode == "online" and policy_out:
+        return "proxy_train"  # online, and the file is wanted: that is proxy_train
+    return mode
+
+
+def resolve_options(
+    opts: AcodmOptions,
+    num_domains: int,
+    policy_in: str | None = None,
+    policy_out: str | None = None,
+) -> AcodmOptions:
+    """Validate, resolve the mode and the preset; return a copy with typed lists."""
     validate(opts, num_domains)
+    opts = dataclasses.replace(opts, mode=resolve_mode(opts.mode, policy_in, policy_out))
     if opts.preset == "acodm_release":
         opts = apply_release_preset(opts)
         validate(opts, num_domains)

@@ -15,7 +15,10 @@ Per LM step t, :meth:`AcodmPolicy.update` does, in this order:
    mixture that really drew step t.
 
 ``mode=frozen`` skips 2 and 3 (no gradients needed; ``requires_gradients`` is False) and acts
-with the actor of a policy file (``frozen_exploration``, default none).
+with the actor of a policy file (``frozen_exploration``, default none). ``online`` or
+``proxy_train`` with a policy file (``mixing.policy_in``) start from its actor (and critic, if
+the file has one) and fine-tune them online. The mode comes from :func:`resolve_mode`
+(``auto``: frozen when ``mixing.policy_in`` is set, proxy_train when ``mixing.policy_out`` is).
 
 Feedback contract (what the loop must fill in besides losses and counts):
 
@@ -31,7 +34,8 @@ Feedback contract (what the loop must fill in besides losses and counts):
   it the domain's mean gradient (e.g. token counts for summed per-token gradients).
 
 The loop also reads ``floor_per_domain`` (forced micro-batches/sequences per domain per step),
-``reward_layers`` and ``depth_points``, and in ``proxy_train`` calls :meth:`save_policy_file`.
+``reward_layers``, ``reward_role`` and ``depth_points``, and when ``writes_policy_file``
+(``proxy_train``) calls :meth:`save_policy_file` at each checkpoint and at the end.
 For the logs: :meth:`log_values` every step, :meth:`gradient_cosines` (K x K) at each eval,
 ``last_state`` (s_t) to replay a run.
 """
@@ -90,9 +94,12 @@ class AcodmPolicy:
         total_steps: int,
         seed: int = 0,
         update_every: int = 1,
-        frozen: PolicyFile | None = None,
+        policy_file: PolicyFile | None = None,
     ) -> None:
-        """``opts`` must be resolved (:func:`resolve_options`); ``frozen`` for mode=frozen."""
+        """``opts`` must be resolved (:func:`resolve_options`); ``policy_file`` is required
+        for mode=frozen (its actor drives) and optional otherwise (fine-tune from it)."""
+        if opts.mode == "frozen" and policy_file is None:
+            raise ConfigError("acodm: mode=frozen needs a policy file (mixing.policy_in)")
         self.domains: tuple[str, ...] = tuple(domains)
         k = len(self.domains)
         self.opts = opts
@@ -115,14 +122,23 @@ class AcodmPolicy:
             update_every=update_every,
         )
         agent_opts = opts
-        if frozen is not None:  # the file decides the actor's size; replay is never used
+        if policy_file is not None:  # the file decides the network sizes
             agent_opts = dataclasses.replace(
-                opts, hidden=frozen.hidden, n_hidden=frozen.n_hidden, buffer_size=1, batch_size=1
+                opts, hidden=policy_file.hidden, n_hidden=policy_file.n_hidden
             )
+            if opts.mode == "frozen":  # replay is never used
+                agent_opts = dataclasses.replace(agent_opts, buffer_size=1, batch_size=1)
         agent_seed = int(np.random.SeedSequence([int(seed), _SEED_SALT]).generate_state(1)[0])
         self.agent = DdpgAgent(self.builder.dim, k, agent_opts, seed=agent_seed)
-        if frozen is not None:
-            self.agent.load_actor_state(frozen.actor_state)
+        if policy_file is not None:
+            self.agent.load_actor_state(policy_file.actor_state)
+            if opts.mode != "frozen" and policy_file.critic_state is not None:
+                if policy_file.critic_output != opts.critic_output:
+                    raise ConfigError(
+                        f"mixing.policy_in: the file's critic is {policy_file.critic_output}, "
+                        f"this run has mixing.acodm.critic_output={opts.critic_output}"
+                    )
+                self.agent.load_critic_state(policy_file.critic_state)
         self._weights = self._odm.weights()
         self._prev_state: np.ndarray | None = None
         self._step = 0
@@ -136,8 +152,17 @@ class AcodmPolicy:
         return self.opts.mode != "frozen"
 
     @property
+    def writes_policy_file(self) -> bool:
+        """True in ``proxy_train``: the loop saves :meth:`save_policy_file` with checkpoints."""
+        return self.opts.mode == "proxy_train"
+
+    @property
     def reward_layers(self) -> tuple[int, ...]:
         return tuple(self.opts.reward_layers)
+
+    @property
+    def reward_role(self) -> str:
+        return self.opts.reward_role
 
     @property
     def depth_points(self) -> tuple[float, ...]:
@@ -265,6 +290,18 @@ class AcodmPolicy:
         """(K, K) pairwise cosines of the last step's domain gradients (log at each eval)."""
         return None if self._gram is None else cosine_matrix(self._gram)
 
+    def eval_log_values(self) -> dict[str, float]:
+        """``acodm/cos/<a>/<b>`` (a < b): the gradient cosines, logged with each evaluation."""
+        cos = self.gradient_cosines()
+        if cos is None:
+            return {}
+        k = len(self.domains)
+        return {
+            f"acodm/cos/{self.domains[i]}/{self.domains[j]}": float(cos[i, j])
+            for i in range(k)
+            for j in range(i + 1, k)
+        }
+
     def log_values(self) -> dict[str, float]:
         """Rewards, losses, mean Q, replay size, phase (0 warm-up, 1 main), drift from init."""
         actor_drift, critic_drift = self.agent.drift()
@@ -282,7 +319,12 @@ class AcodmPolicy:
 
     def save_policy_file(self, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
         """Write the actor (and critic) as a portable ``*.acodm.pt`` file."""
-        prov = {"steps": self._step, "mode": self.opts.mode, **(provenance or {})}
+        prov = {
+            "steps": self._step,
+            "mode": self.opts.mode,
+            "options": dataclasses.asdict(self.opts),
+            **(provenance or {}),
+        }
         return save_policy_file(
             path,
             domains=self.domains,
@@ -345,16 +387,21 @@ class AcodmPolicy:
 def build_acodm(ctx: PolicyContext, cfg: MixingConfig) -> AcodmPolicy:
     """AC-ODM from ``mixing.acodm`` (an :class:`AcodmOptions`) and ``mixing.update_every``."""
     k = len(ctx.domains)
-    opts = resolve_options(getattr(cfg, "acodm", None) or AcodmOptions(), k)
+    policy_in = getattr(cfg, "policy_in", None)
+    opts = resolve_options(
+        getattr(cfg, "acodm", None) or AcodmOptions(),
+        k,
+        policy_in=policy_in,
+        policy_out=getattr(cfg, "policy_out", None),
+    )
     every = getattr(cfg, "update_every", 1)
     if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
         raise ConfigError(f"mixing.update_every: must be an integer >= 1, got {every!r}")
     if not np.asarray(ctx.train_tokens).sum() > 0:
         raise DataError("acodm: the store has no training tokens, so natural weights are undefined")
-    frozen = None
-    if opts.mode == "frozen":
-        assert opts.policy_in is not None  # checked by resolve_options
-        frozen = load_policy_file(opts.policy_in, ctx.domains, state_spec(opts, k))
+    policy_file = None
+    if policy_in:
+        policy_file = load_policy_file(policy_in, ctx.domains, state_spec(opts, k))
     return AcodmPolicy(
         ctx.domains,
         ctx.natural_weights,
@@ -362,5 +409,5 @@ def build_acodm(ctx: PolicyContext, cfg: MixingConfig) -> AcodmPolicy:
         total_steps=ctx.total_steps,
         seed=ctx.seed,
         update_every=every,
-        frozen=frozen,
+        policy_file=policy_file,
     )

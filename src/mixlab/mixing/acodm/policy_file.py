@@ -1,8 +1,9 @@
 """Portable AC-ODM policy files (``*.acodm.pt``, METHODS.md §2.5).
 
-A proxy run (``mode=proxy_train``) writes its actor so a bigger target can be driven by it
-(``mode=frozen``). The file is a plain ``torch.save`` of tensors, lists, dicts, str, int, float,
-bool and None, so it loads with ``torch.load(weights_only=True)`` (no pickled code)::
+A proxy run (``mode=proxy_train``, ``mixing.policy_out``) writes its actor so a bigger target
+can be driven by it (``mode=frozen``, ``mixing.policy_in``). The file is a plain
+``torch.save`` of tensors, lists, dicts, str, int, float, bool and None, so it loads with
+``torch.load(weights_only=True)`` (no pickled code)::
 
     {"format": "mixlab.acodm.policy", "version": 1,
      "domains": [...],                        # canonical (sorted) order = actor output order
@@ -111,9 +112,11 @@ def load_policy_file(
 ) -> PolicyFile:
     """Read and validate a policy file against this run's domains and state spec."""
     path = Path(path)
-    where = f"mixing.acodm.policy_in={str(path)!r}"
+    where = f"mixing.policy_in={str(path)!r}"
     if not path.is_file():
-        raise ConfigError(f"{where}: no such file; train one with mixing.acodm.mode=proxy_train")
+        raise ConfigError(
+            f"{where}: no such file; a proxy run writes one with mixing.policy_out=<file>"
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files

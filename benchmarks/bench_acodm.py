@@ -1,0 +1,138 @@
+"""What AC-ODM costs per training step: ``acodm`` (online and frozen) vs ``uniform``.
+
+All trainers use the same model preset, init, batch geometry and store, and each runs a few
+steps first so AC-ODM is past its warm-up (the main phase: critic + actor updates each step,
+or the frozen actor only). Steps then alternate in blocks (uniform, online, online with the
+agent updated every 4th step, frozen, ...) so machine noise hits all of them alike. Per mode
+it prints the median step time, its overhead over ``uniform``, and where the time goes: the
+gradient-capture hooks (``capture``) and the policy update incl. the agent (``policy``).
+
+Peak memory: each mode also runs in a fresh subprocess for ``--memory-steps`` steps and
+reports its peak RSS (``ru_maxrss``), so the figure includes Python and torch themselves, as
+a user's process would.
+
+Prints ``RESULT`` lines with the time overhead of each mode (targets: frozen <= 2%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
+
+MODES = ("uniform", "online", "online_k4", "frozen")
+WARMUP = 12  # AC-ODM warm-up steps in the benchmark (the main phase is what is measured)
+
+
+def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: Path | None) -> Any:
+    from mixlab.train.loop import Trainer
+
+    mixing: dict[str, Any] = {"name": "uniform"}
+    if mode != "uniform":
+        mixing = {
+            "name": "acodm",
+            "acodm": {
+                "warmup_steps": WARMUP,
+                "batch_size": 8,
+                "agent_update_every": 4 if mode == "online_k4" else 1,
+            },
+        }
+        if mode == "frozen":
+            mixing["policy_in"] = str(policy_file)
+    cfg = bench_config(
+        demo_store(root),
+        preset=args.preset,
+        mixing=mixing,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        precision=args.precision,
+        threads=args.threads,
+    )
+    return Trainer(cfg, root / f"bench-acodm-{mode}")
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """Train ``--memory-steps`` steps in mode ``--memory-mode``; print peak RSS in MB."""
+    root = workdir(args.workdir)
+    policy_file = root / "bench.acodm.pt"
+    trainer = make_trainer(args, args.memory_mode, root, policy_file)
+    for _ in range(args.memory_steps):
+        trainer.run_step()
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    ap = step_parser(__doc__, batch_size=32)
+    ap.add_argument("--memory-steps", type=int, default=30, help="0 skips the memory runs")
+    ap.add_argument("--memory-mode", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_mode:
+        memory_child(args)
+        return
+
+    root = workdir(args.workdir)
+    policy_file = root / "bench.acodm.pt"
+    online = make_trainer(args, "online", root, None)
+    for _ in range(WARMUP + 2):
+        online.run_step()
+    online.policy.save_policy_file(policy_file)
+    trainers = {"online": online}
+    for mode in ("uniform", "online_k4", "frozen"):
+        trainers[mode] = make_trainer(args, mode, root, policy_file)
+        for _ in range(WARMUP + 2):
+            trainers[mode].run_step()
+    parts: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+
+    def stepper(mode: str) -> Any:
+        def step() -> None:
+            out = trainers[mode].run_step()
+            parts[mode].append(
+                {"capture": out.get("capture_seconds", 0.0), "policy": out["policy_seconds"]}
+            )
+
+        return step
+
+    times = interleaved(
+        {m: stepper(m) for m in MODES}, blocks=args.blocks, per_block=args.per_block
+    )
+    base = median(times["uniform"])
+    tokens = args.batch_size * args.seq_len
+    print(
+        f"preset {args.preset}, batch {args.batch_size}x{args.seq_len}, {args.threads} threads, "
+        f"{args.precision}, {len(times['uniform'])} steps per mode (interleaved)"
+    )
+    print(f"{'mode':<11} {'step ms':>8} {'tok/s':>8} {'overhead':>9} {'capture':>8} {'policy':>8}")
+    for m in MODES:
+        t = median(times[m])
+        cap = median([p["capture"] for p in parts[m]]) * 1e3
+        pol = median([p["policy"] for p in parts[m]]) * 1e3
+        print(
+            f"{m:<11} {t * 1e3:>8.1f} {tokens / t:>8,.0f} {100 * (t / base - 1):>8.2f}% "
+            f"{cap:>6.2f}ms {pol:>6.2f}ms"
+        )
+    if args.memory_steps:
+        rss = {}
+        for m in MODES:
+            cmd = [sys.executable, __file__, "--memory-mode", m, *sys.argv[1:]]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            rss[m] = json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
+        print(
+            "peak RSS (fresh process each, MB): "
+            + ", ".join(f"{m} {v:.0f}" for m, v in rss.items())
+        )
+        for m in MODES[1:]:
+            print(f"RESULT {m} memory overhead = {100 * (rss[m] / rss['uniform'] - 1):.2f}%")
+    for m in MODES[1:]:
+        print(f"RESULT {m} time overhead = {100 * (median(times[m]) / base - 1):.2f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Close the mixing loop outside mixlab's trainer: per-domain losses in, new weights out.
+
+:class:`MixingController` is what every adapter (plain PyTorch loop, HF ``Trainer``,
+Lightning) uses. Per optimiser step it does what :mod:`mixlab.train.loop` does::
+
+    controller.observe(logits, labels, domain_id)   # each micro-batch: per-domain sums
+    controller.step()                               # after optimizer.step():
+        -> Feedback(step, loss_sum, token_count, microbatch_count)
+        -> policy.update(feedback)                  # the mixture learns from this step
+        -> dataset.set_weights(policy.weights())    # every update_every steps
+
+``observe`` computes the per-token cross-entropy in fp32 (:func:`token_losses`, no gradient)
+and sums it per domain with :func:`per_domain_sums`; pass the token losses you already have to
+:meth:`observe_losses` to skip that pass. ``microbatch_count`` counts sequences per domain
+(``mixed`` / ``stratified``) or micro-batches per domain (``homogeneous``), as the loop does.
+Under ``torch.distributed`` the step's sums are all-reduced before the policy sees them and
+rank 0's new weights are broadcast (:mod:`mixlab.train.distributed`), so every rank samples
+from bit-identical weights.
+
+Policies: any registered name whose feedback is losses and counts (``uniform``, ``natural``,
+``temperature``, ``fixed``, ``odm``, ``odm-smoothed``) or a policy object. ``doremi-online``
+(needs a reference model) and ``acodm`` (needs per-domain gradients and weight norms) are
+refused with a ConfigError: train them with ``mixlab train``. ``options`` are the keys of a
+recipe's ``mixing:`` section, e.g. ``{"odm": {"warmup_steps": 0}, "update_every": 2}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixlab.config import RunConfig
+from mixlab.errors import ConfigError, ResumeError
+from mixlab.integrations.torch_dataset import MixtureDataset
+from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
+from mixlab.model.losses import per_domain_sums, target_mask, token_losses
+from mixlab.train.checkpoint import load_checkpoint, save_checkpoint
+from mixlab.train.distributed import DistContext, all_reduce_sum, broadcast_weights
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+def build_adapter_policy(
+    name: str,
+    dataset: MixtureDataset,
+    *,
+    total_steps: int,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[MixingPolicy, int]:
+    """Build policy ``name`` for ``dataset``; return it and ``mixing.update_every``.
+
+    ``options`` are validated like a recipe's ``mixing:`` section (unknown keys and bad
+    values raise ConfigError naming the field).
+    """
+    raw = {"name": name, "sampling": dataset.mode, **dict(options or {})}
+    cfg = RunConfig.from_dict({"mixing": raw, "train": {"max_steps": total_steps}})
+    cfg.validate()
+    ctx = PolicyContext(
+        domains=dataset.domains,
+        train_tokens=np.array([dataset.store.num_tokens(d) for d in dataset.domains]),
+        seed=dataset.seed,
+        total_steps=total_steps,
+    )
+    return build_policy(name, ctx, cfg.mixing), cfg.mixing.update_every
+
+
+def check_adapter_support(policy: MixingPolicy, name: str) -> None:
+    """ConfigError for policies whose feedback needs more than per-domain losses."""
+    if getattr(policy, "requires_reference", False):
+        raise ConfigError(
+            f"mixing policy {name!r} scores every batch with a frozen reference model, which "
+            "the adapters do not run; train it with `mixlab train` (or use odm-smoothed, odm "
+            "or a static policy here)"
+        )
+    if getattr(policy, "requires_gradients", False) or hasattr(policy, "weight_tracker"):
+        raise ConfigError(
+            f"mixing policy {name!r} needs per-domain gradients and weight norms, which the "
+            "adapters do not capture; train it with `mixlab train` (or use odm-smoothed, odm "
+            "or a static policy here)"
+        )
+
+
+class MixingController:
+    """Drives a :class:`MixtureDataset`'s weights with a mixing policy.
+
+    Args:
+        dataset: the dataset the trainer iterates.
+        policy: a registered policy name or a policy object over ``dataset.domains``.
+        total_steps: planned optimiser steps T (ODM's warm-up and schedules use it).
+        options: a recipe's ``mixing:`` keys (only with a policy name).
+        update_every: steps between reading new weights (default: ``options`` or 1).
+    """
+
+    def __init__(
+        self,
+        dataset: MixtureDataset,
+        policy: str | MixingPolicy = "natural",
+        *,
+        total_steps: int,
+        options: Mapping[str, Any] | None = None,
+        update_every: int | None = None,
+    ) -> None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ConfigError(f"total_steps: must be an integer >= 1, got {total_steps!r}")
+        self.dataset = dataset
+        self.domains = dataset.domains
+        self.total_steps = total_steps
+        if isinstance(policy, str):
+            self.policy_name = policy
+            self.policy, configured_every = build_adapter_policy(
+                policy, dataset, total_steps=total_steps, options=options
+            )
+        else:
+            if options:
+                raise ConfigError("options: only used with a policy name, not a policy object")
+            if tuple(policy.domains) != self.domains:
+                raise ConfigError(
+                    f"policy domains {tuple(policy.domains)} differ from the dataset's "
+                    f"{self.domains}"
+                )
+            self.policy_name, self.policy, configured_every = type(policy).__name__, policy, 1
+        check_adapter_support(self.policy, self.policy_name)
+        self.update_every = configured_every if update_every is None else int(update_every)
+        if self.update_every < 1:
+            raise ConfigError(f"update_every: must be >= 1, got {self.update_every}")
+        self.step_count = 0  # optimiser steps completed
+        self.rows_observed = 0  # sequences seen by observe (== trained on)
+        self.last_feedback: Feedback | None = None
+        k = len(self.domains)
+        self._loss_sum = torch.zeros(k, dtype=torch.float64)
+        self._token_count = torch.zeros(k, dtype=torch.float64)
+        self._microbatches = torch.zeros(k, dtype=torch.float64)
+        self.dataset.set_weights(self.policy.weights())
+        logger.info(
+            "mixing with %s over %d domains: %s",
+            self.policy_name,
+            k,
+            ", ".join(
+                f"{d}={w:.3f}" for d, w in zip(self.domains, self.policy.weights(), strict=True)
+            ),
+        )
+
+    # ------------------------------------------------------------------ per micro-batch
+    def observe(self, logits: torch.Tensor, labels: torch.Tensor, domain_id: torch.Tensor) -> None:
+        """Add one micro-batch's per-domain loss sums (from its (B, L, V) logits)."""
+        with torch.no_grad():
+            self.observe_losses(token_losses(logits.detach(), labels), labels, domain_id)
+
+    def observe_losses(
+        self, token_loss: torch.Tensor, labels: torch.Tensor, domain_id: torch.Tensor
+    ) -> None:
+        """Add one micro-batch given its per-token losses (B, L-1) from :func:`token_losses`."""
+        k = len(self.domains)
+        ids = domain_id.detach().to("cpu", torch.int64).reshape(-1)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= k):
+            raise ConfigError(
+                f"domain_id values must be in [0, {k}) for domains {self.domains}; got "
+                f"{ids.tolist()} — batches must come from the controller's MixtureDataset"
+            )
+        sums, counts = per_domain_sums(
+            token_loss.detach(), target_mask(labels), ids.to(token_loss.device), k
+        )
+        self._loss_sum += sums.to("cpu", torch.float64)
+        self._token_count += counts.to("cpu", torch.float64)
+        if self.dataset.mode == "homogeneous":
+            self._microbatches[int(ids[0])] += 1
+        else:
+            self._microbatches += torch.bincount(ids, minlength=k).double()
+        self.rows_observed += int(ids.numel())
+
+    # ------------------------------------------------------------------ per optimiser step
+    def step(self) -> Feedback:
+        """End of an optimiser step: feed the policy, maybe move the dataset's weights.
+
+        Under torch.distributed the sums are all-reduced first and rank 0's new weights are
+        broadcast, so every rank draws the next step from bit-identical weights.
+        """
+        ctx = _dist_context(self.dataset.world_size)
+        sums = all_reduce_sum(
+            ctx,
+            {
+                "loss_sum": self._loss_sum.numpy(),
+                "token_count": self._token_count.numpy(),
+                "microbatch_count": self._microbatches.numpy(),
+            },
+        )
+        self.step_count += 1
+        feedback = Feedback(
+            step=self.step_count,
+            total_steps=self.total_steps,
+            loss_sum=sums["loss_sum"].copy(),
+            token_count=sums["token_count"].copy(),
+            microbatch_count=sums["microbatch_count"].astype(np.int64),
+        )
+        if not feedback.token_count.any():
+            logger.warning(
+                "step %d: no micro-batch was observed; is the loss capture installed?",
+                self.step_count,
+            )
+        self.policy.update(feedback)  # <- the mixture learns from this step
+        if self.step_count % self.update_every == 0:
+            self.dataset.set_weights(broadcast_weights(ctx, self.policy.weights()))
+        for acc in (self._loss_sum, self._token_count, self._microbatches):
+            acc.zero_()
+        self.last_feedback = feedback
+        return feedback
+
+    def log_values(self) -> dict[str, float]:
+        """``mix/weight/<d>``, ``mix/achieved/<d>``, ``domain/<d>/train_loss`` (last step)..."""
+        out: dict[str, float] = {}
+        weights = self.policy.weights()
+        stats = self.dataset.stats()
+        losses = self.last_feedback.mean_loss() if self.last_feedback is not None else None
+        for i, d in enumerate(self.domains):
+            out[f"mix/weight/{d}"] = float(weights[i])
+            out[f"mix/achieved/{d}"] = stats[f"mix/achieved/{d}"]
+            out[f"domain/{d}/epochs"] = stats[f"domain/{d}/epochs"]
+            if losses is not None and np.isfinite(losses[i]):
+                out[f"domain/{d}/train_loss"] = float(losses[i])
+        for key, value in self.policy.log_values().items():
+            out[f"mix/{key}"] = value
+        return out
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Policy, dataset (at the last observed sequence) and counters; plain Python."""
+        if any(float(acc.abs().sum()) for acc in (self._token_count, self._microbatches)):
+            logger.warning("saving mixing state in the middle of an optimiser step")
+        return {
+            "version": STATE_VERSION,
+            "policy_name": self.policy_name,
+            "step": self.step_count,
+            "rows_observed": self.rows_observed,
+            "policy": self.policy.state_dict(),
+            "dataset": self.dataset.state_dict(position=self.rows_observed),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ResumeError(
+                f"mixing controller state version {state.get('version')!r} is not supported "
+                f"(this mixlab reads version {STATE_VERSION})"
+            )
+        if state.get("policy_name") != self.policy_name:
+            raise ResumeError(
+                f"the saved mixing state is for policy {state.get('policy_name')!r}, this run "
+                f"uses {self.policy_name!r}; resume with the same policy"
+            )
+        self.policy.load_state_dict(state["policy"])
+        self.dataset.load_state_dict(state["dataset"])
+        self.step_count = int(state["step"])
+        self.rows_observed = int(state["rows_observed"])
+        for acc in (self._loss_sum, self._token_count, self._microbatches):
+            acc.zero_()
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`state_dict` atomically to ``path`` (a file)."""
+        return save_checkpoint(path, self.state_dict())
+
+    def load(self, path: str | Path) -> None:
+        """Restore from a file written by :meth:`save`."""
+        if not Path(path).is_file():
+            raise ResumeError(f"no mixing state at {path}; it is written with each checkpoint")
+        self.load_state_dict(load_checkpoint(path))
+
+
+def _dist_context(world_size: int) -> DistContext:
+    """This process among the torch.distributed ranks (one rank when none are running)."""
+    running = torch.distributed.is_available() and torch.distributed.is_initialized()
+    ranks = torch.distributed.get_world_size() if running else 1
+    if ranks != world_size:
+        raise ConfigError(
+            f"the MixtureDataset has world_size={world_size} but {ranks} process(es) run "
+            "torch.distributed; pass rank and world_size of this process to the dataset"
+        )
+    if not running:
+        return DistContext()
+    cuda = torch.distributed.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    return DistContext(torch.distributed.get_rank(), ranks, device=device)
