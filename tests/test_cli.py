@@ -129,3 +129,23 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+def test_meco_train_then_conditional_eval_from_the_cli(tiny_store, tmp_path, capsys):
+    raw = tiny_run_config(tiny_store, max_steps=4, eval_every=0)
+    raw["data"]["seq_len"] = 64
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "meco"
+    sets = ["meco.enabled=true", "meco.max_prefix_tokens=24", "meco.cooldown_fraction=0.5"]
+    assert main(["train", "--config", str(recipe), "--set", *sets, "--out", str(run)]) == 0
+    assert (run / "checkpoint_condition_end.pt").is_file()
+    capsys.readouterr()
+    args = ["eval", str(run), "--mode", "uncond", "cond_true", "cond_fixed"]
+    assert main([*args, "--prefix", r"URL: prose.example.org\n\n"]) == 0
+    out = capsys.readouterr().out
+    assert "uncond" in out and "cond_true" in out and "cond_fixed" in out
+    assert "cond_true - uncond:" in out and "'URL: prose.example.org\\n\\n'" in out
+    assert json.loads((run / "eval_modes.json").read_text())["modes"]["cond_fixed"]
+    assert main(["eval", str(run), "--prefix", "x"]) == 2  # --prefix needs --mode cond_fixed
+    assert "--mode cond_fixed" in capsys.readouterr().err

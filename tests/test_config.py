@@ -85,6 +85,45 @@ def test_every_field_is_documented():
             assert line.strip(), "a field without help text"
 
 
+def test_meco_can_be_switched_on_in_every_recipe():
+    for recipe in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = RunConfig.load(recipe, ["data.store=somewhere", "meco.enabled=true"])
+        assert cfg.meco.enabled and cfg.meco.metadata_template == "URL: {host}\n\n", recipe
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("meco.cooldown_fraction=1.5", "meco.cooldown_fraction: must be in"),
+        ("meco.packing=flat", "meco.packing: 'flat' is not one of doc_masked, pad, concat"),
+        ("meco.fill=greedy", "meco.fill"),
+        ("meco.metadata_variant=path", "meco.metadata_variant"),
+        ("meco.missing_metadata=drop", "meco.missing_metadata"),
+        ('meco.metadata_template="URL: {url}"', "meco.metadata_template: .* not a valid"),
+        ("meco.max_prefix_tokens=0", "meco.max_prefix_tokens"),
+        ("eval.document_modes=[uncond,cond_random]", "eval.document_modes: 'cond_random'"),
+        ("eval.document_modes=[cond_fixed]", "eval.fixed_prefix is empty"),
+        ("eval.document_modes=5", "eval.document_modes: expected a list"),
+    ],
+)
+def test_meco_validation_names_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.load(None, [override])
+
+
+def test_meco_seq_len_must_leave_room_for_documents():
+    with pytest.raises(ConfigError, match=r"data\.seq_len=40 is too short"):
+        RunConfig.load(None, ["meco.enabled=true", "data.seq_len=40", "meco.max_prefix_tokens=38"])
+    RunConfig.load(None, ["data.seq_len=40", "meco.max_prefix_tokens=38"])  # meco off: fine
+
+
+def test_list_fields_accept_yaml_lists_and_comma_strings():
+    a = RunConfig.load(None, ["eval.document_modes=[uncond, cond_true]"])
+    b = RunConfig.load(None, ["eval.document_modes=uncond,cond_true"])
+    assert a.eval.document_modes == b.eval.document_modes == ["uncond", "cond_true"]
+    assert RunConfig().eval.document_modes == []
+
+
 def test_configs_of_earlier_versions_still_load():
     old = {"mixing": {"name": "acodm", "acodm": {"policy_in": "p.pt", "policy_out": None}}}
     cfg = RunConfig.from_dict(old)

@@ -25,6 +25,7 @@ typical use:
   mixlab train --config configs/tiny_cpu.yaml \
       --set data.store=shards mixing.name=natural --out runs/natural
   mixlab eval runs/natural runs/uniform
+  mixlab eval runs/meco --mode uncond cond_true cond_fixed --prefix 'URL: en.wikipedia.org\\n\\n'
   mixlab export runs/natural --out hf/natural      # a Hugging Face model folder
   mixlab eval runs/natural --lm-eval mixlab --limit 20   # lm-evaluation-harness, offline
   mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
@@ -255,6 +256,27 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "--max-tokens", type=int, help="validation tokens per domain (default: run's eval config)"
     )
     p.add_argument("--json", help="also write all results to this JSON file")
+    m = p.add_argument_group("MeCo conditional evaluation")
+    m.add_argument(
+        "--mode",
+        nargs="+",
+        choices=("uncond", "cond_true", "cond_fixed"),
+        metavar="MODE",
+        help=(
+            "per-document eval instead of the standard one, side by side: uncond (plain "
+            "documents), cond_true (each document's own metadata prefix, by the run's meco.* "
+            "settings), cond_fixed (the --prefix text before every document). The same "
+            "document tokens are scored in every mode; prefix tokens never are. Written to "
+            "eval_modes.json in the run folder"
+        ),
+    )
+    m.add_argument(
+        "--prefix",
+        help=(
+            "prefix text of --mode cond_fixed (steering), e.g. 'URL: en.wikipedia.org\\n\\n'; "
+            "the escapes \\n and \\t are turned into newline and tab"
+        ),
+    )
     g = p.add_argument_group("lm-evaluation-harness")
     g.add_argument(
         "--lm-eval",
@@ -281,6 +303,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _lm_eval(args)
     from mixlab.eval.runs import compare_table, evaluate_run
 
+    if args.prefix is not None and "cond_fixed" not in (args.mode or ()):
+        raise ConfigError("--prefix is the text of --mode cond_fixed; add --mode cond_fixed")
+    if args.mode:
+        return _eval_modes(args)
+
     results = {}
     for run in args.runs:
         results[run] = evaluate_run(run, max_tokens_per_domain=args.max_tokens)
@@ -292,6 +319,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         Path(args.json).write_text(
             json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2), encoding="utf-8"
         )
+    return 0
+
+
+def _eval_modes(args: argparse.Namespace) -> int:
+    from mixlab.eval.conditional import conditioning_effect
+    from mixlab.eval.runs import compare_table, evaluate_run_modes
+    from mixlab.model.meco import unescape_prefix
+
+    prefix = unescape_prefix(args.prefix) if args.prefix is not None else None
+    modes = list(dict.fromkeys(args.mode))
+    everything = {}
+    for run in args.runs:
+        results = evaluate_run_modes(
+            run, modes, prefix=prefix, max_tokens_per_domain=args.max_tokens
+        )
+        print(f"\n{run}: per-document validation perplexity by eval mode\n")
+        print(compare_table(results))
+        if "cond_fixed" in results:
+            print(f"cond_fixed prefix: {prefix!r}")
+        for mode, delta in conditioning_effect(results).items():
+            print(f"{mode} - uncond: {delta:+.4f} nats/token (natural loss)")
+        everything[run] = {mode: r.to_dict() for mode, r in results.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(everything, indent=2), encoding="utf-8")
     return 0
 
 

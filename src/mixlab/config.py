@@ -1,7 +1,7 @@
 """Typed run configuration: dataclasses are the source of truth, YAML is their serialisation.
 
-A run is described by :class:`RunConfig` with five sections (``data``, ``model``, ``mixing``,
-``train``, ``eval``). Every field carries a ``help`` text (unit, meaning, default) that
+A run is described by :class:`RunConfig` with six sections (``data``, ``model``, ``mixing``,
+``train``, ``eval``, ``meco``). Every field carries a ``help`` text (unit, meaning, default) that
 ``mixlab train --help-config`` prints. Recipes live in ``configs/*.yaml``; the CLI only
 overrides (``--set train.max_steps=200 mixing.name=uniform``). Values given with ``--set`` are
 parsed as YAML scalars, so ``1e-3``, ``true`` and ``{web: 0.5, code: 0.5}`` work.
@@ -187,6 +187,59 @@ class TrainConfig:
 class EvalConfig:
     max_tokens_per_domain: int = _f(100_000, "Validation tokens per domain (cap).")
     batch_size: int = _f(32, "Sequences per evaluation batch.")
+    document_modes: list[str] = _f(
+        [],
+        "Extra per-document evals at every eval step (MeCo, METHODS.md §4): any of uncond | "
+        "cond_true (each document's own prefix) | cond_fixed (eval.fixed_prefix); logged as "
+        "eval_<mode>/... and scored on the same document tokens in every mode.",
+    )
+    fixed_prefix: str = _f(
+        "", "Prefix text of the cond_fixed mode, e.g. 'URL: en.wikipedia.org\\n\\n'."
+    )
+
+
+@dataclass
+class MecoConfig:
+    """Metadata conditioning then cooldown (arXiv 2501.01956); see mixlab.model.meco."""
+
+    enabled: bool = _f(False, "Prepend each document's metadata prefix, then cool down.")
+    cooldown_fraction: float = _f(
+        0.1,
+        "Share of the run trained on plain documents at the end: conditioning covers steps "
+        "1..s_c, s_c = floor((1 - cooldown_fraction) * max_steps). 0 = never cool down; "
+        "1 = plain document packing throughout (a control).",
+    )
+    metadata_template: str = _f(
+        "URL: {host}\n\n", "Prefix template; {host} (or {value}) is the variant's value."
+    )
+    metadata_variant: str = _f(
+        "host",
+        "Value put in the template: host | full_url | registered_domain | suffix | hashed | "
+        "fixed | field.",
+    )
+    fixed_value: str = _f("example.com", "The constant value of metadata_variant=fixed.")
+    missing_metadata: str = _f(
+        "skip_prefix",
+        "A document without metadata: skip_prefix (no prefix; counted) | error | use_domain_name.",
+    )
+    mask_metadata: bool = _f(
+        True, "Exclude BOS and prefix tokens from the loss (false = an ablation)."
+    )
+    packing: str = _f(
+        "doc_masked",
+        "doc_masked (block-diagonal attention, positions restart per document; falls back to "
+        "pad if the model cannot) | pad (one document per sequence) | concat (no isolation).",
+    )
+    fill: str = _f(
+        "split",
+        "split (a document cut at the end of a sequence continues, with its prefix, in the "
+        "next) | complete (a document that does not fit starts a new sequence; release).",
+    )
+    max_prefix_tokens: int = _f(
+        32,
+        "Longest allowed prefix in tokens; documents are cut into pieces of "
+        "seq_len - BOS - max_prefix_tokens tokens so every piece fits with its prefix.",
+    )
 
 
 @dataclass
@@ -196,6 +249,7 @@ class RunConfig:
     mixing: MixingConfig = field(default_factory=MixingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    meco: MecoConfig = field(default_factory=MecoConfig)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -260,6 +314,7 @@ class RunConfig:
             raise ConfigError(f"mixing.temperature: must be > 0, got {m.temperature}")
         _positive("eval.max_tokens_per_domain", self.eval.max_tokens_per_domain)
         _positive("eval.batch_size", self.eval.batch_size)
+        self._validate_meco()
         sources = [
             s for s in ("preset", "config_path", "pretrained_path") if getattr(self.model, s)
         ]
@@ -268,6 +323,35 @@ class RunConfig:
                 "model: set exactly one of model.preset, model.config_path, model.pretrained_path "
                 f"(got {', '.join(sources) or 'none'}); e.g. --set model.preset=null "
                 "model.config_path=my_config.json"
+            )
+
+    def _validate_meco(self) -> None:
+        from mixlab.data.metadata import VARIANTS, render_prefix
+        from mixlab.model.meco import EVAL_MODES, FILLS, MISSING_METADATA, PACKINGS
+
+        mc, ev = self.meco, self.eval
+        if not 0.0 <= mc.cooldown_fraction <= 1.0:
+            raise ConfigError(
+                f"meco.cooldown_fraction: must be in [0, 1], got {mc.cooldown_fraction}"
+            )
+        _choice("meco.metadata_variant", mc.metadata_variant, VARIANTS)
+        _choice("meco.missing_metadata", mc.missing_metadata, MISSING_METADATA)
+        _choice("meco.packing", mc.packing, PACKINGS)
+        _choice("meco.fill", mc.fill, FILLS)
+        _positive("meco.max_prefix_tokens", mc.max_prefix_tokens)
+        render_prefix("https://example.com/", template=mc.metadata_template)  # names the field
+        for mode in ev.document_modes:
+            _choice("eval.document_modes", mode, EVAL_MODES)
+        if "cond_fixed" in ev.document_modes and not ev.fixed_prefix:
+            raise ConfigError(
+                "eval.document_modes has cond_fixed but eval.fixed_prefix is empty; set e.g. "
+                "eval.fixed_prefix='URL: en.wikipedia.org\\n\\n'"
+            )
+        if (mc.enabled or ev.document_modes) and self.data.seq_len - 1 - mc.max_prefix_tokens < 2:
+            raise ConfigError(
+                f"data.seq_len={self.data.seq_len} is too short for MeCo with "
+                f"meco.max_prefix_tokens={mc.max_prefix_tokens}: documents need at least 2 "
+                "tokens after BOS and the prefix; raise data.seq_len or lower max_prefix_tokens"
             )
 
 
@@ -334,6 +418,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return dict(value)
+    if origin is list:
+        if isinstance(value, str):  # --set eval.document_modes=uncond,cond_true
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, e.g. [a, b], got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -4,6 +4,8 @@
   windows and returns an :class:`EvalResult` (loss sums, token counts, tables, JSON).
 * :mod:`mixlab.eval.metrics` — ``mean_ppl`` / ``geo_ppl`` / ``worst`` / ``natural_ppl``
   aggregates and curve metrics (steps to target, % fewer steps, area under the curve).
+* :mod:`mixlab.eval.conditional` — MeCo's per-document eval modes (``uncond``, ``cond_true``,
+  ``cond_fixed``), scoring the same document tokens with and without a metadata prefix.
 """
 
 from __future__ import annotations

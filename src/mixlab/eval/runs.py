@@ -5,14 +5,16 @@ file alone is enough), rebuilds the model for the run's shard store, loads the w
 computes per-domain validation loss/perplexity with :func:`mixlab.eval.perplexity.evaluate`.
 ``load_run`` (the model rebuilt and loaded, with its config and store) is shared with
 :mod:`mixlab.model.export` and :mod:`mixlab.eval.harness`. ``compare_table`` lays several runs
-side by side (rows = domains and aggregates).
+side by side (rows = domains and aggregates). ``evaluate_run_modes`` scores a run's
+validation *documents* under the MeCo eval modes (``uncond`` / ``cond_true`` / ``cond_fixed``,
+:mod:`mixlab.eval.conditional`) and writes ``eval_modes.json``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -20,9 +22,10 @@ from typing import TYPE_CHECKING, Any, cast
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ResumeError
+from mixlab.eval.conditional import DocumentEvaluator
 from mixlab.eval.perplexity import EvalResult, evaluate
 from mixlab.train.build import model_from_config, resolve_precision
-from mixlab.train.checkpoint import load_checkpoint, resolve_checkpoint
+from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
 from mixlab.train.loop import eval_record
 
 if TYPE_CHECKING:
@@ -78,6 +81,50 @@ def evaluate_run(
         record = eval_record(result, int(state["step"]))
         (ckpt_path.parent / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return result
+
+
+MODES_NAME = "eval_modes.json"
+
+
+def evaluate_run_modes(
+    run: str | Path,
+    modes: Sequence[str],
+    *,
+    prefix: str | None = None,
+    max_tokens_per_domain: int | None = None,
+    write: bool = True,
+) -> dict[str, EvalResult]:
+    """Score a run's validation documents under each MeCo mode; writes ``eval_modes.json``.
+
+    ``prefix`` is the ``cond_fixed`` prefix text (default: the run's ``eval.fixed_prefix``).
+    The prefix settings of ``cond_true`` (variant, template, missing metadata) are the run's
+    ``meco`` section, also for a run trained without MeCo.
+    """
+    saved = load_run(run)
+    cfg, ckpt_path = saved.cfg, saved.checkpoint
+    fixed = prefix if prefix is not None else cfg.eval.fixed_prefix
+    evaluator = DocumentEvaluator(
+        saved.store,
+        seq_len=cfg.data.seq_len,
+        meco=cfg.meco,
+        max_tokens_per_domain=max_tokens_per_domain or cfg.eval.max_tokens_per_domain,
+        batch_size=cfg.eval.batch_size,
+    )
+    results = evaluator.evaluate_modes(
+        saved.model,
+        modes,
+        fixed_prefix=fixed,
+        autocast_dtype=resolve_precision(cfg.train.precision),
+    )
+    if write:
+        record = {
+            "step": int(saved.state["step"]),
+            "fixed_prefix": fixed if "cond_fixed" in modes else None,
+            "modes": {mode: r.to_dict() for mode, r in results.items()},
+        }
+        name = MODES_NAME if ckpt_path.name == CHECKPOINT_NAME else f"{ckpt_path.stem}.modes.json"
+        (ckpt_path.parent / name).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return results
 
 
 def compare_table(results: Mapping[str, EvalResult]) -> str:

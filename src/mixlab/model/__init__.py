@@ -4,6 +4,9 @@
   folder, vocabulary taken from the tokenizer, seeded init) and the :data:`PRESETS` table.
 * :mod:`mixlab.model.losses` — per-token cross-entropy and per-domain loss sums from one
   forward pass of a mixed batch.
+* :mod:`mixlab.model.meco` — MeCo (arXiv 2501.01956): the conditioning/cooldown schedule,
+  tokenised metadata prefixes, the loss mask of a packed document and the block-diagonal
+  attention inputs (:func:`~mixlab.model.meco.model_inputs`).
 
 Importing this package does not import ``transformers``; the factory does so when it builds.
 """

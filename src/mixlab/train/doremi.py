@@ -51,6 +51,7 @@ from mixlab.eval.perplexity import EvalResult
 from mixlab.mixing.base import Feedback
 from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
+from mixlab.model.meco import model_inputs
 from mixlab.train.callbacks import Callback, JsonlSink
 from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mixlab.train.loop import EVAL_NAME, Trainer, eval_record
@@ -202,7 +203,7 @@ class ProxyTrainer(Trainer):
         ref: dict[str, torch.Tensor] = {}
         for batch in batches:
             with self.autocast():
-                logits = self.model(input_ids=batch["input_ids"]).logits
+                logits = self.model(**model_inputs(batch)).logits
             tok_loss = token_losses(logits, batch["labels"])
             sums, _ = per_domain_sums(tok_loss, target_mask(batch["labels"]), batch["domain_id"], K)
             for key, value in self.reference.score(batch, tok_loss, K, self.autocast()).items():

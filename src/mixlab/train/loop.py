@@ -24,6 +24,13 @@ the model (AC-ODM: ``requires_gradients``, ``depth_points``) gets per-domain gra
 hooks in the same backward pass and weight norms after the update (:mod:`mixlab.train.probes`);
 one that declares ``floor_per_domain`` gets that many sequences (micro-batches) of every domain
 in every step; one that ``writes_policy_file`` saves it next to every checkpoint.
+
+With ``meco.enabled`` the sampler packs whole documents with their metadata prefix
+(:class:`~mixlab.sampling.documents.DocumentSampler`) until s_c, then plain documents; the
+model gets the batch's extra inputs through :func:`~mixlab.model.meco.model_inputs`, a copy of
+the checkpoint is kept at s_c (``checkpoint_condition_end.pt``) and the MeCo statistics are
+logged (:class:`~mixlab.model.meco.MecoLog`). ``eval.document_modes`` adds per-document evals
+with and without prefixes (:mod:`mixlab.eval.conditional`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -49,6 +57,8 @@ from mixlab.eval.perplexity import EvalResult, evaluate
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
 from mixlab.model.factory import count_parameters
 from mixlab.model.losses import per_domain_sums, token_losses
+from mixlab.model.meco import MecoLog, model_inputs
+from mixlab.sampling.documents import DocumentSampler
 from mixlab.sampling.sampler import MixtureSampler
 from mixlab.train import distributed as dist
 from mixlab.train.build import build_optimizer, lr_factor, model_from_config, resolve_precision
@@ -67,6 +77,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 EVAL_NAME = "eval.json"
+CONDITION_END_NAME = "checkpoint_condition_end.pt"  # MeCo: the model at s_c, kept
 POLICY_FILE_NAME = "policy.acodm.pt"
 # Re-exported: the run's building blocks are part of the loop's public surface.
 __all__ = [
@@ -131,8 +142,7 @@ class Trainer:
         self.probes = ModelProbes.for_policy(self.policy, self.raw_model, len(self.domains))
         self.model = dist.wrap_model(self.raw_model, self.dist, t.distributed)
         self.policy_file = self._policy_file_path()
-        self.sampler = MixtureSampler(
-            self.store,
+        sampling: dict[str, Any] = dict(
             seq_len=cfg.data.seq_len,
             batch_size=t.batch_size,
             grad_accum=t.grad_accum,
@@ -142,6 +152,11 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             floor_per_domain=int(getattr(self.policy, "floor_per_domain", 0)),
+        )
+        self.sampler: MixtureSampler = (
+            DocumentSampler.from_config(cfg, self.store, self.raw_model, **sampling)
+            if cfg.meco.enabled
+            else MixtureSampler(self.store, **sampling)
         )
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -156,6 +171,7 @@ class Trainer:
             if t.tensorboard:
                 self.callbacks.append(TensorBoardSink(self.run_dir))
         self.last_eval: EvalResult | None = None
+        self._document_eval: Any = None  # mixlab.eval.conditional.DocumentEvaluator, lazily
 
     # ------------------------------------------------------------------ state
     def state_dict(self, finished: bool = False) -> dict[str, Any]:
@@ -259,7 +275,7 @@ class Trainer:
             if self.probes is not None:
                 self.probes.begin(batch)  # per-domain gradient hooks see this micro-batch
             with self.autocast():
-                logits = self.model(input_ids=batch["input_ids"]).logits
+                logits = self.model(**model_inputs(batch)).logits
             tok_loss = token_losses(logits, batch["labels"])  # (B, L-1) fp32, 0 where masked
             (tok_loss.sum() * scale).backward()
             sums, counts = per_domain_sums(tok_loss.detach(), mask, batch["domain_id"], K)
@@ -352,30 +368,37 @@ class Trainer:
             f", {self.dist.world_size} ranks" if self.dist.enabled else "",
         )
         window = _Window(self.domains)
+        meco = None
+        if isinstance(self.sampler, DocumentSampler):
+            meco = MecoLog(self.sampler, self.step)
         try:
             for _ in self._progress():
                 out = self.run_step()
                 self.elapsed += out["seconds"]
                 window.add(out)
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
-                    self._emit(
-                        window.record(
-                            self.step,
-                            float(self.scheduler.get_last_lr()[0]),
-                            self.sampler,
-                            self.policy,
-                        )
+                    record = window.record(
+                        self.step,
+                        float(self.scheduler.get_last_lr()[0]),
+                        self.sampler,
+                        self.policy,
                     )
+                    self._emit({**record, **(meco.record(self.step) if meco else {})})
                     window = _Window(self.domains)
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
                     self.run_eval()
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save()
+                if meco and self.step == meco.sampler.condition_steps:
+                    self.save_condition_end()
         except KeyboardInterrupt:
             log.warning(
                 "interrupted at step %d; saving a checkpoint (resume with --resume)", self.step
             )
-            self.save()
+            if meco and self.step == meco.sampler.condition_steps:
+                self.save_condition_end()  # interrupted before the s_c copy was made
+            else:
+                self.save()
             raise
         result = self.run_eval()
         self.save(finished=True)
@@ -393,13 +416,47 @@ class Trainer:
             max_tokens_per_domain=self.cfg.eval.max_tokens_per_domain,
             autocast_dtype=self.autocast_dtype,
         )
-        record = eval_record(result, self.step)
+        record = {**eval_record(result, self.step), **self._document_eval_metrics()}
         extra = getattr(self.policy, "eval_log_values", None)
         if extra is not None:
             record.update({f"mix/{key}": value for key, value in extra().items()})
         self._emit(record)
         self.last_eval = result
         return result
+
+    def save_condition_end(self) -> None:
+        """MeCo: checkpoint at s_c (resumable) and keep a copy of the conditioned model."""
+        self.save()
+        if self.dist.is_main:
+            shutil.copyfile(self.run_dir / CHECKPOINT_NAME, self.run_dir / CONDITION_END_NAME)
+            log.info("meco: conditioning ends at step %d; kept %s", self.step, CONDITION_END_NAME)
+        dist.barrier(self.dist)
+
+    def _document_eval_metrics(self) -> dict[str, float]:
+        """``eval_<mode>/...`` metrics of the ``eval.document_modes`` (MeCo eval modes)."""
+        ev = self.cfg.eval
+        if not ev.document_modes:
+            return {}
+        from mixlab.eval.conditional import DocumentEvaluator
+
+        if self._document_eval is None:
+            self._document_eval = DocumentEvaluator(
+                self.store,
+                seq_len=self.cfg.data.seq_len,
+                meco=self.cfg.meco,
+                max_tokens_per_domain=ev.max_tokens_per_domain,
+                batch_size=ev.batch_size,
+            )
+        results = self._document_eval.evaluate_modes(
+            dist.unwrap(self.model),
+            ev.document_modes,
+            fixed_prefix=ev.fixed_prefix,
+            autocast_dtype=self.autocast_dtype,
+        )
+        out: dict[str, float] = {}
+        for mode, res in results.items():
+            out.update(res.to_metrics(prefix=f"eval_{mode}"))
+        return out
 
     def _emit(self, record: dict[str, Any]) -> None:
         for cb in self.callbacks:

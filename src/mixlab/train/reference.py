@@ -19,6 +19,7 @@ from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, DataError
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
+from mixlab.model.meco import model_inputs
 from mixlab.train.build import model_from_config
 from mixlab.train.checkpoint import load_checkpoint
 
@@ -80,7 +81,7 @@ class ReferenceScorer:
     ) -> dict[str, torch.Tensor]:
         """Per-domain (K,) ``excess_sum``, ``ref_loss_sum`` and ``clipped_count`` (float64)."""
         with torch.no_grad(), autocast:
-            ref_logits = self.model(input_ids=batch["input_ids"]).logits
+            ref_logits = self.model(**model_inputs(batch)).logits
         ref_loss = token_losses(ref_logits, batch["labels"])
         return clipped_excess_sums(tok_loss.detach(), ref_loss, batch, num_domains)
 
