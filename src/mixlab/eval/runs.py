@@ -75,7 +75,7 @@ def evaluate_run(
         seq_len=cfg.data.seq_len,
         batch_size=cfg.eval.batch_size,
         max_tokens_per_domain=max_tokens_per_domain or cfg.eval.max_tokens_per_domain,
-        autocast_dtype=resolve_precision(cfg.train.precision),
+        autocast_dtype=resolve_precision(cfg.train.precision, saved.model),
     )
     if write:
         record = eval_record(result, int(state["step"]))
@@ -114,7 +114,7 @@ def evaluate_run_modes(
         saved.model,
         modes,
         fixed_prefix=fixed,
-        autocast_dtype=resolve_precision(cfg.train.precision),
+        autocast_dtype=resolve_precision(cfg.train.precision, saved.model),
     )
     if write:
         record = {

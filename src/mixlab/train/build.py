@@ -17,18 +17,30 @@ from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.model.factory import build_model
 
+# Below this width bf16 autocast on CPU costs more in casts than it saves in matmuls. Measured
+# with benchmarks/bench_trainer.py on an AVX512-BF16 CPU (16x128 tokens, 2 threads): bf16 ran
+# at 0.70x the fp32 speed at hidden 64 (llama-1m) and at 1.25x at hidden 192 (llama-5m).
+CPU_BF16_MIN_HIDDEN = 192
 
-def resolve_precision(precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``train.precision`` (None means plain fp32)."""
+
+def resolve_precision(precision: str, model: torch.nn.Module | None = None) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` (None means plain fp32).
+
+    ``auto`` picks bf16 on GPUs that support it, and on CPUs with native bf16 (AVX512-BF16 /
+    AMX) only for models at least :data:`CPU_BF16_MIN_HIDDEN` wide (``model.config.
+    hidden_size``; unknown width counts as wide). Without native support oneDNN emulates
+    bf16 and autocast is ~8x *slower* than fp32 (measured on an AVX2 machine).
+    """
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
-    # auto: bf16 only with native hardware support. On CPUs without AVX512-BF16/AMX, oneDNN
-    # emulates bf16 and autocast is ~10x *slower* than fp32 (measured on an AVX2 machine).
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    return None if hidden is not None and hidden < CPU_BF16_MIN_HIDDEN else torch.bfloat16
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:

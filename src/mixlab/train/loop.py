@@ -124,8 +124,8 @@ class Trainer:
         self.dist = dist.init_distributed(t.device)
         self.store = ShardStore(cfg.data.store)
         self.domains = self.store.domains
-        self.autocast_dtype = resolve_precision(t.precision)
         self.raw_model = model_from_config(cfg, self.store).to(self.dist.device)
+        self.autocast_dtype = resolve_precision(t.precision, self.raw_model)
         self.raw_model.train()
         ctx = PolicyContext(
             domains=self.domains,
