@@ -42,6 +42,7 @@ def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: P
                 "warmup_steps": WARMUP,
                 "batch_size": 8,
                 "agent_update_every": 4 if mode == "online_k4" else 1,
+                "agent_threads": args.agent_threads,
             },
         }
         if mode == "frozen":
@@ -71,6 +72,7 @@ def memory_child(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = step_parser(__doc__, batch_size=32)
     ap.add_argument("--memory-steps", type=int, default=30, help="0 skips the memory runs")
+    ap.add_argument("--agent-threads", type=int, default=1, help="mixing.acodm.agent_threads")
     ap.add_argument("--memory-mode", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
