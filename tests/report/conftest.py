@@ -1,0 +1,165 @@
+"""Fake run and suite folders for the report tests: no training, just the files it would write.
+
+``write_run`` writes ``config.yaml``, ``metrics.jsonl`` (train log lines with weights, shares,
+epochs and optionally AC-ODM diagnostics; eval lines with the §5 aggregates) and ``eval.json``.
+``write_suite`` adds a ``suite.json`` as ``mixlab compare`` writes it (notes/SUITE_SCHEMA.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mixlab.eval.metrics import aggregates
+
+DOMS = ("a", "b", "c")
+NATURAL = (0.5, 0.3, 0.2)
+
+
+def eval_row(step: int, losses: Sequence[float]) -> dict[str, Any]:
+    """One eval line: per-domain loss/ppl and the aggregates, as the loop logs them."""
+    row: dict[str, Any] = {"step": step}
+    for d, loss in zip(DOMS, losses, strict=True):
+        row[f"eval/{d}/loss"] = float(loss)
+        row[f"eval/{d}/ppl"] = math.exp(loss)
+    row.update({f"eval/{k}": v for k, v in aggregates(list(losses), NATURAL, domains=DOMS).items()})
+    return row
+
+
+def train_row(
+    step: int, weights: Sequence[float], *, seconds: float, acodm: bool
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "step": step,
+        "train/loss": 3.0 - step / 100,
+        "train/step_seconds": seconds,
+    }
+    tokens = 128 * step
+    for d, w, nat in zip(DOMS, weights, NATURAL, strict=True):
+        row[f"mix/weight/{d}"] = w
+        row[f"mix/requested/{d}"] = w
+        row[f"mix/achieved/{d}"] = 0.9 * w + 0.1 / len(DOMS)
+        row[f"domain/{d}/tokens"] = w * tokens
+        row[f"domain/{d}/epochs"] = w * tokens / (nat * 2000)
+    if acodm:
+        row["mix/acodm/phase"] = 1.0
+        row["mix/acodm/critic_loss"] = 1.0 / step
+        row["mix/acodm/actor_loss"] = -0.1 * step
+        row["mix/acodm/mean_q"] = 0.05 * step
+        for d in DOMS:
+            row[f"mix/acodm/reward/{d}"] = 0.01 * step
+    return row
+
+
+def write_run(
+    folder: Path,
+    *,
+    seed: int,
+    evals: Mapping[int, Sequence[float]],
+    weights: Sequence[float] = (1 / 3, 1 / 3, 1 / 3),
+    step_seconds: float = 0.1,
+    log_every: int = 2,
+    acodm: bool = False,
+    final: bool = True,
+) -> Path:
+    """A run folder whose eval curve has the given per-domain losses at the given steps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    max_steps = max(evals)
+    config = {
+        "data": {"store": "shards", "seq_len": 16},
+        "mixing": {"name": folder.name},
+        "train": {"seed": seed, "max_steps": max_steps, "batch_size": 8, "grad_accum": 1},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    lines = []
+    for step in range(log_every, max_steps + 1, log_every):
+        lines.append(train_row(step, weights, seconds=step_seconds, acodm=acodm))
+        if step in evals:
+            lines.append(eval_row(step, evals[step]))
+    with open(folder / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(line) + "\n" for line in lines)
+    if final:
+        record = eval_row(max_steps, evals[max_steps])
+        (folder / "eval.json").write_text(json.dumps(record), encoding="utf-8")
+    return folder
+
+
+def curve(
+    final_losses: Sequence[float], steps: Sequence[int] = (2, 4, 6, 8)
+) -> dict[int, list[float]]:
+    """Losses that fall linearly to ``final_losses`` at the last step (+0.5 nats at the start)."""
+    n = len(steps)
+    return {
+        s: [x + 0.5 * (n - 1 - i) / max(n - 1, 1) for x in final_losses]
+        for i, s in enumerate(steps)
+    }
+
+
+def write_suite(
+    folder: Path,
+    runs: Sequence[dict[str, Any]],
+    *,
+    baseline: str = "uniform",
+    metric: str = "mean_ppl",
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    suite = {
+        "version": 1,
+        "name": "test",
+        "baseline": baseline,
+        "metric": metric,
+        "seeds": sorted({r["seed"] for r in runs}),
+        "runs": list(runs),
+    }
+    (folder / "suite.json").write_text(json.dumps(suite), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def fake_suite(tmp_path: Path) -> Path:
+    """uniform, natural, doremi (one stage) and acodm (diagnostics) x seeds 0, 1; one failed."""
+    suite = tmp_path / "suite"
+    finals = {
+        "uniform": (1.0, 1.2, 1.6),
+        "natural": (0.9, 1.2, 1.8),
+        "doremi": (0.95, 1.1, 1.5),
+        "acodm": (0.97, 1.15, 1.55),
+    }
+    weights = {
+        "uniform": (1 / 3, 1 / 3, 1 / 3),
+        "natural": NATURAL,
+        "doremi": (0.3, 0.3, 0.4),
+        "acodm": (0.4, 0.3, 0.3),
+    }
+    runs = []
+    for method, losses in finals.items():
+        for seed in (0, 1):
+            rel = f"{method}/seed{seed}"
+            shifted = [x + 0.01 * seed for x in losses]
+            write_run(
+                suite / rel,
+                seed=seed,
+                evals=curve(shifted),
+                weights=weights[method],
+                step_seconds=0.1 if method != "acodm" else 0.12,
+                acodm=method == "acodm",
+            )
+            stages = []
+            if method == "doremi":
+                stages = [
+                    {"name": "weights", "kind": "doremi", "dir": f"{rel}/stages/weights",
+                     "seconds": 20.0, "tokens": 4096, "peak_rss_mb": 500.0}
+                ]  # fmt: skip
+            runs.append(
+                {"method": method, "seed": seed, "dir": rel, "status": "done", "seconds": 10.0,
+                 "tokens": 1024, "peak_rss_mb": 400.0 + (50 if method == "acodm" else 0),
+                 "stages": stages}
+            )  # fmt: skip
+    runs.append({"method": "odm", "seed": 0, "dir": "odm/seed0", "status": "failed", "stages": []})
+    return write_suite(suite, runs)
