@@ -1,0 +1,304 @@
+"""The report's figures, each rendered to PNG bytes with matplotlib's Agg canvas.
+
+=======================  ==================================================================
+function                 what it shows
+=======================  ==================================================================
+validation_curves        the metric, natural_ppl and worst_ppl vs step; mean over seeds per
+                         method (band = min..max over seeds)
+per_domain_ppl           final validation perplexity per domain, grouped bars per method
+weight_trajectories      requested weights ``mix/weight/<d>`` over steps, stacked area, one
+                         panel per method (its first seed)
+shares_and_repetition    achieved vs requested token shares at the end (``mix/achieved`` vs
+                         ``mix/requested``) and per-domain repetition ``domain/<d>/epochs``
+acodm_diagnostics        AC-ODM critic loss, actor loss, mean Q and mean reward over steps,
+                         for the runs that logged them
+=======================  ==================================================================
+
+Each function returns ``None`` when the runs logged nothing it could draw. Figures are drawn
+on a :class:`matplotlib.figure.Figure` with an Agg canvas, never through ``pyplot``: no
+display is needed and a notebook's backend is left alone. matplotlib is imported lazily.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mixlab.errors import ConfigError
+from mixlab.report.records import RunRecord
+from mixlab.report.summary import Summary, metric_key
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure as MplFigure
+
+DPI = 100
+ACODM_KEYS = (
+    ("mix/acodm/critic_loss", "critic loss"),
+    ("mix/acodm/actor_loss", "actor loss"),
+    ("mix/acodm/mean_q", "mean Q"),
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A rendered figure: file stem, title, one-line caption and the PNG bytes."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def build_figures(records: Sequence[RunRecord], summary: Summary) -> list[Figure]:
+    """Every figure the runs have data for, in report order."""
+    runs = [r for r in records if r.ok]
+    candidates = [
+        (
+            "validation_curves",
+            "Validation curves",
+            f"{summary.metric}, natural_ppl and worst_ppl vs step: mean over seeds, band = "
+            "min..max over seeds. Lower is better.",
+            validation_curves(runs, summary.metric, order=_order(summary)),
+        ),
+        (
+            "per_domain_ppl",
+            "Per-domain validation perplexity",
+            "Final perplexity per domain, mean over seeds.",
+            per_domain_ppl(summary),
+        ),
+        (
+            "weight_trajectories",
+            "Mixture weights over training",
+            "Requested domain weights (mix/weight) per step, stacked; first seed of each method.",
+            weight_trajectories(runs, order=_order(summary)),
+        ),
+        (
+            "shares_and_repetition",
+            "Achieved vs requested shares, repetition",
+            "Left: achieved token shares at the end (bars) against the requested shares "
+            "(black ticks). Right: epochs over each domain's training data (repetition).",
+            shares_and_repetition(runs, order=_order(summary)),
+        ),
+        (
+            "acodm_diagnostics",
+            "AC-ODM diagnostics",
+            "Critic loss, actor loss, mean Q and mean reward of the AC-ODM agent per run.",
+            acodm_diagnostics(runs),
+        ),
+    ]
+    return [Figure(n, t, c, png) for n, t, c, png in candidates if png is not None]
+
+
+# ---------------------------------------------------------------------------- figures
+def validation_curves(
+    records: Sequence[RunRecord], metric: str = "mean_ppl", *, order: Sequence[str] = ()
+) -> bytes | None:
+    """Metric, natural_ppl and worst_ppl vs step, mean over seeds, one line per method."""
+    keys = list(dict.fromkeys([metric_key(metric), "eval/natural_ppl", "eval/worst_ppl"]))
+    groups = _groups(records, order)
+    if not any(r.eval_steps for runs in groups.values() for r in runs):
+        return None
+    fig, axes = _figure(1, len(keys), width=4.6, height=3.4)
+    for ax, key in zip(axes, keys, strict=True):
+        for i, (method, runs) in enumerate(groups.items()):
+            steps, mean, low, high = _seed_band(runs, key)
+            if not steps:
+                continue
+            (line,) = ax.plot(steps, mean, marker="o", ms=3, label=method, color=_color(i))
+            if len(runs) > 1:
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_title(key.removeprefix("eval/"))
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
+def per_domain_ppl(summary: Summary) -> bytes | None:
+    """Grouped bars: final perplexity per domain (groups), one bar per method."""
+    domains, methods = summary.domains, summary.methods
+    if not domains or not methods:
+        return None
+    fig, axes = _figure(
+        1, 1, width=max(5.0, 1.2 * len(domains) * max(1, len(methods)) / 3), height=3.6
+    )
+    ax = axes[0]
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(domains))]
+        ys = [_nan(m.per_domain[d].mean) if d in m.per_domain else math.nan for d in domains]
+        ax.bar(xs, ys, width=width, label=m.method, color=_color(i))
+    ax.set_xticks(range(len(domains)), domains)
+    ax.set_ylabel("validation perplexity")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(4, len(methods)))
+    return _png(fig)
+
+
+def weight_trajectories(records: Sequence[RunRecord], *, order: Sequence[str] = ()) -> bytes | None:
+    """Stacked area of ``mix/weight/<d>`` over steps, one panel per method (first seed)."""
+    panels = []
+    for method, runs in _groups(records, order).items():
+        run = min(runs, key=lambda r: r.seed)
+        domains = _logged_domains(run, "mix/weight/")
+        if domains:
+            panels.append((method, run, domains))
+    if not panels:
+        return None
+    all_domains = list(dict.fromkeys(d for _, _, ds in panels for d in ds))
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = _figure(rows, cols, width=4.0, height=2.8)
+    for ax, (method, run, domains) in zip(axes, panels, strict=False):
+        keys = [f"mix/weight/{d}" for d in domains]
+        logged = [r for r in run.train_log if all(k in r for k in keys)]
+        steps = [int(r["step"]) for r in logged]
+        series = [[_nan(r[k]) for r in logged] for k in keys]
+        colors = [_color(all_domains.index(d)) for d in domains]
+        ax.stackplot(steps, series, labels=domains, colors=colors, alpha=0.85)
+        ax.set_title(f"{method} (seed {run.seed})", fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("step")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("weight")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    return _png(fig)
+
+
+def shares_and_repetition(
+    records: Sequence[RunRecord], *, order: Sequence[str] = ()
+) -> bytes | None:
+    """Achieved vs requested token shares at the end, and epochs per domain, per method."""
+    rows = []  # (method, domains, achieved, requested, epochs) of each method's first seed
+    for method, runs in _groups(records, order).items():
+        run = min(runs, key=lambda r: r.seed)
+        domains = _logged_domains(run, "mix/achieved/")
+        if not domains:
+            continue
+        last = next(r for r in reversed(run.train_log) if f"mix/achieved/{domains[0]}" in r)
+        rows.append(
+            (
+                method,
+                domains,
+                [_nan(last.get(f"mix/achieved/{d}")) for d in domains],
+                [_nan(last.get(f"mix/requested/{d}")) for d in domains],
+                [_nan(last.get(f"domain/{d}/epochs")) for d in domains],
+            )
+        )
+    if not rows:
+        return None
+    domains = list(dict.fromkeys(d for row in rows for d in row[1]))
+    fig, axes = _figure(1, 2, width=max(4.5, 0.9 * len(domains) * len(rows) / 2), height=3.6)
+    width = 0.8 / len(rows)
+    for i, (method, ds, achieved, requested, epochs) in enumerate(rows):
+        xs = [domains.index(d) + (i - (len(rows) - 1) / 2) * width for d in ds]
+        axes[0].bar(xs, achieved, width=width, color=_color(i), label=method)
+        axes[0].scatter(xs, requested, marker="_", s=200, color="black", zorder=3)
+        axes[1].bar(xs, epochs, width=width, color=_color(i), label=method)
+    for ax, label in ((axes[0], "token share at the end"), (axes[1], "epochs (repetition)")):
+        ax.set_xticks(range(len(domains)), domains)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
+def acodm_diagnostics(records: Sequence[RunRecord]) -> bytes | None:
+    """Critic loss, actor loss, mean Q and mean reward over steps for runs that logged them."""
+    runs = [r for r in records if any(k in row for row in r.train_log for k, _ in ACODM_KEYS)]
+    if not runs:
+        return None
+    fig, axes = _figure(1, 4, width=3.6, height=3.0)
+    for i, run in enumerate(runs):
+        label = f"{run.method} s{run.seed}"
+        for ax, (key, _) in zip(axes, ACODM_KEYS, strict=False):
+            steps, values = run.train_series(key)
+            ax.plot(steps, values, label=label, color=_color(i), lw=1.2)
+        steps, rewards = _mean_reward(run)
+        axes[3].plot(steps, rewards, label=label, color=_color(i), lw=1.2)
+    for ax, title in zip(axes, [t for _, t in ACODM_KEYS] + ["mean reward"], strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _figure(rows: int, cols: int, *, width: float, height: float) -> tuple[MplFigure, list[Axes]]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure as MplFigure
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise ConfigError("the report's plots need matplotlib: pip install matplotlib") from exc
+    fig = MplFigure(figsize=(width * cols, height * rows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(rows, cols, squeeze=False)
+    return fig, [ax for row in grid for ax in row]
+
+
+def _png(fig: MplFigure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _color(i: int) -> Any:
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](i % 10)
+
+
+def _order(summary: Summary) -> list[str]:
+    return [m.method for m in summary.methods]
+
+
+def _groups(records: Sequence[RunRecord], order: Sequence[str]) -> dict[str, list[RunRecord]]:
+    groups: dict[str, list[RunRecord]] = {m: [] for m in order}
+    for r in records:
+        groups.setdefault(r.method, []).append(r)
+    return {m: rs for m, rs in groups.items() if rs}
+
+
+def _seed_band(
+    runs: Sequence[RunRecord], key: str
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Steps every seed evaluated at, with the mean, min and max over seeds."""
+    curves = [dict(zip(*r.curve(key), strict=True)) for r in runs]
+    common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    steps = [s for s in common if all(math.isfinite(c[s]) for c in curves)]
+    mean = [sum(c[s] for c in curves) / len(curves) for s in steps]
+    return (
+        steps,
+        mean,
+        [min(c[s] for c in curves) for s in steps],
+        [max(c[s] for c in curves) for s in steps],
+    )
+
+
+def _logged_domains(run: RunRecord, prefix: str) -> list[str]:
+    for row in run.train_log:
+        names = [k[len(prefix) :] for k in row if k.startswith(prefix)]
+        if names:
+            return names
+    return []
+
+
+def _mean_reward(run: RunRecord) -> tuple[list[int], list[float]]:
+    steps, values = [], []
+    for r in run.train_log:
+        rewards = [_nan(v) for k, v in r.items() if k.startswith("mix/acodm/reward/")]
+        if rewards:
+            steps.append(int(r["step"]))
+            values.append(sum(rewards) / len(rewards))
+    return steps, values
+
+
+def _nan(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and value is not None else math.nan
