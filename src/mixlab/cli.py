@@ -1,4 +1,4 @@
-"""The ``mixlab`` command: prepare | train | eval | export | doremi | demo.
+"""The ``mixlab`` command: prepare | train | eval | export | doremi | compare | report | demo.
 
 Each subcommand is a thin wrapper: it parses arguments, configures logging once, calls the
 library and prints a result. Errors a user can fix (:class:`~mixlab.errors.MixlabError`) are
@@ -29,7 +29,9 @@ typical use:
   mixlab export runs/natural --out hf/natural      # a Hugging Face model folder
   mixlab eval runs/natural --lm-eval mixlab --limit 20   # lm-evaluation-harness, offline
   mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
-  mixlab demo                      # the whole path on the built-in demo corpus
+  mixlab compare configs/suite_example.yaml --set data.store=shards --out runs/suite
+  mixlab report runs/suite         # report.html / report.md / results.json
+  mixlab demo                      # every method compared on the built-in demo corpus
 """
 
 
@@ -53,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    try:  # TEMP until report lands
+        from mixlab.report.cli import add_parser
+    except ImportError:
+        return
+    add_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixlab",
@@ -68,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_export(sub)
     _add_doremi(sub)
+    _add_compare(sub)
+    _add_report(sub)
     _add_demo(sub)
     return parser
 
@@ -482,29 +494,135 @@ def cmd_doremi(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- compare
+COMPARE_DESCRIPTION = """\
+Run a suite of mixing methods on one budget, for one or more seeds, and summarise them.
+
+A suite is a YAML file of named runs sharing one base config (store, model, budget); runs
+may have stages that run first (DoReMi's reference + proxy, AC-ODM's proxy). uniform and
+natural are always included (unless the suite says include_baselines: false). Each run is
+its own process; finished runs are skipped and interrupted ones continue from their
+checkpoint, so re-running the same command resumes an interrupted suite.
+
+Writes OUT/suite.json (status, wall-clock, tokens and peak RSS of every run and stage),
+OUT/<method>/seed<k>/ (normal run folders), and OUT/report/ (report.html, report.md,
+results.json) with: final mean / token-weighted / worst-domain perplexity, steps-to-target
+against the baseline's best value, paired differences over seeds (95% CI, wins k/n), and
+overhead against natural.
+"""
+
+COMPARE_EPILOG = """\
+example:
+  mixlab compare configs/suite_example.yaml --set data.store=shards --out runs/suite
+  mixlab compare configs/suite_example.yaml --set data.store=shards --out runs/suite \\
+      --seeds 0 1 2 --jobs 2          # 3 seeds, two single-thread runs side by side
+  mixlab compare configs/suite_example.yaml --out runs/suite --dry-run   # show the plan
+"""
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="run a suite of mixing methods (same budget, seeds) and summarise it",
+        description=COMPARE_DESCRIPTION,
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("suite", help="suite YAML file, e.g. configs/suite_example.yaml")
+    p.add_argument("--out", "-o", required=True, help="suite folder (runs, suite.json, report)")
+    _add_suite_options(p)
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="A.B=C",
+        help="override fields of every run, e.g. --set data.store=shards train.max_steps=600",
+    )
+    p.add_argument("--baseline", help="method the others are measured against (suite default)")
+    p.add_argument("--no-report", action="store_true", help="only run and print the table")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the runs, folders and budgets; run nothing"
+    )
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_suite_options(p: argparse.ArgumentParser, *, jobs: int = 1) -> None:
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the suite's)")
+    p.add_argument("--methods", nargs="+", metavar="NAME", help="run only these methods")
+    p.add_argument("--exclude", nargs="+", metavar="NAME", help="leave these methods out")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=jobs,
+        help=f"runs side by side, each with cores/jobs threads (default {jobs}; 2 on 2 cores: "
+        "~31%% more total throughput than 1)",
+    )
+    p.add_argument("--fresh", action="store_true", help="delete and redo finished runs")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mixlab.comparison import compare, load_suite
+
+    suite = load_suite(args.suite).select(args.methods, args.exclude)
+    if args.seeds:
+        suite.seeds = list(args.seeds)
+    if args.dry_run:
+        for job in suite.plan(args.out, overrides=args.set):
+            for step in job.steps:
+                kind = "" if step.name == "main" else f" [stage {step.name}: {step.kind}]"
+                c = step.config
+                print(
+                    f"{job.method} seed {job.seed}{kind}: {c.model.preset or 'custom model'}, "
+                    f"mixing {c.mixing.name}, {c.train.max_steps} steps x "
+                    f"{c.train.batch_size * c.train.grad_accum} x {c.data.seq_len} tokens "
+                    f"-> {step.dir}"
+                )
+        return 0
+    summary = compare(
+        suite,
+        args.out,
+        overrides=args.set,
+        jobs=args.jobs,
+        fresh=args.fresh,
+        baseline=args.baseline,
+        report=not args.no_report,
+    )
+    print("\n" + summary.table())
+    out = Path(args.out)
+    print(f"\nmanifest: {out / 'suite.json'}")
+    if not args.no_report:
+        print(f"report: {out / 'report' / 'report.html'} (and report.md, results.json)")
+    return 0
+
+
 # ---------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the whole path on the built-in demo corpus (no data needed)",
+        help="compare every mixing method on the built-in demo corpus (no data needed)",
         description=(
-            "Build a multi-domain corpus from text already on this machine (Python stdlib "
-            "source, C headers, docstrings, license texts, ...), prepare shards, train a tiny "
-            "model with a uniform and a natural mixture, and print the per-domain comparison."
+            "Build an 8-domain corpus from text already on this machine (Python stdlib "
+            "source, C headers, docstrings, license texts, ...), prepare shards, and run the "
+            "demo suite: uniform, natural, odm, doremi (reference + proxy -> target), acodm "
+            "(actor-critic learned on a tiny proxy, frozen on the target) and meco, with the "
+            "same tiny model, seed and token budget (~15 min on 2 CPU cores). Prints the "
+            "summary table and writes OUT/report/report.html. Interrupted demos resume."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", default="mixlab-demo", help="folder for the store and the runs")
-    p.add_argument("--steps", type=int, default=400, help="training steps per run")
-    p.add_argument("--preset", default="llama-1m", help="model preset")
     p.add_argument(
-        "--methods",
-        nargs="+",
-        default=["uniform", "natural"],
-        help="static mixing policies to compare",
+        "--out",
+        default="mixlab-demo",
+        help="folder for the store, runs and report (default ./mixlab-demo)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="rerun even if runs already finished")
+    p.add_argument(
+        "--quick", action="store_true", help="a ~3 minute version (60 steps, smaller evals)"
+    )
+    p.add_argument(
+        "--steps", type=int, help="training steps per run (default 300; evals every 5%%)"
+    )
+    p.add_argument("--preset", help="model preset of the main runs (default llama-1m)")
+    _add_suite_options(p, jobs=2)
     p.set_defaults(func=cmd_demo)
 
 
@@ -514,9 +632,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(
         args.out,
         steps=args.steps,
-        preset=args.preset,
+        quick=args.quick,
+        seeds=args.seeds or (0,),
         methods=args.methods,
-        seed=args.seed,
+        exclude=args.exclude,
+        preset=args.preset,
+        jobs=args.jobs,
         fresh=args.fresh,
     )
     return 0

@@ -1,52 +1,60 @@
-"""``mixlab demo``: the whole path on the built-in demo corpus, with no data of your own.
+"""``mixlab demo``: the whole comparison on the built-in demo corpus, with no data of your own.
 
-1. Build (or reuse from the cache) the demo corpus: several clearly different kinds of real
-   text found on this machine (see :mod:`mixlab.data.demo_corpus`).
+1. Build (or reuse from the cache) the demo corpus: eight clearly different kinds of real text
+   found on this machine (see :mod:`mixlab.data.demo_corpus`).
 2. Prepare a shard store from it (train a small byte-level BPE, tokenize, split).
-3. Train a tiny model once per mixing policy (default: ``uniform`` and ``natural``) with the
-   same seed, model and token budget. Finished runs are reused, so an interrupted demo resumes.
-4. Print per-domain validation perplexity side by side.
+3. Run the demo suite (``mixlab/configs/demo_suite.yaml``) with :mod:`mixlab.comparison`:
+   ``uniform``, ``natural``, ``odm``, ``doremi`` (reference + proxy -> weights -> target),
+   ``acodm`` (actor-critic learned on a tiny proxy, frozen on the target) and ``meco``
+   (metadata conditioning then cooldown), same model, seed(s) and token budget. Finished runs
+   are reused and interrupted ones continue, so an interrupted demo resumes.
+4. Print the summary table (mean / token-weighted / worst-domain perplexity, steps-to-target
+   against ``uniform``, cost) and write the report (``report.html``, ``report.md``,
+   ``results.json``).
 
-Everything lands under one folder (default ``./mixlab-demo``): ``store/`` and ``runs/<policy>``.
+Everything lands under one folder (default ``./mixlab-demo``): ``store/``, ``runs/`` (the
+suite) and ``report/``.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mixlab.config import RunConfig
 from mixlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mixlab.comparison import Suite
+    from mixlab.report import Summary
 
 log = logging.getLogger(__name__)
 
 DEMO_VOCAB_SIZE = 4096
+QUICK_STEPS = 60
 
 
-def demo_config(store: Path, *, steps: int, preset: str, method: str, seed: int) -> RunConfig:
-    """The demo's run recipe: a tiny model, 16 x 128-token sequences per step."""
-    cfg = RunConfig.from_dict(
-        {
-            "data": {"store": str(store), "seq_len": 128},
-            "model": {"preset": preset},
-            "mixing": {"name": method},
-            "train": {
-                "max_steps": steps,
-                "batch_size": 16,
-                "lr": 3e-3,
-                "warmup_steps": max(1, steps // 20),
-                "seed": seed,
-                "log_every": max(1, steps // 50),
-                "eval_every": max(1, steps // 10),
-                "checkpoint_every": max(1, steps // 4),
-            },
-            "eval": {"max_tokens_per_domain": 50_000},
-        }
-    )
-    cfg.validate()
-    return cfg
+def demo_suite() -> Suite:
+    """The suite shipped with mixlab (``mixlab/configs/demo_suite.yaml``)."""
+    from mixlab.comparison import load_suite
+
+    with resources.as_file(resources.files("mixlab") / "configs" / "demo_suite.yaml") as path:
+        return load_suite(path)
+
+
+def budget_overrides(steps: int) -> list[str]:
+    """``--set`` items that scale the demo's schedule to ``steps`` (20 evals per run)."""
+    if steps < 10:
+        raise ConfigError(f"--steps: at least 10 steps per run, got {steps}")
+    return [
+        f"train.max_steps={steps}",
+        f"train.warmup_steps={max(1, steps // 20)}",
+        f"train.eval_every={max(1, steps // 20)}",
+        f"train.log_every={max(1, steps // 30)}",
+        f"train.checkpoint_every={max(1, steps // 3)}",
+    ]
 
 
 def prepare_demo_store(root: Path) -> Path:
@@ -79,48 +87,45 @@ def prepare_demo_store(root: Path) -> Path:
 
 
 def run_demo(
-    out: str | Path,
+    out: str | Path = "mixlab-demo",
     *,
-    steps: int = 400,
-    preset: str = "llama-1m",
-    methods: Sequence[str] = ("uniform", "natural"),
-    seed: int = 0,
+    steps: int | None = None,
+    quick: bool = False,
+    seeds: Sequence[int] = (0,),
+    methods: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    preset: str | None = None,
+    jobs: int = 2,
     fresh: bool = False,
-) -> dict[str, object]:
-    """Run the demo; returns {method: EvalResult}."""
-    from mixlab.eval.runs import compare_table, evaluate_run
-    from mixlab.train.checkpoint import load_checkpoint
-    from mixlab.train.loop import train
+    overrides: Sequence[str] = (),
+) -> Summary:
+    """Run the demo suite and write its report; returns the summary."""
+    from mixlab.comparison import run_suite
+    from mixlab.report import load_records, summarize, write_report
 
-    if not methods:
-        raise ConfigError("--methods: name at least one mixing policy")
-    root = Path(out)
+    root = Path(out).resolve()
+    suite = demo_suite().select(methods, exclude)
+    suite.seeds = list(seeds)
     store = prepare_demo_store(root)
-    results = {}
-    for method in methods:
-        run_dir = root / "runs" / method
-        ckpt = run_dir / "checkpoint.pt"
-        cfg = demo_config(store, steps=steps, preset=preset, method=method, seed=seed)
-        resume = False
-        if ckpt.exists():
-            state = load_checkpoint(ckpt)
-            if fresh or state["config"] != cfg.to_dict():
-                # A demo-owned folder from other settings: start that run over.
-                shutil.rmtree(run_dir)
-            elif state.get("finished"):
-                print(f"[{method}] already finished: reusing {run_dir}")
-                results[method] = evaluate_run(run_dir)
-                continue
-            else:
-                resume = True
-        print(f"\n[{method}] training {preset} for {steps} steps -> {run_dir}")
-        trainer = train(cfg, run_dir, resume=resume)
-        assert trainer.last_eval is not None
-        results[method] = trainer.last_eval
-    print("\nper-domain validation perplexity (lower is better), same model, seed and budget:\n")
-    print(compare_table({m: r for m, r in results.items()}))
-    print(
-        f"\nruns and metrics under {root / 'runs'}; evaluate again with: mixlab eval "
-        + " ".join(str(root / "runs" / m) for m in methods)
+    sets = [f"data.store={store}"]
+    if quick or steps is not None:
+        sets += budget_overrides(steps if steps is not None else QUICK_STEPS)
+    if quick:
+        sets.append("eval.max_tokens_per_domain=8192")
+    if preset:
+        sets.append(f"model.preset={preset}")
+    sets += list(overrides)
+    manifest = run_suite(suite, root / "runs", overrides=sets, jobs=jobs, fresh=fresh)
+    records = load_records([manifest.parent])
+    summary = summarize(records, baseline=suite.baseline, metric=suite.metric)
+    paths = write_report(
+        records,
+        root / "report",
+        baseline=suite.baseline,
+        metric=suite.metric,
+        title="mixlab demo: mixing methods on the built-in corpus",
     )
-    return dict(results)
+    print("\n" + summary.table())
+    print("\nreport: " + ", ".join(str(p) for p in paths.values()))
+    print(f"runs under {root / 'runs'}; rebuild the report with: mixlab report {root / 'runs'}")
+    return summary

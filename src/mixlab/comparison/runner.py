@@ -1,0 +1,361 @@
+"""Run a suite: every (method, seed) job, its stages then its main run, resumably.
+
+Each stage and main run is its own ``mixlab train`` (or ``mixlab doremi``) process. That keeps
+runs isolated (a crash or an out-of-memory kill costs one run, not the suite), lets
+``jobs > 1`` run them side by side (two single-thread runs give ~31% more total throughput than
+one two-thread run on a 2-core machine), and gives each run its own wall-clock and peak RSS
+(``os.wait4``), which the report puts next to each result as its cost.
+
+Folders, under the suite's output folder::
+
+    suite.json                      manifest: methods, seeds, status and cost of every run
+    <method>/seed<k>/               the main run (a normal run folder: mixlab eval works on it)
+    <method>/seed<k>/stages/<name>/ its stages (DoReMi reference + proxy, AC-ODM proxy, ...)
+
+Each folder also gets ``planned_config.yaml`` (the config the suite asked for), ``run.log``
+(the process's output) and, once it finished, ``cost.json``. Re-running the same suite skips
+finished folders and continues interrupted ones from their checkpoint (``--resume``), so an
+interrupted suite resumes. A folder whose planned config differs from the suite's is an error
+(delete that folder, or pass ``fresh=True`` to redo everything).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixlab.comparison.suite import Job, Step, Suite
+from mixlab.config import RunConfig
+from mixlab.errors import ConfigError, MixlabError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "suite.json"
+PLAN_NAME = "planned_config.yaml"
+COST_NAME = "cost.json"
+PARTIAL_NAME = "cost.partial.json"
+LOG_NAME = "run.log"
+MANIFEST_VERSION = 1
+
+
+class SuiteFailed(MixlabError):
+    """Some runs of a suite failed; the others finished and are in the manifest."""
+
+
+@dataclass
+class StepCost:
+    """What one stage or main run cost: wall-clock, tokens trained, peak RSS."""
+
+    seconds: float = 0.0
+    tokens: int = 0
+    peak_rss_mb: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "tokens": self.tokens, "peak_rss_mb": self.peak_rss_mb}
+
+
+@dataclass
+class JobState:
+    job: Job
+    status: str = "pending"  # pending | running | done | failed
+    costs: dict[str, StepCost] = field(default_factory=dict)
+    error: str | None = None
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    jobs: int = 1,
+    fresh: bool = False,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Run (or resume) every job of ``suite`` into ``out``; returns the manifest path.
+
+    Raises :class:`SuiteFailed` after all other jobs finished when some job failed (its
+    ``run.log`` has the reason); the manifest is written either way.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
+    root = Path(out).resolve()
+    plan = suite.plan(root, overrides=overrides)
+    if fresh:
+        for job in plan:
+            if job.dir.exists():
+                shutil.rmtree(job.dir)
+    for job in plan:
+        for step in job.steps:
+            _check_plan(step)
+    root.mkdir(parents=True, exist_ok=True)
+    states = [JobState(j) for j in plan]
+    lock = threading.Lock()
+    stop = threading.Event()
+    threads = _threads_per_run(jobs)
+    t0 = time.perf_counter()
+    counter = {"started": 0}
+    n_steps = sum(len(j.steps) for j in plan)
+
+    def write_manifest() -> None:
+        _write_manifest(root, suite, states)
+
+    def run_job(state: JobState) -> None:
+        for step in state.job.steps:
+            if stop.is_set():
+                return
+            label = f"{state.job.method} seed {state.job.seed}" + (
+                "" if step.name == "main" else f" [{step.name}: {step.kind}]"
+            )
+            with lock:
+                counter["started"] += 1
+                k = counter["started"]
+                state.status = "running"
+            cost = _read_cost(step.dir)
+            if cost is not None:
+                echo(f"[{k}/{n_steps}] {label}: finished before, reusing {_rel(step.dir, root)}")
+            else:
+                echo(f"[{k}/{n_steps}] {label}: running -> {_rel(step.dir / LOG_NAME, root)}")
+                try:
+                    cost = _execute(step, threads)
+                except _StepError as exc:
+                    if stop.is_set():  # interrupted with the suite: resumes next time
+                        return
+                    with lock:
+                        state.status, state.error = "failed", str(exc)
+                        write_manifest()
+                    echo(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.dir / LOG_NAME)}")
+                    return
+                echo(
+                    f"[{k}/{n_steps}] {label}: done in {_fmt_seconds(cost.seconds)} "
+                    f"(suite {_fmt_seconds(time.perf_counter() - t0)} so far)"
+                )
+            with lock:
+                state.costs[step.name] = cost
+                write_manifest()
+        with lock:
+            state.status = "done"
+            write_manifest()
+
+    write_manifest()
+    echo(
+        f"suite {suite.name!r}: {len(suite.runs)} method(s) x {len(suite.seeds)} seed(s) = "
+        f"{len(plan)} job(s), {n_steps} process(es), {jobs} at a time -> {root}"
+    )
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(run_job, s) for s in states]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:
+        # Ctrl-C reaches the runs too (same process group): they checkpoint and exit; wait
+        # for them, start nothing new, and keep the manifest consistent.
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for s in states:
+            if s.status == "running":
+                s.status = "pending"
+        write_manifest()
+        raise
+    pool.shutdown()
+    write_manifest()
+    failed = [s for s in states if s.status == "failed"]
+    if failed:
+        names = ", ".join(f"{s.job.method} seed {s.job.seed}" for s in failed)
+        raise SuiteFailed(
+            f"{len(failed)} of {len(states)} job(s) failed ({names}); see their run.log; "
+            "fix the cause and re-run the same command to resume"
+        )
+    return root / MANIFEST_NAME
+
+
+# ---------------------------------------------------------------------------- one process
+class _StepError(Exception):
+    pass
+
+
+def _command(step: Step) -> list[str]:
+    plan = str(step.dir / PLAN_NAME)
+    if step.kind == "doremi":
+        return [sys.executable, "-m", "mixlab", "doremi", "--config", plan, "--out", str(step.dir)]
+    cmd = [sys.executable, "-m", "mixlab", "train", "--config", plan, "--out", str(step.dir)]
+    if (step.dir / "checkpoint.pt").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def _execute(step: Step, threads: int | None) -> StepCost:
+    step.dir.mkdir(parents=True, exist_ok=True)
+    step.config.save(step.dir / PLAN_NAME)
+    partial = _read_json(step.dir / PARTIAL_NAME) or {}
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="15")
+    if threads is not None and step.config.train.threads == 0:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = _command(step)
+    with open(step.dir / LOG_NAME, "a", encoding="utf-8") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        code, peak = _wait(proc)
+        seconds = float(partial.get("seconds", 0.0)) + time.perf_counter() - start
+    old_peak = partial.get("peak_rss_mb")
+    if peak is not None and old_peak is not None:
+        peak = max(peak, float(old_peak))
+    if code != 0:
+        (step.dir / PARTIAL_NAME).write_text(
+            json.dumps({"seconds": seconds, "peak_rss_mb": peak}), encoding="utf-8"
+        )
+        raise _StepError(f"exit status {code}")
+    cost = StepCost(seconds, _tokens(step), peak)
+    tmp = step.dir / (COST_NAME + ".tmp")
+    tmp.write_text(json.dumps(cost.to_dict(), indent=2), encoding="utf-8")
+    tmp.replace(step.dir / COST_NAME)
+    (step.dir / PARTIAL_NAME).unlink(missing_ok=True)
+    return cost
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
+    """Exit code and peak RSS (MB) of a child process."""
+    if not hasattr(os, "wait4"):  # Windows
+        return proc.wait(), None
+    while True:
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+            break
+        except InterruptedError:  # pragma: no cover - retried by Python already
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code  # the child is reaped: tell Popen so it does not wait again
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return code, usage.ru_maxrss / scale
+
+
+def _tokens(step: Step) -> int:
+    """Tokens trained: one config's budget, or every training of a DoReMi stage."""
+    if step.kind != "doremi":
+        return step.tokens
+    total = 0
+    for cfg_file in sorted(step.dir.rglob("config.yaml")):
+        cfg = RunConfig.from_dict(yaml.safe_load(cfg_file.read_text(encoding="utf-8")))
+        total += Step("", "train", cfg_file.parent, cfg).tokens
+    return total
+
+
+def _check_plan(step: Step) -> None:
+    saved = step.dir / PLAN_NAME
+    if not saved.exists():
+        return
+    old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    if old == step.config.to_dict():
+        return
+    if not _has_progress(step):  # an attempt that failed early: start over with the new plan
+        (step.dir / PARTIAL_NAME).unlink(missing_ok=True)
+        return
+    raise ConfigError(
+        f"{step.dir} was started with another config than the suite now asks for; "
+        "delete that folder to redo it with the new settings, or pass --fresh to redo all"
+    )
+
+
+def _has_progress(step: Step) -> bool:
+    """Whether the folder holds a checkpoint (a run that failed before its first has none)."""
+    if step.kind == "doremi":
+        return any(step.dir.rglob("checkpoint.pt"))
+    return (step.dir / "checkpoint.pt").exists()
+
+
+def _threads_per_run(jobs: int) -> int | None:
+    if jobs == 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+# ---------------------------------------------------------------------------- manifest
+def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> None:
+    runs = []
+    for s in states:
+        main = s.costs.get("main")
+        runs.append(
+            {
+                "method": s.job.method,
+                "seed": s.job.seed,
+                "dir": _rel(s.job.dir, root),
+                "status": s.status if s.status != "running" else "pending",
+                "error": s.error,
+                "seconds": main.seconds if main else None,
+                "tokens": main.tokens if main else s.job.main.tokens,
+                "peak_rss_mb": main.peak_rss_mb if main else None,
+                "stages": [
+                    {
+                        "name": st.name,
+                        "kind": st.kind,
+                        "dir": _rel(st.dir, root),
+                        **(s.costs[st.name].to_dict() if st.name in s.costs else {}),
+                    }
+                    for st in s.job.stages
+                ],
+            }
+        )
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "name": suite.name,
+        "source": suite.source,
+        "baseline": suite.baseline,
+        "metric": suite.metric,
+        "seeds": list(suite.seeds),
+        "methods": suite.methods,
+        "runs": runs,
+    }
+    tmp = root / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    tmp.replace(root / MANIFEST_NAME)
+
+
+def _read_cost(folder: Path) -> StepCost | None:
+    raw = _read_json(folder / COST_NAME)
+    if raw is None:
+        return None
+    return StepCost(float(raw["seconds"]), int(raw["tokens"]), raw.get("peak_rss_mb"))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def _fmt_seconds(s: float) -> str:
+    m, sec = divmod(round(s), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"

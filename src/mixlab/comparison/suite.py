@@ -1,0 +1,409 @@
+"""A comparison suite: named runs that share one base config, for one or more seeds.
+
+A suite is a YAML file (``configs/suite_example.yaml``; the demo's is
+``mixlab/configs/demo_suite.yaml``)::
+
+    name: my-suite
+    base_config: tiny_cpu.yaml        # optional recipe (relative to this file) ...
+    base:                             # ... and/or fields on top of it: store, model, budget
+      data: {store: shards}
+      train: {max_steps: 600, eval_every: 30}
+    seeds: [0, 1, 2]
+    baseline: uniform                 # steps-to-target and paired differences are against it
+    metric: mean_ppl                  # the aggregate those use (eval/<metric>)
+    runs:
+      - name: odm
+        set: {mixing.name: odm}
+      - name: doremi                  # a multi-stage method: stages run first, in order
+        stages:
+          - {name: weights, kind: doremi, set: {model.preset: llama-tiny}}
+        set: {mixing.name: fixed, mixing.weights_file: "{stage:weights}/doremi_weights.json"}
+      - name: acodm
+        stages:
+          - name: proxy
+            set: {model.preset: llama-tiny, mixing.name: acodm,
+                  mixing.policy_out: "{dir}/policy.acodm.pt"}
+        set: {mixing.name: acodm, mixing.policy_in: "{stage:proxy}/policy.acodm.pt"}
+
+Each run's config is ``base_config`` + ``base`` + the run's (or stage's) ``set`` with
+``train.seed`` set to the seed. ``set`` values that are strings may hold placeholders:
+``{dir}`` (this run's or stage's folder), ``{stage:NAME}`` (a stage's folder of the same run
+and seed), ``{seed}`` and ``{suite}`` (the suite's output folder). Stage kinds: ``train`` (a
+``mixlab train`` run, the default) and ``doremi`` (``mixlab doremi``: reference + proxy ->
+``doremi_weights.json``).
+
+``uniform`` and ``natural`` are always part of a suite (METHODS.md §5's mandatory baselines):
+they are added when missing unless ``include_baselines: false``.
+
+:func:`load_suite` parses and validates a file (every error names the file and the run);
+:meth:`Suite.plan` expands it into :class:`Job` objects, one per (run, seed), each with its
+resolved, validated :class:`~mixlab.config.RunConfig` objects and folders
+``<out>/<run>/seed<k>/`` (stages under ``.../stages/<stage>/``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixlab.config import RunConfig, apply_override
+from mixlab.errors import ConfigError, MixlabError
+
+log = logging.getLogger(__name__)
+
+STAGE_KINDS = ("train", "doremi")
+BASELINES = ("uniform", "natural")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PLACEHOLDER = re.compile(r"\{(dir|seed|suite|stage:[A-Za-z0-9_.-]+)\}")
+_SUITE_KEYS = {
+    "name",
+    "base_config",
+    "base",
+    "seeds",
+    "baseline",
+    "metric",
+    "runs",
+    "include_baselines",
+}
+_RUN_KEYS = {"name", "set", "stages"}
+_STAGE_KEYS = {"name", "kind", "set"}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """An extra training stage a method needs before its main run (proxy, reference, ...)."""
+
+    name: str
+    kind: str = "train"
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One named method of the suite: overrides of the base config, optional stages first."""
+
+    name: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    stages: tuple[StageSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One process to run: a stage or the main run of a job, with its resolved config."""
+
+    name: str  # "main" or the stage name
+    kind: str  # "train" | "doremi"
+    dir: Path
+    config: RunConfig
+
+    @property
+    def tokens(self) -> int:
+        """Tokens one training of this config consumes (a DoReMi stage trains several)."""
+        t = self.config.train
+        return t.max_steps * t.batch_size * t.grad_accum * self.config.data.seq_len
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (method, seed): its stages in order, then the main run."""
+
+    method: str
+    seed: int
+    dir: Path
+    stages: tuple[Step, ...]
+    main: Step
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return (*self.stages, self.main)
+
+
+@dataclass
+class Suite:
+    """A parsed suite file; :meth:`plan` turns it into jobs."""
+
+    name: str
+    base: dict[str, Any]
+    runs: list[RunSpec]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    baseline: str = "uniform"
+    metric: str = "mean_ppl"
+    source: str = "<suite>"
+
+    @property
+    def methods(self) -> list[str]:
+        return [r.name for r in self.runs]
+
+    def select(
+        self, only: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> Suite:
+        """A copy with only some methods (``only``) or without some (``exclude``)."""
+        names = set(self.methods)
+        picked = list(only) if only else list(self.methods)
+        dropped = set(exclude or ())
+        for n in [*picked, *dropped]:
+            if n not in names:
+                raise ConfigError(
+                    f"{self.source}: no run named {n!r}; the suite has: {', '.join(self.methods)}"
+                )
+        keep = [r for r in self.runs if r.name in picked and r.name not in dropped]
+        if not keep:
+            raise ConfigError(f"{self.source}: no run left to compare after --methods/--exclude")
+        out = copy.copy(self)
+        if self.baseline not in [r.name for r in keep]:
+            out.baseline = keep[0].name
+            log.warning("baseline %r is not selected: using %r", self.baseline, out.baseline)
+        out.runs = keep
+        return out
+
+    def plan(self, out: str | Path, *, overrides: Sequence[str] = ()) -> list[Job]:
+        """Resolve every (run, seed) into folders and validated configs.
+
+        ``overrides`` (``a.b=c`` strings, e.g. from ``--set``) apply to the base of every run
+        and stage before their own ``set``.
+        """
+        root = Path(out).resolve()
+        jobs = []
+        for seed in self.seeds:
+            for run in self.runs:
+                jdir = root / run.name / f"seed{seed}"
+                stage_dirs = {s.name: jdir / "stages" / s.name for s in run.stages}
+                where = f"{self.source}: run {run.name!r}"
+                stages = tuple(
+                    self._step(
+                        s.name,
+                        s.kind,
+                        stage_dirs[s.name],
+                        s.overrides,
+                        overrides,
+                        seed,
+                        root,
+                        stage_dirs,
+                        f"{where}, stage {s.name!r}",
+                    )
+                    for s in run.stages
+                )
+                main = self._step(
+                    "main", "train", jdir, run.overrides, overrides, seed, root, stage_dirs, where
+                )
+                jobs.append(Job(run.name, seed, jdir, stages, main))
+        return jobs
+
+    def _step(
+        self,
+        name: str,
+        kind: str,
+        folder: Path,
+        own: Sequence[tuple[str, Any]],
+        global_overrides: Sequence[str],
+        seed: int,
+        root: Path,
+        stage_dirs: Mapping[str, Path],
+        where: str,
+    ) -> Step:
+        raw = copy.deepcopy(self.base)
+        try:
+            for item in global_overrides:
+                apply_override(raw, item)
+            for key, value in own:
+                _set_path(raw, key, _fill(value, folder, seed, root, stage_dirs, where))
+            _set_path(raw, "train.seed", seed)
+            cfg = RunConfig.from_dict(raw)
+            cfg.validate()
+        except MixlabError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        return Step(name, kind, folder, cfg)
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = [p for p in dotted.split(".") if p]
+    node = raw
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {p} is not a section")
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def _fill(
+    value: Any, folder: Path, seed: int, root: Path, stages: Mapping[str, Path], where: str
+) -> Any:
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key == "dir":
+            return str(folder)
+        if key == "seed":
+            return str(seed)
+        if key == "suite":
+            return str(root)
+        stage = key.split(":", 1)[1]
+        if stage not in stages:
+            raise ConfigError(
+                f"{where}: {{{key}}} names no stage of this run "
+                f"(stages: {', '.join(stages) or 'none'})"
+            )
+        return str(stages[stage])
+
+    return _PLACEHOLDER.sub(sub, value)
+
+
+# ---------------------------------------------------------------------------- parsing
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"suite file {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return parse_suite(raw, source=str(p), root=p.parent)
+
+
+def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) -> Suite:
+    """Validate a suite mapping (as read from YAML); ``root`` resolves ``base_config``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'base' and 'runs'")
+    unknown = set(raw) - _SUITE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(sorted(_SUITE_KEYS))}"
+        )
+    base: dict[str, Any] = {}
+    if raw.get("base_config"):
+        cfg_path = Path(raw["base_config"])
+        if not cfg_path.is_absolute() and root is not None:
+            cfg_path = root / cfg_path
+        base = _yaml_mapping(cfg_path, f"{source}: base_config")
+    extra = raw.get("base") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{source}: 'base' must be a mapping of config sections")
+    _merge(base, extra)
+
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ConfigError(f"{source}: 'seeds' must be a list of distinct integers >= 0")
+
+    runs_raw = raw.get("runs")
+    if not isinstance(runs_raw, list) or not runs_raw:
+        raise ConfigError(f"{source}: 'runs' must be a non-empty list of {{name, set}} entries")
+    runs = [_parse_run(r, i, source) for i, r in enumerate(runs_raw)]
+    names = [r.name for r in runs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{source}: run names must be unique; repeated: {', '.join(sorted(dup))}")
+    if raw.get("include_baselines", True):
+        missing = [b for b in BASELINES if b not in names]
+        runs = [RunSpec(b, (("mixing.name", b),)) for b in missing] + runs
+
+    baseline = str(raw.get("baseline", "uniform"))
+    if baseline not in [r.name for r in runs]:
+        raise ConfigError(
+            f"{source}: baseline {baseline!r} is not a run of the suite "
+            f"({', '.join(r.name for r in runs)})"
+        )
+    suite = Suite(
+        name=str(raw.get("name") or (Path(source).stem if root else "suite")),
+        base=base,
+        runs=runs,
+        seeds=list(seeds),
+        baseline=baseline,
+        metric=str(raw.get("metric", "mean_ppl")),
+        source=source,
+    )
+    return suite
+
+
+def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
+    where = f"{source}: runs[{index}]"
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f"{where}: expected a mapping with a 'name' (and 'set', 'stages')")
+    name = _check_name(raw["name"], where)
+    where = f"{source}: run {name!r}"
+    unknown = set(raw) - _RUN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    stages_raw = raw.get("stages") or []
+    if not isinstance(stages_raw, list):
+        raise ConfigError(f"{where}: 'stages' must be a list")
+    stages = []
+    for j, s in enumerate(stages_raw):
+        swhere = f"{where}, stages[{j}]"
+        if not isinstance(s, dict) or "name" not in s:
+            raise ConfigError(f"{swhere}: expected a mapping with 'name', 'kind', 'set'")
+        unknown = set(s) - _STAGE_KEYS
+        if unknown:
+            raise ConfigError(f"{swhere}: unknown key(s) {', '.join(sorted(unknown))}")
+        kind = str(s.get("kind", "train"))
+        if kind not in STAGE_KINDS:
+            raise ConfigError(f"{swhere}: kind {kind!r}; valid: {', '.join(STAGE_KINDS)}")
+        stages.append(StageSpec(_check_name(s["name"], swhere), kind, _overrides(s, swhere)))
+    if len({s.name for s in stages}) != len(stages):
+        raise ConfigError(f"{where}: stage names must be unique")
+    return RunSpec(name, _overrides(raw, where), tuple(stages))
+
+
+def _overrides(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
+    """``set`` as a mapping {a.b: value} or a list of "a.b=value" strings."""
+    s = raw.get("set") or {}
+    if isinstance(s, list):
+        out = []
+        for item in s:
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigError(f"{where}: 'set' items must look like section.field=value")
+            key, text = item.split("=", 1)
+            out.append((key.strip(), yaml.safe_load(text) if text.strip() else ""))
+        return tuple(out)
+    if not isinstance(s, dict):
+        raise ConfigError(f"{where}: 'set' must map section.field to a value")
+    for key in s:
+        if not isinstance(key, str) or "." not in key:
+            raise ConfigError(f"{where}: 'set' key {key!r}: name a section and field, a.b")
+    return tuple((k, v) for k, v in s.items())
+
+
+def _check_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"{where}: name {name!r} must be letters, digits, '-', '_' or '.' (it names a folder)"
+        )
+    return name
+
+
+def _yaml_mapping(path: Path, where: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{where}: {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{where}: {path} must be a mapping of config sections")
+    return loaded
+
+
+def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
