@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from mixlab.eval.metrics import aggregates
+from mixlab.report.records import RunRecord
 
 DOMS = ("a", "b", "c")
 NATURAL = (0.5, 0.3, 0.2)
@@ -123,8 +124,11 @@ def write_suite(
 
 @pytest.fixture
 def fake_suite(tmp_path: Path) -> Path:
+    return make_fake_suite(tmp_path / "suite")
+
+
+def make_fake_suite(suite: Path) -> Path:
     """uniform, natural, doremi (one stage) and acodm (diagnostics) x seeds 0, 1; one failed."""
-    suite = tmp_path / "suite"
     finals = {
         "uniform": (1.0, 1.2, 1.6),
         "natural": (0.9, 1.2, 1.8),
@@ -163,3 +167,18 @@ def fake_suite(tmp_path: Path) -> Path:
             )  # fmt: skip
     runs.append({"method": "odm", "seed": 0, "dir": "odm/seed0", "status": "failed", "stages": []})
     return write_suite(suite, runs)
+
+
+def record(method: str, seed: int, values: Mapping[int, float], **extra: Any) -> RunRecord:
+    """An in-memory run whose ``eval/mean_ppl`` curve has the given values (final = last)."""
+    steps = sorted(values)
+    rows = [{"eval/mean_ppl": float(values[s])} for s in steps]
+    return RunRecord(
+        method=method,
+        seed=seed,
+        run_dir=Path(f"/runs/{method}/seed{seed}"),
+        eval_steps=steps,
+        eval_curve=rows,
+        final_eval=dict(rows[-1]),
+        **extra,
+    )

@@ -32,6 +32,7 @@ h1 { margin-bottom: 0.1em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #d
 p.meta, p.caption, .notes { color: #556; }
 table { border-collapse: collapse; margin: 0.8em 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d5d9e2; padding: 0.3em 0.6em; text-align: right; }
+td { white-space: nowrap; }
 th { background: #f1f3f8; } td:first-child, th:first-child { text-align: left; }
 tr.baseline td { background: #f7f8fb; font-weight: 600; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eef; }
