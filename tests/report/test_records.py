@@ -70,7 +70,7 @@ def test_errors_name_the_path(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "suite.json").write_text("{not json")
-    with pytest.raises(DataError, match="suite.json: not readable JSON"):
+    with pytest.raises(DataError, match=r"suite\.json: not readable JSON"):
         load_records([bad])
     write_suite(tmp_path / "s", [{"method": "x", "seed": 0}])
     with pytest.raises(DataError, match=r"runs\[0\] needs"):
