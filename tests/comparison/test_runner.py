@@ -1,0 +1,134 @@
+"""The suite runner on a tiny real store: stages, skipping, resuming, failures, the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mixlab.comparison import SuiteFailed, parse_suite, run_suite
+from mixlab.comparison.runner import COST_NAME, MANIFEST_NAME
+from mixlab.errors import ConfigError
+from mixlab.train.callbacks import read_metrics
+
+
+def tiny_suite(store: Path, **train: int) -> dict:
+    return {
+        "name": "tiny",
+        "base": {
+            "data": {"store": str(store), "seq_len": 32},
+            "model": {"preset": "llama-tiny"},
+            "train": {
+                "max_steps": 8,
+                "batch_size": 8,
+                "warmup_steps": 1,
+                "eval_every": 4,
+                "log_every": 2,
+                "checkpoint_every": 4,
+                **train,
+            },
+            "eval": {"max_tokens_per_domain": 1000},
+        },
+        "runs": [
+            {
+                "name": "transfer",
+                "stages": [
+                    {
+                        "name": "proxy",
+                        "set": {
+                            "mixing.name": "acodm",
+                            "mixing.policy_out": "{dir}/policy.acodm.pt",
+                        },
+                    }
+                ],
+                "set": {
+                    "mixing.name": "acodm",
+                    "mixing.policy_in": "{stage:proxy}/policy.acodm.pt",
+                },
+            }
+        ],
+    }
+
+
+def test_suite_runs_stages_records_costs_and_skips_finished(
+    tmp_path: Path, tiny_store: Path
+) -> None:
+    out = tmp_path / "suite"
+    lines: list[str] = []
+    suite = parse_suite(tiny_suite(tiny_store))
+    manifest_path = run_suite(suite, out, jobs=2, echo=lines.append)
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["methods"] == ["uniform", "natural", "transfer"]
+    assert [r["status"] for r in manifest["runs"]] == ["done"] * 3
+    transfer = manifest["runs"][2]
+    assert transfer["tokens"] == 8 * 8 * 32
+    assert transfer["seconds"] > 0 and transfer["peak_rss_mb"] > 50
+    (stage,) = transfer["stages"]
+    assert stage["name"] == "proxy" and stage["tokens"] == 8 * 8 * 32
+    assert (out / stage["dir"] / "policy.acodm.pt").exists()
+    assert (out / "transfer" / "seed0" / "eval.json").exists()
+    # a second run of the same suite reuses every finished folder
+    again: list[str] = []
+    run_suite(suite, out, echo=again.append)
+    assert sum("finished before" in line for line in again) == 4
+    # asking for other settings in a finished folder is an error, not a silent mix
+    changed = parse_suite(tiny_suite(tiny_store, max_steps=9))
+    with pytest.raises(ConfigError, match="another config"):
+        run_suite(changed, out)
+
+
+def test_a_failed_run_is_reported_and_the_rest_finishes(tmp_path: Path, tiny_store: Path) -> None:
+    raw = tiny_suite(tiny_store)
+    raw["runs"] = [
+        {"name": "broken", "set": {"mixing.name": "fixed", "mixing.weights_file": "missing.json"}}
+    ]
+    raw["include_baselines"] = False
+    raw["runs"].append({"name": "uniform", "set": {"mixing.name": "uniform"}})
+    raw["baseline"] = "uniform"
+    lines: list[str] = []
+    with pytest.raises(SuiteFailed, match="1 of 2 job"):
+        run_suite(parse_suite(raw), tmp_path / "s", echo=lines.append)
+    manifest = json.loads((tmp_path / "s" / MANIFEST_NAME).read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["failed", "done"]
+    assert any("FAILED" in line and "missing.json" in "\n".join(lines) for line in lines)
+
+
+def test_interrupted_compare_resumes(tmp_path: Path, tiny_store: Path) -> None:
+    """Ctrl-C in the middle of `mixlab compare`, then the same command again."""
+    import yaml
+
+    raw = tiny_suite(tiny_store, max_steps=40, checkpoint_every=2, eval_every=10)
+    raw["runs"] = [{"name": "uniform", "set": {"mixing.name": "uniform"}}]
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mixlab", "compare", str(suite_file), "--out", str(out)]
+    cmd.append("--no-report")
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    ckpt = out / "uniform" / "seed0" / "checkpoint.pt"
+    deadline = time.time() + 120
+    try:
+        while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert ckpt.exists(), "the run never wrote a checkpoint"
+        os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole group
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "uniform" / "seed0" / COST_NAME).exists(), "the run finished too early"
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["runs"][0]["status"] == "pending"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    log = (out / "uniform" / "seed0" / "run.log").read_text()
+    assert "--resume" in log
+    steps = [r["step"] for r in read_metrics(out / "uniform" / "seed0") if "train/loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 40
+    assert json.loads((out / MANIFEST_NAME).read_text())["runs"][0]["status"] == "done"

@@ -1,0 +1,130 @@
+"""Suite files: parsing, validation errors, placeholders, baselines, planning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixlab.comparison import load_suite, parse_suite
+from mixlab.errors import ConfigError
+
+BASE = {"data": {"store": "shards", "seq_len": 32}, "model": {"preset": "llama-tiny"}}
+
+
+def suite_dict(**extra: object) -> dict:
+    raw: dict = {
+        "name": "t",
+        "base": BASE,
+        "seeds": [0, 1],
+        "runs": [
+            {"name": "odm", "set": {"mixing.name": "odm"}},
+            {
+                "name": "acodm",
+                "stages": [
+                    {
+                        "name": "proxy",
+                        "set": {"mixing.name": "acodm", "mixing.policy_out": "{dir}/p.pt"},
+                    }
+                ],
+                "set": {"mixing.name": "acodm", "mixing.policy_in": "{stage:proxy}/p.pt"},
+            },
+        ],
+    }
+    raw.update(extra)
+    return raw
+
+
+def test_baselines_are_added_first_unless_disabled() -> None:
+    assert parse_suite(suite_dict()).methods == ["uniform", "natural", "odm", "acodm"]
+    raw = suite_dict(include_baselines=False, baseline="odm")
+    assert parse_suite(raw).methods == ["odm", "acodm"]
+
+
+def test_plan_resolves_folders_seeds_and_placeholders(tmp_path: Path) -> None:
+    jobs = parse_suite(suite_dict()).plan(tmp_path)
+    assert [(j.method, j.seed) for j in jobs][:4] == [
+        ("uniform", 0),
+        ("natural", 0),
+        ("odm", 0),
+        ("acodm", 0),
+    ]
+    assert len(jobs) == 8
+    acodm = next(j for j in jobs if j.method == "acodm" and j.seed == 1)
+    proxy = acodm.stages[0]
+    assert acodm.dir == tmp_path / "acodm" / "seed1"
+    assert proxy.dir == acodm.dir / "stages" / "proxy"
+    assert proxy.config.mixing.policy_out == str(proxy.dir / "p.pt")
+    assert acodm.main.config.mixing.policy_in == str(proxy.dir / "p.pt")
+    assert acodm.main.config.train.seed == 1
+    assert proxy.config.train.seed == 1
+    assert acodm.main.tokens == (
+        acodm.main.config.train.max_steps * acodm.main.config.train.batch_size * 32
+    )
+
+
+def test_global_overrides_apply_before_run_settings(tmp_path: Path) -> None:
+    suite = parse_suite(suite_dict())
+    jobs = suite.plan(tmp_path, overrides=["train.max_steps=7", "mixing.name=natural"])
+    odm = next(j for j in jobs if j.method == "odm")
+    assert odm.main.config.train.max_steps == 7
+    assert odm.main.config.mixing.name == "odm"  # the run's own set wins
+
+
+def test_base_config_is_relative_to_the_suite_file(tmp_path: Path) -> None:
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 33}}))
+    raw = suite_dict(base_config="recipe.yaml")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    suite = load_suite(tmp_path / "s.yaml")
+    assert suite.plan(tmp_path / "out")[0].main.config.train.max_steps == 33
+    assert suite.plan(tmp_path / "out")[0].main.config.model.preset == "llama-tiny"
+
+
+def test_select_keeps_order_and_rejects_unknown_names() -> None:
+    suite = parse_suite(suite_dict())
+    assert suite.select(exclude=["odm"]).methods == ["uniform", "natural", "acodm"]
+    assert suite.select(["acodm", "uniform"]).methods == ["uniform", "acodm"]
+    with pytest.raises(ConfigError, match="no run named 'nope'"):
+        suite.select(["nope"])
+    assert suite.select(exclude=["uniform"]).baseline == "natural"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"runs": []}, "'runs' must be a non-empty list"),
+        ({"seeds": [0, 0]}, "distinct integers"),
+        ({"seeds": "x"}, "distinct integers"),
+        ({"colour": 1}, "unknown key"),
+        ({"baseline": "nope"}, "baseline 'nope' is not a run"),
+        ({"runs": [{"name": "a/b"}]}, "names a folder"),
+        ({"runs": [{"name": "a"}, {"name": "a"}]}, "repeated: a"),
+        ({"runs": [{"name": "a", "stages": [{"name": "s", "kind": "magic"}]}]}, "kind 'magic'"),
+        ({"runs": [{"name": "a", "set": {"nodot": 1}}]}, "name a section and field"),
+        ({"runs": [{"name": "a", "sett": {}}]}, "run 'a': unknown key"),
+    ],
+)
+def test_invalid_suites_name_the_problem(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_suite(suite_dict(**change), source="s.yaml")
+
+
+def test_bad_run_settings_name_the_run(tmp_path: Path) -> None:
+    raw = suite_dict(runs=[{"name": "odm", "set": {"train.max_steps": -1}}])
+    with pytest.raises(ConfigError, match=r"run 'odm'.*max_steps"):
+        parse_suite(raw, source="s.yaml").plan(tmp_path)
+    raw = suite_dict(runs=[{"name": "x", "set": {"mixing.weights_file": "{stage:w}/a.json"}}])
+    with pytest.raises(ConfigError, match=r"\{stage:w\} names no stage"):
+        parse_suite(raw, source="s.yaml").plan(tmp_path)
+
+
+def test_shipped_suites_parse() -> None:
+    from mixlab.demo import demo_suite
+
+    demo = demo_suite()
+    assert demo.methods == ["uniform", "natural", "odm", "doremi", "acodm", "meco"]
+    jobs = demo.plan("/tmp/x", overrides=["data.store=/tmp/s"])
+    assert {s.kind for j in jobs for s in j.stages} == {"doremi", "train"}
+    example = Path(__file__).parents[2] / "configs" / "suite_example.yaml"
+    assert "uniform" in load_suite(example).methods
