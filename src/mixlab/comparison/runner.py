@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -104,6 +105,7 @@ def run_suite(
     states = [JobState(j) for j in plan]
     lock = threading.Lock()
     stop = threading.Event()
+    running: set[subprocess.Popen[bytes]] = set()
     threads = _threads_per_run(jobs)
     t0 = time.perf_counter()
     counter = {"started": 0}
@@ -129,7 +131,7 @@ def run_suite(
             else:
                 echo(f"[{k}/{n_steps}] {label}: running -> {_rel(step.dir / LOG_NAME, root)}")
                 try:
-                    cost = _execute(step, threads)
+                    cost = _execute(step, threads, running)
                 except _StepError as exc:
                     if stop.is_set():  # interrupted with the suite: resumes next time
                         return
@@ -160,9 +162,11 @@ def run_suite(
         for f in futures:
             f.result()
     except BaseException:
-        # Ctrl-C reaches the runs too (same process group): they checkpoint and exit; wait
-        # for them, start nothing new, and keep the manifest consistent.
+        # Ctrl-C in a terminal reaches the runs too (same process group): they checkpoint and
+        # exit. Start nothing new, pass the interrupt on to runs that did not get it (the
+        # suite alone was signalled), wait for them and keep the manifest consistent.
         stop.set()
+        _interrupt(running)
         pool.shutdown(wait=True, cancel_futures=True)
         for s in states:
             if s.status == "running":
@@ -196,7 +200,9 @@ def _command(step: Step) -> list[str]:
     return cmd
 
 
-def _execute(step: Step, threads: int | None) -> StepCost:
+def _execute(
+    step: Step, threads: int | None, running: set[subprocess.Popen[bytes]]
+) -> StepCost:
     step.dir.mkdir(parents=True, exist_ok=True)
     step.config.save(step.dir / PLAN_NAME)
     partial = _read_json(step.dir / PARTIAL_NAME) or {}
@@ -209,7 +215,11 @@ def _execute(step: Step, threads: int | None) -> StepCost:
         fh.flush()
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        code, peak = _wait(proc)
+        running.add(proc)
+        try:
+            code, peak = _wait(proc)
+        finally:
+            running.discard(proc)
         seconds = float(partial.get("seconds", 0.0)) + time.perf_counter() - start
     old_peak = partial.get("peak_rss_mb")
     if peak is not None and old_peak is not None:
@@ -225,6 +235,15 @@ def _execute(step: Step, threads: int | None) -> StepCost:
     tmp.replace(step.dir / COST_NAME)
     (step.dir / PARTIAL_NAME).unlink(missing_ok=True)
     return cost
+
+
+def _interrupt(running: set[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
+    """SIGINT to runs still alive after ``grace`` seconds (each saves a checkpoint on it)."""
+    deadline = time.monotonic() + grace
+    while running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for proc in list(running):
+        proc.send_signal(signal.SIGINT)  # a no-op for a run that exited meanwhile
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
