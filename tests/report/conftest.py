@@ -54,7 +54,7 @@ def train_row(
         row["mix/acodm/actor_loss"] = -0.1 * step
         row["mix/acodm/mean_q"] = 0.05 * step
         for d in DOMS:
-            row[f"mix/acodm/reward/{d}"] = 0.01 * step
+            row[f"mix/acodm/reward/{d}"] = 0.01 * step * (DOMS.index(d) - 1)
     return row
 
 

@@ -10,8 +10,8 @@ weight_trajectories      requested weights ``mix/weight/<d>`` over steps, stacke
                          panel per method (its first seed)
 shares_and_repetition    achieved vs requested token shares at the end (``mix/achieved`` vs
                          ``mix/requested``) and per-domain repetition ``domain/<d>/epochs``
-acodm_diagnostics        AC-ODM critic loss, actor loss, mean Q and mean reward over steps,
-                         for the runs that logged them
+acodm_diagnostics        AC-ODM critic loss, actor loss and mean Q over steps for the runs
+                         that logged them, and the per-domain reward of the first such run
 =======================  ==================================================================
 
 Each function returns ``None`` when the runs logged nothing it could draw. Figures are drawn
@@ -86,7 +86,8 @@ def build_figures(records: Sequence[RunRecord], summary: Summary) -> list[Figure
         (
             "acodm_diagnostics",
             "AC-ODM diagnostics",
-            "Critic loss, actor loss, mean Q and mean reward of the AC-ODM agent per run.",
+            "Critic loss, actor loss and mean Q of the AC-ODM agent per run; the reward per "
+            "domain (z-scored across domains at each step) of the first run.",
             acodm_diagnostics(runs),
         ),
     ]
@@ -210,7 +211,7 @@ def shares_and_repetition(
 
 
 def acodm_diagnostics(records: Sequence[RunRecord]) -> bytes | None:
-    """Critic loss, actor loss, mean Q and mean reward over steps for runs that logged them."""
+    """Critic loss, actor loss, mean Q (runs that logged them) and per-domain reward."""
     runs = [r for r in records if any(k in row for row in r.train_log for k, _ in ACODM_KEYS)]
     if not runs:
         return None
@@ -220,13 +221,20 @@ def acodm_diagnostics(records: Sequence[RunRecord]) -> bytes | None:
         for ax, (key, _) in zip(axes, ACODM_KEYS, strict=False):
             steps, values = run.train_series(key)
             ax.plot(steps, values, label=label, color=_color(i), lw=1.2)
-        steps, rewards = _mean_reward(run)
-        axes[3].plot(steps, rewards, label=label, color=_color(i), lw=1.2)
-    for ax, title in zip(axes, [t for _, t in ACODM_KEYS] + ["mean reward"], strict=True):
+    # The reward is z-scored across domains (mean ~0 at every step), so its mean says
+    # nothing: show each domain's reward for the first run instead.
+    first = runs[0]
+    for j, d in enumerate(_logged_domains(first, "mix/acodm/reward/")):
+        steps, values = first.train_series(f"mix/acodm/reward/{d}")
+        axes[3].plot(steps, values, label=d, color=_color(j), lw=1.2)
+    titles = [t for _, t in ACODM_KEYS] + [f"reward per domain ({first.method} s{first.seed})"]
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    if axes[3].lines:
+        axes[3].legend(fontsize=7)
     return _png(fig)
 
 
@@ -288,16 +296,6 @@ def _logged_domains(run: RunRecord, prefix: str) -> list[str]:
         if names:
             return names
     return []
-
-
-def _mean_reward(run: RunRecord) -> tuple[list[int], list[float]]:
-    steps, values = [], []
-    for r in run.train_log:
-        rewards = [_nan(v) for k, v in r.items() if k.startswith("mix/acodm/reward/")]
-        if rewards:
-            steps.append(int(r["step"]))
-            values.append(sum(rewards) / len(rewards))
-    return steps, values
 
 
 def _nan(value: Any) -> float:
