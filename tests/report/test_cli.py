@@ -41,11 +41,11 @@ def test_run_folders_default_out_and_baseline(
     a = write_run(tmp_path / "runs" / "uniform", seed=0, evals=curve((1.0, 1.0, 1.0)))
     b = write_run(tmp_path / "runs" / "odm", seed=0, evals=curve((0.9, 1.0, 1.0)))
     assert default_out(a) == tmp_path / "runs" / "report"
-    assert _run(["report", str(b), str(a), "--baseline", "uniform"]) == 0
-    assert "wrote " + str(tmp_path / "runs" / "report" / "report.html") in capsys.readouterr().out
     out = tmp_path / "elsewhere"
-    assert _run(["report", str(a), str(b), "-o", str(out)]) == 0
-    assert (out / "report.html").is_file()
+    assert _run(["report", str(b), str(a), "--baseline", "uniform", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "wrote " + str(out / "report.html") in text
+    assert text.splitlines()[2].startswith("uniform")  # the baseline row comes first
 
 
 def test_help_explains_the_report() -> None:

@@ -32,7 +32,7 @@ h1 { margin-bottom: 0.1em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #d
 p.meta, p.caption, .notes { color: #556; }
 table { border-collapse: collapse; margin: 0.8em 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d5d9e2; padding: 0.3em 0.6em; text-align: right; }
-td { white-space: nowrap; }
+td { white-space: nowrap; } .scroll { overflow-x: auto; }
 th { background: #f1f3f8; } td:first-child, th:first-child { text-align: left; }
 tr.baseline td { background: #f7f8fb; font-weight: 600; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eef; }
@@ -158,10 +158,10 @@ def _html_table(
 ) -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in header)
-    lines = [f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>"]
+    lines = [f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>']
     for row in rows:
         cls = ' class="baseline"' if baseline is not None and row and row[0] == baseline else ""
         cells = "".join(f"<td>{e(str(c))}</td>" for c in row)
         lines.append(f"<tr{cls}>{cells}</tr>")
-    lines.append("</tbody>\n</table>")
+    lines.append("</tbody>\n</table></div>")
     return "\n".join(lines)

@@ -67,7 +67,8 @@ def build_figures(records: Sequence[RunRecord], summary: Summary) -> list[Figure
         (
             "per_domain_ppl",
             "Per-domain validation perplexity",
-            "Final perplexity per domain, mean over seeds.",
+            "Final perplexity per domain (mean over seeds) in each cell; colour = relative to the "
+            f"baseline {summary.baseline} (blue = lower, red = higher).",
             per_domain_ppl(summary),
         ),
         (
@@ -120,23 +121,38 @@ def validation_curves(
 
 
 def per_domain_ppl(summary: Summary) -> bytes | None:
-    """Grouped bars: final perplexity per domain (groups), one bar per method."""
+    """Heatmap: rows = methods, columns = domains; colour = final ppl relative to the baseline.
+
+    Absolute perplexities differ by orders of magnitude between domains, so bars would show
+    only the hardest domain; the colour is (ppl / baseline ppl − 1), blue = better, red =
+    worse, and each cell is annotated with the perplexity itself.
+    """
     domains, methods = summary.domains, summary.methods
     if not domains or not methods:
         return None
-    fig, axes = _figure(
-        1, 1, width=max(5.0, 1.2 * len(domains) * max(1, len(methods)) / 3), height=3.6
-    )
+    base = summary.method(summary.baseline)
+    values = [[_nan(m.per_domain[d].mean) if d in m.per_domain else math.nan for d in domains]
+              for m in methods]  # fmt: skip
+    ref = [_nan(base.per_domain[d].mean) if d in base.per_domain else math.nan for d in domains]
+    rel = [[v / r - 1.0 if r > 0 else math.nan for v, r in zip(row, ref, strict=True)]
+           for row in values]  # fmt: skip
+    finite = [abs(x) for row in rel for x in row if math.isfinite(x)]
+    limit = max(max(finite, default=0.0), 1e-3)
+    width = min(20.0, 2.5 + 0.9 * len(domains))
+    fig, axes = _figure(1, 1, width=width, height=1.4 + 0.45 * len(methods))
     ax = axes[0]
-    width = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(domains))]
-        ys = [_nan(m.per_domain[d].mean) if d in m.per_domain else math.nan for d in domains]
-        ax.bar(xs, ys, width=width, label=m.method, color=_color(i))
-    ax.set_xticks(range(len(domains)), domains)
-    ax.set_ylabel("validation perplexity")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(methods)))
+    image = ax.imshow(rel, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(domains)), domains, rotation=30 if len(domains) > 6 else 0,
+                  ha="right" if len(domains) > 6 else "center")  # fmt: skip
+    ax.set_yticks(range(len(methods)), [m.method for m in methods])
+    if len(domains) * len(methods) <= 200:
+        size = 8 if len(domains) <= 12 else 6
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                dark = math.isfinite(rel[i][j]) and abs(rel[i][j]) > 0.6 * limit
+                color = "white" if dark else "black"
+                ax.text(j, i, _short(v), ha="center", va="center", fontsize=size, color=color)
+    fig.colorbar(image, ax=ax, label=f"ppl / {summary.baseline} ppl − 1")
     return _png(fig)
 
 
@@ -195,7 +211,9 @@ def shares_and_repetition(
     if not rows:
         return None
     domains = list(dict.fromkeys(d for row in rows for d in row[1]))
-    fig, axes = _figure(1, 2, width=max(4.5, 0.9 * len(domains) * len(rows) / 2), height=3.6)
+    fig, axes = _figure(
+        1, 2, width=min(10.0, max(4.5, 0.45 * len(domains) * len(rows))), height=3.6
+    )
     width = 0.8 / len(rows)
     for i, (method, ds, achieved, requested, epochs) in enumerate(rows):
         xs = [domains.index(d) + (i - (len(rows) - 1) / 2) * width for d in ds]
@@ -260,7 +278,13 @@ def _png(fig: MplFigure) -> bytes:
 def _color(i: int) -> Any:
     from matplotlib import colormaps
 
-    return colormaps["tab10"](i % 10)
+    return colormaps["tab20"](i % 20) if i >= 10 else colormaps["tab10"](i)
+
+
+def _short(value: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
 
 
 def _order(summary: Summary) -> list[str]:
