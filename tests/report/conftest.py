@@ -182,3 +182,12 @@ def record(method: str, seed: int, values: Mapping[int, float], **extra: Any) ->
         final_eval=dict(rows[-1]),
         **extra,
     )
+
+
+@pytest.fixture(scope="session")
+def suite_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fake suite's report, written once per session (drawing figures takes seconds)."""
+    from mixlab.report import load_records, write_report
+
+    suite = make_fake_suite(tmp_path_factory.mktemp("report") / "suite")
+    return write_report(load_records([suite]), suite / "report", title="Test <suite>")

@@ -12,16 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from mixlab.report import load_records, write_report
-from tests.report.conftest import make_fake_suite
-
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    suite = make_fake_suite(tmp_path_factory.mktemp("html") / "suite")
-    return write_report(load_records([suite]), suite / "report", title="Test <suite>")
+@pytest.fixture
+def report(suite_report: dict[str, Path]) -> dict[str, Path]:
+    return suite_report
 
 
 def test_html_is_self_contained(report: dict[str, Path]) -> None:
