@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ def _run(argv: list[str]) -> int:
 def test_report_command_prints_the_table_and_the_files(
     fake_suite: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _run(["report", str(fake_suite), "--metric", "natural_ppl", "--title", "T"]) == 0
+    suite_json = fake_suite / "suite.json"
+    suite = json.loads(suite_json.read_text())
+    suite_json.write_text(json.dumps({**suite, "metric": "natural_ppl"}))
+    assert _run(["report", str(fake_suite), "--title", "T"]) == 0  # the suite's metric
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("method")
     assert "natural_ppl (95% CI)" in out

@@ -67,9 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metric",
-        default="mean_ppl",
         help="aggregate for AUC, steps-to-target and Δ: mean_ppl, natural_ppl, geo_ppl, "
-        "worst_ppl, ... or a full key such as eval_uncond/mean_ppl (default: mean_ppl)",
+        "worst_ppl, ... or a full key such as eval_uncond/mean_ppl (default: the suite's "
+        "metric, else mean_ppl)",
     )
     p.add_argument("--title", default="mixlab report", help="title of the report")
     p.set_defaults(func=cmd_report)
@@ -89,11 +89,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     records = load_records(args.paths)
     out = Path(args.out) if args.out else default_out(args.paths[0])
-    summary = summarize(records, baseline=args.baseline, metric=args.metric)
+    metric = args.metric or next((r.suite_metric for r in records if r.suite_metric), "mean_ppl")
+    summary = summarize(records, baseline=args.baseline, metric=metric)
     print(summary.table())
-    paths = write_report(
-        records, out, baseline=summary.baseline, metric=args.metric, title=args.title
-    )
+    paths = write_report(records, out, baseline=summary.baseline, metric=metric, title=args.title)
     print()
     for name in ("html", "markdown", "json"):
         print(f"wrote {paths[name]}")
