@@ -165,7 +165,10 @@ def make_fake_suite(suite: Path) -> Path:
                  "tokens": 1024, "peak_rss_mb": 400.0 + (50 if method == "acodm" else 0),
                  "stages": stages}
             )  # fmt: skip
-    runs.append({"method": "odm", "seed": 0, "dir": "odm/seed0", "status": "failed", "stages": []})
+    runs.append(
+        {"method": "odm", "seed": 0, "dir": "odm/seed0", "status": "failed", "error": "boom",
+         "stages": []}
+    )  # fmt: skip
     return write_suite(suite, runs)
 
 

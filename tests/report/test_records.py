@@ -30,6 +30,7 @@ def test_suite_folder_in_suite_order_with_costs(fake_suite: Path) -> None:
     assert doremi.train_series("mix/weight/c")[1][0] == pytest.approx(0.4)
     failed = records[-1]
     assert (failed.method, failed.status, failed.ok) == ("odm", "failed", False)
+    assert failed.note == "status failed in suite.json: boom"
 
 
 def test_run_folder_method_and_seed(tmp_path: Path) -> None:

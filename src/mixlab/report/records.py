@@ -242,7 +242,8 @@ def _load_suite(folder: Path) -> list[RunRecord]:
             record.note = f"{run_dir}: no run files"
         if status != "done":
             record.status = status
-            record.note = f"status {status} in {SUITE_NAME}"
+            error = entry.get("error")
+            record.note = f"status {status} in {SUITE_NAME}" + (f": {error}" if error else "")
         record.seconds = _opt_float(entry.get("seconds"), record.seconds)
         record.tokens = _opt_float(entry.get("tokens"), record.tokens)
         record.peak_rss_mb = _opt_float(entry.get("peak_rss_mb"), None)
