@@ -72,6 +72,9 @@ def test_paired_difference_and_wins_with_known_numbers() -> None:
 def test_area_under_curve_of_the_metric() -> None:
     s = summarize([record("uniform", 0, {10: 5.0, 20: 4.0, 30: 3.0})])
     assert s.method("uniform").auc.mean == pytest.approx(4.0)  # (45 + 35) / 20
+    assert not any("AUC" in n for n in s.notes)
+    shorter = summarize([record("uniform", 0, {10: 5.0, 30: 3.0}), record("odm", 0, {10: 4.0})])
+    assert any("AUC is not comparable" in n for n in shorter.notes)
 
 
 def test_baseline_choice() -> None:

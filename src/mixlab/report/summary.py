@@ -351,6 +351,9 @@ def summarize(
     if nat is None:
         notes.append("no natural run: overheads vs natural are not reported")
 
+    spans = {(r.eval_steps[0], r.eval_steps[-1]) for r in usable if r.eval_steps}
+    if len(spans) > 1:
+        notes.append(f"eval step ranges differ between runs {sorted(spans)}: AUC is not comparable")
     methods = []
     for name in order:
         runs = groups[name]
