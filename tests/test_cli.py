@@ -14,7 +14,9 @@ from mixlab.cli import main
 from tests.conftest import tiny_run_config, write_pile_jsonl
 
 
-@pytest.mark.parametrize("command", [[], ["prepare"], ["train"], ["eval"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["prepare"], ["train"], ["eval"], ["compare"], ["report"], ["demo"]]
+)
 def test_help_explains_each_command(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*command, "--help"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    _terminate_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except MixlabError as exc:
@@ -55,11 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _terminate_as_interrupt() -> None:
+    """``kill`` (SIGTERM) stops a command like Ctrl-C: a training saves its checkpoint first."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    try:  # TEMP until report lands
-        from mixlab.report.cli import add_parser
-    except ImportError:
-        return
+    from mixlab.report.cli import add_parser
+
     add_parser(sub)
 
 

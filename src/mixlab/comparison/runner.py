@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,12 @@ def run_suite(
     )
     pool = ThreadPoolExecutor(max_workers=jobs)
     futures = [pool.submit(run_job, s) for s in states]
+    terminated = threading.Event()
+    old_term = _term_as_interrupt(terminated)
     try:
+        pending = set(futures)
+        while pending:  # short waits: the main thread must run to see Ctrl-C / SIGTERM
+            _, pending = wait(pending, timeout=0.5)
         for f in futures:
             f.result()
     except BaseException:
@@ -166,13 +171,16 @@ def run_suite(
         # exit. Start nothing new, pass the interrupt on to runs that did not get it (the
         # suite alone was signalled), wait for them and keep the manifest consistent.
         stop.set()
-        _interrupt(running)
+        _interrupt(running, grace=0.0 if terminated.is_set() else 5.0)
         pool.shutdown(wait=True, cancel_futures=True)
         for s in states:
             if s.status == "running":
                 s.status = "pending"
         write_manifest()
         raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     pool.shutdown()
     write_manifest()
     failed = [s for s in states if s.status == "failed"]
@@ -200,9 +208,7 @@ def _command(step: Step) -> list[str]:
     return cmd
 
 
-def _execute(
-    step: Step, threads: int | None, running: set[subprocess.Popen[bytes]]
-) -> StepCost:
+def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[bytes]]) -> StepCost:
     step.dir.mkdir(parents=True, exist_ok=True)
     step.config.save(step.dir / PLAN_NAME)
     partial = _read_json(step.dir / PARTIAL_NAME) or {}
@@ -237,13 +243,29 @@ def _execute(
     return cost
 
 
+def _term_as_interrupt(flag: threading.Event) -> Any:
+    """Treat SIGTERM (``kill``) like Ctrl-C, so runs checkpoint instead of being orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.set()  # only the suite got it: interrupt the runs at once
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _interrupt(running: set[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
-    """SIGINT to runs still alive after ``grace`` seconds (each saves a checkpoint on it)."""
+    """SIGTERM to runs still alive after ``grace`` seconds; ``mixlab train`` checkpoints on it.
+
+    Not SIGINT: a process started in the background by a non-interactive shell (``nohup``,
+    ``&``) ignores SIGINT, and its runs inherit that.
+    """
     deadline = time.monotonic() + grace
     while running and time.monotonic() < deadline:
         time.sleep(0.1)
     for proc in list(running):
-        proc.send_signal(signal.SIGINT)  # a no-op for a run that exited meanwhile
+        proc.send_signal(signal.SIGTERM)  # a no-op for a run that exited meanwhile
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
