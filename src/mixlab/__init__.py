@@ -8,12 +8,25 @@ The data flow, one folder per stage::
        --mixlab.train (HF causal LM)-->                per-domain loss sums / token counts
        --mixlab.mixing policy.update(feedback)-->      new weights --> back to the sampler
     mixlab.eval: per-domain validation loss / perplexity --> metrics.jsonl
+    mixlab.comparison (suites of runs, seeds) --> mixlab.report (tables, plots, HTML)
 
-Nothing runs at import time; heavy modules (torch, transformers) load when first used.
+``mixlab.compare(suite_file, out)`` runs a comparison suite and returns its summary (see
+:func:`mixlab.comparison.compare`). Nothing runs at import time; heavy modules (torch,
+transformers) load when first used.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "compare"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "compare":  # lazy: importing mixlab stays cheap
+        from mixlab.comparison import compare
+
+        return compare
+    raise AttributeError(f"module 'mixlab' has no attribute {name!r}")
