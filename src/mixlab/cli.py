@@ -30,7 +30,7 @@ typical use:
   mixlab export runs/natural --out hf/natural      # a Hugging Face model folder
   mixlab eval runs/natural --lm-eval mixlab --limit 20   # lm-evaluation-harness, offline
   mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
-  mixlab compare configs/suite_example.yaml --set data.store=shards --out runs/suite
+  mixlab compare configs/suites/example.yaml --set data.store=shards --out runs/suite
   mixlab report runs/suite         # report.html / report.md / results.json
   mixlab demo                      # every method compared on the built-in demo corpus
 """
@@ -522,10 +522,10 @@ overhead against natural.
 
 COMPARE_EPILOG = """\
 example:
-  mixlab compare configs/suite_example.yaml --set data.store=shards --out runs/suite
-  mixlab compare configs/suite_example.yaml --set data.store=shards --out runs/suite \\
+  mixlab compare configs/suites/example.yaml --set data.store=shards --out runs/suite
+  mixlab compare configs/suites/example.yaml --set data.store=shards --out runs/suite \\
       --seeds 0 1 2 --jobs 2          # 3 seeds, two single-thread runs side by side
-  mixlab compare configs/suite_example.yaml --out runs/suite --dry-run   # show the plan
+  mixlab compare configs/suites/example.yaml --out runs/suite --dry-run   # show the plan
 """
 
 
@@ -537,7 +537,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         epilog=COMPARE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("suite", help="suite YAML file, e.g. configs/suite_example.yaml")
+    p.add_argument("suite", help="suite YAML file, e.g. configs/suites/example.yaml")
     p.add_argument("--out", "-o", required=True, help="suite folder (runs, suite.json, report)")
     _add_suite_options(p)
     p.add_argument(

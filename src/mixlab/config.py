@@ -261,20 +261,7 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
         """Read a YAML recipe (optional), apply ``a.b=c`` overrides, validate."""
-        raw: dict[str, Any] = {}
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file {p} does not exist")
-            try:
-                loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-            if loaded is not None and not isinstance(loaded, dict):
-                raise ConfigError(
-                    f"{p}: expected a mapping of sections, got {type(loaded).__name__}"
-                )
-            raw = loaded or {}
+        raw = read_yaml_mapping(path, "config file") if path is not None else {}
         for item in overrides:
             apply_override(raw, item)
         cfg = cls.from_dict(raw)
@@ -452,6 +439,20 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     return value
+
+
+def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """A YAML file that holds a mapping (an empty file is ``{}``); ConfigError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping, got {type(loaded).__name__}")
+    return loaded or {}
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

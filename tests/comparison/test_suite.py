@@ -126,5 +126,5 @@ def test_shipped_suites_parse() -> None:
     assert demo.methods == ["uniform", "natural", "odm", "doremi", "acodm", "meco"]
     jobs = demo.plan("/tmp/x", overrides=["data.store=/tmp/s"])
     assert {s.kind for j in jobs for s in j.stages} == {"doremi", "train"}
-    example = Path(__file__).parents[2] / "configs" / "suite_example.yaml"
+    example = Path(__file__).parents[2] / "configs" / "suites" / "example.yaml"
     assert "uniform" in load_suite(example).methods

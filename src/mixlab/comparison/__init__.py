@@ -55,7 +55,7 @@ def compare(
     narrow it; ``overrides`` (``"a.b=c"``) apply to every run. With ``report=True`` the
     report (``report.html``, ``report.md``, ``results.json``) is written to ``out/report``.
 
-    >>> summary = compare("configs/suite_example.yaml", "runs/suite")  # doctest: +SKIP
+    >>> summary = compare("configs/suites/example.yaml", "runs/suite")  # doctest: +SKIP
     >>> print(summary.table())  # doctest: +SKIP
     """
     from mixlab.report import load_records, summarize, write_report

@@ -1,6 +1,6 @@
 """A comparison suite: named runs that share one base config, for one or more seeds.
 
-A suite is a YAML file (``configs/suite_example.yaml``; the demo's is
+A suite is a YAML file (``configs/suites/example.yaml``; the demo's is
 ``mixlab/configs/demo_suite.yaml``)::
 
     name: my-suite
@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from mixlab.config import RunConfig, apply_override
+from mixlab.config import RunConfig, apply_override, read_yaml_mapping
 from mixlab.errors import ConfigError, MixlabError
 
 log = logging.getLogger(__name__)
@@ -261,14 +261,8 @@ def _fill(
 # ---------------------------------------------------------------------------- parsing
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite YAML file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"suite file {p} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return parse_suite(raw, source=str(p), root=p.parent)
+    raw = read_yaml_mapping(path, "suite file")
+    return parse_suite(raw, source=str(path), root=Path(path).parent)
 
 
 def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) -> Suite:
@@ -286,7 +280,7 @@ def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) 
         cfg_path = Path(raw["base_config"])
         if not cfg_path.is_absolute() and root is not None:
             cfg_path = root / cfg_path
-        base = _yaml_mapping(cfg_path, f"{source}: base_config")
+        base = read_yaml_mapping(cfg_path, f"{source}: base_config")
     extra = raw.get("base") or {}
     if not isinstance(extra, dict):
         raise ConfigError(f"{source}: 'base' must be a mapping of config sections")
@@ -387,18 +381,6 @@ def _check_name(name: Any, where: str) -> str:
             f"{where}: name {name!r} must be letters, digits, '-', '_' or '.' (it names a folder)"
         )
     return name
-
-
-def _yaml_mapping(path: Path, where: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{where}: {path} does not exist")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: {path} is not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{where}: {path} must be a mapping of config sections")
-    return loaded
 
 
 def _merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
