@@ -104,12 +104,17 @@ def run_suite(
     root.mkdir(parents=True, exist_ok=True)
     states = [JobState(j) for j in plan]
     lock = threading.Lock()
+    print_lock = threading.Lock()
     stop = threading.Event()
     running: set[subprocess.Popen[bytes]] = set()
     threads = _threads_per_run(jobs)
     t0 = time.perf_counter()
     counter = {"started": 0}
     n_steps = sum(len(j.steps) for j in plan)
+
+    def say(text: str) -> None:
+        with print_lock:  # one whole line per message, whichever thread prints
+            echo(text)
 
     def write_manifest() -> None:
         _write_manifest(root, suite, states)
@@ -127,9 +132,9 @@ def run_suite(
                 state.status = "running"
             cost = _read_cost(step.dir)
             if cost is not None:
-                echo(f"[{k}/{n_steps}] {label}: finished before, reusing {_rel(step.dir, root)}")
+                say(f"[{k}/{n_steps}] {label}: finished before, reusing {_rel(step.dir, root)}")
             else:
-                echo(f"[{k}/{n_steps}] {label}: running -> {_rel(step.dir / LOG_NAME, root)}")
+                say(f"[{k}/{n_steps}] {label}: running -> {_rel(step.dir / LOG_NAME, root)}")
                 try:
                     cost = _execute(step, threads, running)
                 except _StepError as exc:
@@ -138,9 +143,9 @@ def run_suite(
                     with lock:
                         state.status, state.error = "failed", str(exc)
                         write_manifest()
-                    echo(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.dir / LOG_NAME)}")
+                    say(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.dir / LOG_NAME)}")
                     return
-                echo(
+                say(
                     f"[{k}/{n_steps}] {label}: done in {_fmt_seconds(cost.seconds)} "
                     f"(suite {_fmt_seconds(time.perf_counter() - t0)} so far)"
                 )
@@ -152,7 +157,7 @@ def run_suite(
             write_manifest()
 
     write_manifest()
-    echo(
+    say(
         f"suite {suite.name!r}: {len(suite.runs)} method(s) x {len(suite.seeds)} seed(s) = "
         f"{len(plan)} job(s), {n_steps} process(es), {jobs} at a time -> {root}"
     )

@@ -79,7 +79,9 @@ def render_html(
         _html_table(*summary.headline_rows(), baseline=summary.baseline),
         "<h2>Cost</h2>",
         "<p>Stage tokens and seconds are the extra cost of multi-stage methods (reference, "
-        "proxy) on top of the main run; overheads are relative to the <code>natural</code> run."
+        "proxy) on top of the main run; overheads are relative to the <code>natural</code> run. "
+        "Wall-clock compares only between runs made under the same load (same <code>--jobs</code>, "
+        "nothing else running)."
         "</p>",
         _html_table(*summary.cost_rows(), baseline=summary.baseline),
         "<h2>Per-domain validation perplexity</h2>",

@@ -60,8 +60,8 @@ def build_figures(records: Sequence[RunRecord], summary: Summary) -> list[Figure
         (
             "validation_curves",
             "Validation curves",
-            f"{summary.metric}, natural_ppl and worst_ppl vs step: mean over seeds, band = "
-            "min..max over seeds. Lower is better.",
+            f"{summary.metric}, natural_ppl and worst_ppl vs step (log scale): mean over seeds, "
+            "band = min..max over seeds. Lower is better.",
             validation_curves(runs, summary.metric, order=_order(summary)),
         ),
         (
@@ -115,7 +115,8 @@ def validation_curves(
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(key.removeprefix("eval/"))
         ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+        ax.set_yscale("log")  # early evals are orders of magnitude above the final ones
+        ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     return _png(fig)
 

@@ -300,7 +300,9 @@ class Summary:
             "## Cost",
             "",
             "Stage tokens and seconds are the extra cost of multi-stage methods (reference, "
-            "proxy) on top of the main run; overheads are relative to the `natural` run.",
+            "proxy) on top of the main run; overheads are relative to the `natural` run. "
+            "Wall-clock compares only between runs made under the same load (same `--jobs`, "
+            "nothing else running).",
             "",
             markdown_table(*self.cost_rows()),
             "",
