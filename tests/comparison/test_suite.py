@@ -126,5 +126,9 @@ def test_shipped_suites_parse() -> None:
     assert demo.methods == ["uniform", "natural", "odm", "doremi", "acodm", "meco"]
     jobs = demo.plan("/tmp/x", overrides=["data.store=/tmp/s"])
     assert {s.kind for j in jobs for s in j.stages} == {"doremi", "train"}
-    example = Path(__file__).parents[2] / "configs" / "suites" / "example.yaml"
-    assert "uniform" in load_suite(example).methods
+    suites = sorted((Path(__file__).parents[2] / "configs" / "suites").glob("*.yaml"))
+    assert len(suites) >= 2
+    for path in suites:
+        suite = load_suite(path)
+        assert {"uniform", "natural"} <= set(suite.methods)
+        assert suite.plan("/tmp/x", overrides=["data.store=/tmp/s"])
