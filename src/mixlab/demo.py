@@ -98,15 +98,20 @@ def run_demo(
     jobs: int = 2,
     fresh: bool = False,
     overrides: Sequence[str] = (),
+    store: str | Path | None = None,
 ) -> Summary:
-    """Run the demo suite and write its report; returns the summary."""
+    """Run the demo suite and write its report; returns the summary.
+
+    ``store`` runs the suite on another prepared store instead of the demo corpus's;
+    ``overrides`` (``a.b=c``) change every run, e.g. ``model.preset=llama-tiny``.
+    """
     from mixlab.comparison import run_suite
     from mixlab.report import load_records, summarize, write_report
 
     root = Path(out).resolve()
     suite = demo_suite().select(methods, exclude)
     suite.seeds = list(seeds)
-    store = prepare_demo_store(root)
+    store = Path(store).resolve() if store is not None else prepare_demo_store(root)
     sets = [f"data.store={store}"]
     if quick or steps is not None:
         sets += budget_overrides(steps if steps is not None else QUICK_STEPS)
