@@ -615,7 +615,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
             "source, C headers, docstrings, license texts, ...), prepare shards, and run the "
             "demo suite: uniform, natural, odm, doremi (reference + proxy -> target), acodm "
             "(actor-critic learned on a tiny proxy, frozen on the target) and meco, with the "
-            "same tiny model, seed and token budget (~15 min on 2 CPU cores). Prints the "
+            "same tiny model, seed and token budget (~10 min on 2 CPU cores). Prints the "
             "summary table and writes OUT/report/report.html. Interrupted demos resume."
         ),
     )
@@ -625,10 +625,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="folder for the store, runs and report (default ./mixlab-demo)",
     )
     p.add_argument(
-        "--quick", action="store_true", help="a ~3 minute version (60 steps, smaller evals)"
+        "--quick", action="store_true", help="a short version (60 steps per run, smaller evals)"
     )
     p.add_argument(
-        "--steps", type=int, help="training steps per run (default 300; evals every 5%%)"
+        "--steps", type=int, help="training steps per run (default 300; evals every 10%%)"
     )
     p.add_argument("--preset", help="model preset of the main runs (default llama-1m)")
     _add_suite_options(p, jobs=2)

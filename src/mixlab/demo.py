@@ -45,13 +45,13 @@ def demo_suite() -> Suite:
 
 
 def budget_overrides(steps: int) -> list[str]:
-    """``--set`` items that scale the demo's schedule to ``steps`` (20 evals per run)."""
+    """``--set`` items that scale the demo's schedule to ``steps`` (10 evals per run)."""
     if steps < 10:
         raise ConfigError(f"--steps: at least 10 steps per run, got {steps}")
     return [
         f"train.max_steps={steps}",
         f"train.warmup_steps={max(1, steps // 20)}",
-        f"train.eval_every={max(1, steps // 20)}",
+        f"train.eval_every={max(1, steps // 10)}",
         f"train.log_every={max(1, steps // 30)}",
         f"train.checkpoint_every={max(1, steps // 3)}",
     ]
