@@ -625,7 +625,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="folder for the store, runs and report (default ./mixlab-demo)",
     )
     p.add_argument(
-        "--quick", action="store_true", help="a short version (60 steps per run, smaller evals)"
+        "--quick",
+        action="store_true",
+        help="a short version: 60 steps per run, smaller evals (~3.5 min)",
     )
     p.add_argument(
         "--steps", type=int, help="training steps per run (default 300; evals every 10%%)"
