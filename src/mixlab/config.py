@@ -17,7 +17,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -467,11 +467,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
+    set_path(raw, parts, value, where=f"--set {item!r}")
+
+
+def set_path(raw: dict[str, Any], parts: Sequence[str], value: Any, *, where: str) -> None:
+    """``raw[a][b]... = value`` for the path ``parts``, creating sections on the way."""
     node = raw
     for p in parts[:-1]:
         child = node.setdefault(p, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {p} is not a section")
+            raise ConfigError(f"{where}: {p} is not a section")
         node = child
     node[parts[-1]] = value
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from mixlab.config import RunConfig, apply_override, read_yaml_mapping
+from mixlab.config import RunConfig, apply_override, read_yaml_mapping, set_path
 from mixlab.errors import ConfigError, MixlabError
 
 log = logging.getLogger(__name__)
@@ -213,24 +213,14 @@ class Suite:
             for item in global_overrides:
                 apply_override(raw, item)
             for key, value in own:
-                _set_path(raw, key, _fill(value, folder, seed, root, stage_dirs, where))
-            _set_path(raw, "train.seed", seed)
+                value = copy.deepcopy(_fill(value, folder, seed, root, stage_dirs, where))
+                set_path(raw, key.split("."), value, where=key)
+            set_path(raw, ["train", "seed"], seed, where="train.seed")
             cfg = RunConfig.from_dict(raw)
             cfg.validate()
         except MixlabError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         return Step(name, kind, folder, cfg)
-
-
-def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = [p for p in dotted.split(".") if p]
-    node = raw
-    for p in parts[:-1]:
-        child = node.setdefault(p, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{dotted}: {p} is not a section")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
 
 
 def _fill(
