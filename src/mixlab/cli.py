@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -58,7 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _terminate_as_interrupt() -> None:
-    """``kill`` (SIGTERM) stops a command like Ctrl-C: a training saves its checkpoint first."""
+    """``kill`` (SIGTERM) stops a command like Ctrl-C: a training saves its checkpoint first.
+
+    Not under torchrun with several ranks: there SIGTERM is how the launcher stops the others
+    when one rank failed, and a checkpoint would wait on the dead rank.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
