@@ -339,7 +339,7 @@ def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> Non
                 "method": s.job.method,
                 "seed": s.job.seed,
                 "dir": _rel(s.job.dir, root),
-                "status": s.status if s.status != "running" else "pending",
+                "status": s.status,  # pending | running | done | failed
                 "error": s.error,
                 "seconds": main.seconds if main else None,
                 "tokens": main.tokens if main else s.job.main.tokens,
