@@ -73,6 +73,11 @@ def _terminate_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _add_set_option(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--set a.b=c ...``: config overrides (train, doremi, compare)."""
+    p.add_argument("--set", nargs="+", default=[], metavar="A.B=C", help=help_text)
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     from mixlab.report.cli import add_parser
 
@@ -218,13 +223,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--config", "-c", help="YAML recipe, e.g. configs/tiny_cpu.yaml")
-    p.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="A.B=C",
-        help="override config fields, e.g. --set mixing.name=uniform train.max_steps=200",
-    )
+    _add_set_option(p, "override config fields, e.g. --set mixing.name=uniform train.max_steps=200")
     p.add_argument("--out", "-o", help="run folder (required unless --help-config)")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
@@ -476,12 +475,8 @@ def _add_doremi(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", "-c", help="YAML recipe, e.g. configs/doremi.yaml")
-    p.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="A.B=C",
-        help="override config fields, e.g. --set data.store=shards mixing.doremi.rounds=3",
+    _add_set_option(
+        p, "override config fields, e.g. --set data.store=shards mixing.doremi.rounds=3"
     )
     p.add_argument("--out", "-o", required=True, help="folder for the runs and the weights")
     p.set_defaults(func=cmd_doremi)
@@ -547,12 +542,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help="suite YAML file, e.g. configs/suites/example.yaml")
     p.add_argument("--out", "-o", required=True, help="suite folder (runs, suite.json, report)")
     _add_suite_options(p)
-    p.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="A.B=C",
-        help="override fields of every run, e.g. --set data.store=shards train.max_steps=600",
+    _add_set_option(
+        p, "override fields of every run, e.g. --set data.store=shards train.max_steps=600"
     )
     p.add_argument("--baseline", help="method the others are measured against (suite default)")
     p.add_argument("--no-report", action="store_true", help="only run and print the table")

@@ -105,12 +105,10 @@ def run_demo(
     ``store`` runs the suite on another prepared store instead of the demo corpus's;
     ``overrides`` (``a.b=c``) change every run, e.g. ``model.preset=llama-tiny``.
     """
-    from mixlab.comparison import run_suite
-    from mixlab.report import load_records, summarize, write_report
+    from mixlab.comparison import compare
 
     root = Path(out).resolve()
-    suite = demo_suite().select(methods, exclude)
-    suite.seeds = list(seeds)
+    suite = demo_suite().select(methods, exclude)  # a bad name fails before the store is built
     store = Path(store).resolve() if store is not None else prepare_demo_store(root)
     sets = [f"data.store={store}"]
     if quick or steps is not None:
@@ -120,17 +118,18 @@ def run_demo(
     if preset:
         sets.append(f"model.preset={preset}")
     sets += list(overrides)
-    manifest = run_suite(suite, root / "runs", overrides=sets, jobs=jobs, fresh=fresh)
-    records = load_records([manifest.parent])
-    summary = summarize(records, baseline=suite.baseline, metric=suite.metric)
-    paths = write_report(
-        records,
-        root / "report",
-        baseline=suite.baseline,
-        metric=suite.metric,
+    report = root / "report"
+    summary = compare(
+        suite,
+        root / "runs",
+        seeds=seeds,
+        overrides=sets,
+        jobs=jobs,
+        fresh=fresh,
+        report_dir=report,
         title="mixlab demo: mixing methods on the built-in corpus",
     )
     print("\n" + summary.table())
-    print("\nreport: " + ", ".join(str(p) for p in paths.values()))
+    print(f"\nreport: {report / 'report.html'} (and report.md, results.json, figures/)")
     print(f"runs under {root / 'runs'}; rebuild the report with: mixlab report {root / 'runs'}")
     return summary

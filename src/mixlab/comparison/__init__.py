@@ -48,12 +48,15 @@ def compare(
     fresh: bool = False,
     baseline: str | None = None,
     report: bool = True,
+    report_dir: str | Path | None = None,
+    title: str = "mixlab report",
 ) -> Summary:
     """Run (or resume) a suite into ``out`` and return its :class:`~mixlab.report.Summary`.
 
     ``suite`` is a suite file or a :class:`Suite`; ``seeds`` / ``methods`` / ``exclude``
     narrow it; ``overrides`` (``"a.b=c"``) apply to every run. With ``report=True`` the
-    report (``report.html``, ``report.md``, ``results.json``) is written to ``out/report``.
+    report (``report.html``, ``report.md``, ``results.json``) is written to ``report_dir``
+    (default ``out/report``) under ``title``.
 
     >>> summary = compare("configs/suites/example.yaml", "runs/suite")  # doctest: +SKIP
     >>> print(summary.table())  # doctest: +SKIP
@@ -73,5 +76,11 @@ def compare(
     manifest = run_suite(spec, out, overrides=overrides, jobs=jobs, fresh=fresh)
     records = load_records([manifest.parent])
     if report:
-        write_report(records, Path(out) / "report", baseline=spec.baseline, metric=spec.metric)
+        write_report(
+            records,
+            Path(report_dir) if report_dir is not None else Path(out) / "report",
+            baseline=spec.baseline,
+            metric=spec.metric,
+            title=title,
+        )
     return summarize(records, baseline=spec.baseline, metric=spec.metric)

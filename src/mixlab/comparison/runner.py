@@ -36,10 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mixlab.comparison.suite import Job, Step, Suite
-from mixlab.config import RunConfig
+from mixlab.comparison.suite import Job, Step, Suite, run_tokens
+from mixlab.config import RunConfig, read_yaml_mapping
 from mixlab.errors import ConfigError, MixlabError
 
 log = logging.getLogger(__name__)
@@ -293,19 +291,17 @@ def _tokens(step: Step) -> int:
     """Tokens trained: one config's budget, or every training of a DoReMi stage."""
     if step.kind != "doremi":
         return step.tokens
-    total = 0
-    for cfg_file in sorted(step.dir.rglob("config.yaml")):
-        cfg = RunConfig.from_dict(yaml.safe_load(cfg_file.read_text(encoding="utf-8")))
-        total += Step("", "train", cfg_file.parent, cfg).tokens
-    return total
+    return sum(
+        run_tokens(RunConfig.from_dict(read_yaml_mapping(f)))
+        for f in sorted(step.dir.rglob("config.yaml"))
+    )
 
 
 def _check_plan(step: Step) -> None:
     saved = step.dir / PLAN_NAME
     if not saved.exists():
         return
-    old = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    if old == step.config.to_dict():
+    if read_yaml_mapping(saved) == step.config.to_dict():
         return
     if not _has_progress(step):  # an attempt that failed early: start over with the new plan
         (step.dir / PARTIAL_NAME).unlink(missing_ok=True)

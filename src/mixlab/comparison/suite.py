@@ -106,8 +106,13 @@ class Step:
     @property
     def tokens(self) -> int:
         """Tokens one training of this config consumes (a DoReMi stage trains several)."""
-        t = self.config.train
-        return t.max_steps * t.batch_size * t.grad_accum * self.config.data.seq_len
+        return run_tokens(self.config)
+
+
+def run_tokens(cfg: RunConfig) -> int:
+    """Tokens a run of ``cfg`` trains: steps x sequences per step x sequence length."""
+    t = cfg.train
+    return t.max_steps * t.batch_size * t.grad_accum * cfg.data.seq_len
 
 
 @dataclass(frozen=True)
