@@ -153,8 +153,8 @@ def fb(step: int, excess_mean: list[float], tokens: int = 8) -> Feedback:
 def test_online_policy_samples_from_alpha() -> None:
     assert "doremi-online" in available_policies()
     policy = online(eta=1.0, smoothing=1e-3)
-    assert isinstance(policy, DoremiOnlinePolicy) and policy.requires_reference
-    assert policy.reference_path == "runs/ref"
+    assert isinstance(policy, DoremiOnlinePolicy)
+    assert policy.needs.reference == "runs/ref"
     np.testing.assert_allclose(policy.weights(), np.full(3, 1 / 3))  # alpha_0 = u
     policy.update(fb(1, [0.0, 1.0, 0.0]))
     w = policy.weights()

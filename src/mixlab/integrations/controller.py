@@ -73,13 +73,14 @@ def build_adapter_policy(
 
 def check_adapter_support(policy: MixingPolicy, name: str) -> None:
     """ConfigError for policies whose feedback needs more than per-domain losses."""
-    if getattr(policy, "requires_reference", False):
+    needs = policy.needs
+    if needs.reference is not None:
         raise ConfigError(
             f"mixing policy {name!r} scores every batch with a frozen reference model, which "
             "the adapters do not run; train it with `mixlab train` (or use odm-smoothed, odm "
             "or a static policy here)"
         )
-    if getattr(policy, "requires_gradients", False) or hasattr(policy, "weight_tracker"):
+    if needs.looks_inside_model:
         raise ConfigError(
             f"mixing policy {name!r} needs per-domain gradients and weight norms, which the "
             "adapters do not capture; train it with `mixlab train` (or use odm-smoothed, odm "

@@ -12,32 +12,38 @@ Policies are built by name from a small registry (:func:`register_policy`,
 :func:`build_policy`); an unknown name raises :class:`~mixlab.errors.ConfigError` listing the
 valid ones.
 
-Optional capabilities. A policy that needs more than losses says so with attributes the loop
-reads once when it builds the run (absent = not needed):
+What a policy needs besides losses. Every policy declares it in one typed record,
+:class:`PolicyNeeds` (``policy.needs``); the trainer reads it once when it builds the run and
+sets up exactly that, nothing more:
 
-=========================  ===============================================================
-attribute                  the loop then
-=========================  ===============================================================
-``requires_reference``     scores every micro-batch with the frozen reference model at
-                           ``reference_path``; fills ``excess_sum`` / ``ref_loss_sum``
-``requires_gradients``     captures per-domain gradients of the ``reward_layers`` blocks'
-                           ``reward_role`` matrices in the same backward pass; fills
-                           ``grad_sum`` and ``extras["grad_count"]``
-``depth_points``           measures the MLP down-projections at those relative depths with
-                           the policy's ``weight_tracker``; fills ``param_norms`` and
-                           ``extras["param_diff_norms"]``
-``floor_per_domain``       gives every domain that many sequences (micro-batches when
-                           sampling is ``homogeneous``) in every step
-``writes_policy_file``     calls ``save_policy_file(path, provenance)`` with every
-                           checkpoint (``mixing.policy_out``)
-``eval_log_values()``      adds its scalars to every evaluation record
-=========================  ===============================================================
+==========================  =============================================================
+``needs.``                  the trainer then
+==========================  =============================================================
+``reference``               scores every micro-batch with the frozen reference model at that
+                            path; fills ``excess_sum`` / ``ref_loss_sum``
+``gradients``               captures per-domain gradients of the named blocks' matrices in
+                            the same backward pass; fills ``grad_sum`` and
+                            ``extras["grad_count"]``
+``weight_norms``            measures the MLP down-projections at those relative depths after
+                            each update (the trainer keeps the reference copies, a policy
+                            never holds model weights); fills ``param_norms`` and
+                            ``extras["param_diff_norms"]``
+``floor_per_domain``        gives every domain that many sequences (micro-batches when
+                            sampling is ``homogeneous``) in every step
+``exports_policy_file``     calls ``save_policy_file(path, provenance)`` with every
+                            checkpoint (``mixing.policy_out``)
+==========================  =============================================================
+
+Besides the five methods of :class:`MixingPolicy`, ``eval_log_values()`` adds scalars to every
+evaluation record. :class:`PolicyBase` gives every optional part a default (needs nothing,
+logs nothing, exports nothing); the built-in policies derive from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -94,6 +100,49 @@ class Feedback:
         return np.asarray(self.token_count) > 0
 
 
+@dataclass(frozen=True)
+class GradientNeeds:
+    """Per-domain gradients of some weight matrices, from the ordinary backward pass.
+
+    Attributes:
+        blocks: decoder block indices (negative = from the last block; out of range dropped).
+        role: which matrix of each block (:mod:`mixlab.model.layers` roles, e.g. ``mlp_down``).
+    """
+
+    blocks: tuple[int, ...]
+    role: str = "mlp_down"
+
+
+@dataclass(frozen=True)
+class WeightNormNeeds:
+    """Norms of the MLP down-projections at relative depths, and their change per step.
+
+    Attributes:
+        depth_points: relative depths q in [0, 1]; block floor(q (L - 1) + 0.5) each.
+        delta_reference: ``previous`` (change since the last step) or ``first`` (since the
+            run's first step).
+    """
+
+    depth_points: tuple[float, ...]
+    delta_reference: str = "previous"
+
+
+@dataclass(frozen=True)
+class PolicyNeeds:
+    """What the trainer must measure or arrange for a policy (the default: nothing)."""
+
+    reference: str | None = None
+    gradients: GradientNeeds | None = None
+    weight_norms: WeightNormNeeds | None = None
+    floor_per_domain: int = 0
+    exports_policy_file: bool = False
+
+    @property
+    def looks_inside_model(self) -> bool:
+        """True when feedback needs more than the loss: gradients or weight norms."""
+        return self.gradients is not None or self.weight_norms is not None
+
+
 @runtime_checkable
 class MixingPolicy(Protocol):
     """Feedback in, weights out. Implementations must be deterministic given their seed."""
@@ -117,6 +166,46 @@ class MixingPolicy(Protocol):
     def log_values(self) -> dict[str, float]:
         """Extra scalars for ``metrics.jsonl`` (keys without the ``mix/`` prefix)."""
         ...
+
+    @property
+    def needs(self) -> PolicyNeeds:
+        """What the trainer must measure or arrange for this policy."""
+        ...
+
+    def eval_log_values(self) -> dict[str, float]:
+        """Extra scalars for every evaluation record (keys without the ``mix/`` prefix)."""
+        ...
+
+    def save_policy_file(self, path: str | Path, provenance: dict[str, Any]) -> Path:
+        """Write the learned policy to ``path`` (only if ``needs.exports_policy_file``)."""
+        ...
+
+
+class PolicyBase:
+    """Defaults for the optional parts of :class:`MixingPolicy`: needs nothing, logs nothing.
+
+    Subclasses set ``domains`` and implement ``weights``, ``update``, ``state_dict`` and
+    ``load_state_dict``; they override the ``needs`` property when they need more than
+    losses.
+    """
+
+    domains: tuple[str, ...]
+
+    @property
+    def needs(self) -> PolicyNeeds:
+        return PolicyNeeds()
+
+    def log_values(self) -> dict[str, float]:
+        return {}
+
+    def eval_log_values(self) -> dict[str, float]:
+        return {}
+
+    def save_policy_file(self, path: str | Path, provenance: dict[str, Any]) -> Path:
+        raise ConfigError(
+            f"mixing.policy_out: policy {type(self).__name__} has nothing to export; only "
+            "acodm writes a policy file"
+        )
 
 
 @dataclass(frozen=True)

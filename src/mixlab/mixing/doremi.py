@@ -41,7 +41,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mixlab.errors import ConfigError, ResumeError
-from mixlab.mixing.base import Feedback, PolicyContext, register_policy, validate_weights
+from mixlab.mixing.base import (
+    Feedback,
+    PolicyBase,
+    PolicyContext,
+    PolicyNeeds,
+    register_policy,
+    validate_weights,
+)
 
 if TYPE_CHECKING:
     from mixlab.config import MixingConfig
@@ -161,20 +168,22 @@ class GroupDRO:
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
 
 
-class DoremiOnlinePolicy:
+class DoremiOnlinePolicy(PolicyBase):
     """``doremi-online``: sample the next step from alpha_t, updated on the target's batches.
 
-    The training loop sees ``requires_reference`` and scores every micro-batch with the frozen
+    Its ``needs.reference`` makes the trainer score every micro-batch with the frozen
     reference model at ``reference_path``; the clipped per-token excess arrives here as
     ``Feedback.excess_sum``.
     """
-
-    requires_reference = True
 
     def __init__(self, domains: Sequence[str], dro: GroupDRO, reference_path: str) -> None:
         self.domains: tuple[str, ...] = tuple(domains)
         self.dro = dro
         self.reference_path = reference_path
+
+    @property
+    def needs(self) -> PolicyNeeds:
+        return PolicyNeeds(reference=self.reference_path)
 
     def weights(self) -> np.ndarray:
         return validate_weights(self.dro.alpha, self.domains, where="doremi-online weights")

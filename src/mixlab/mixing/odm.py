@@ -47,7 +47,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mixlab.errors import ConfigError, DataError, ResumeError
-from mixlab.mixing.base import Feedback, PolicyContext, register_policy, validate_weights
+from mixlab.mixing.base import (
+    Feedback,
+    PolicyBase,
+    PolicyContext,
+    register_policy,
+    validate_weights,
+)
 
 if TYPE_CHECKING:
     from mixlab.config import MixingConfig
@@ -71,7 +77,7 @@ def resolve_warmup_steps(warmup_steps: int, total_steps: int) -> int:
     return max(20, int(0.02 * total_steps)) if warmup_steps == -1 else warmup_steps
 
 
-class OdmPolicy:
+class OdmPolicy(PolicyBase):
     """ODM bandit over ``domains``; ``weights()`` is pure, ``update()`` does all state changes."""
 
     def __init__(

@@ -29,6 +29,7 @@ import numpy as np
 from mixlab.errors import ConfigError, DataError
 from mixlab.mixing.base import (
     Feedback,
+    PolicyBase,
     PolicyContext,
     register_policy,
     validate_weights,
@@ -38,7 +39,7 @@ from mixlab.mixing.base import (
 logger = logging.getLogger(__name__)
 
 
-class StaticPolicy:
+class StaticPolicy(PolicyBase):
     """A mixing policy whose weights never change; ``update`` ignores the feedback."""
 
     def __init__(self, domains: Sequence[str], weights: np.ndarray, name: str = "static") -> None:
@@ -61,9 +62,6 @@ class StaticPolicy:
         if "weights" in state:
             where = f"{self.name} policy state"
             self._weights = weights_from_mapping(state["weights"], self.domains, where=where)
-
-    def log_values(self) -> dict[str, float]:
-        return {}
 
 
 def temperature_weights(natural: np.ndarray, temperature: float) -> np.ndarray:

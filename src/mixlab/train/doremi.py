@@ -48,7 +48,7 @@ from mixlab.config import DoremiConfig, RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
 from mixlab.eval.perplexity import EvalResult
-from mixlab.mixing.base import Feedback
+from mixlab.mixing.base import Feedback, PolicyBase
 from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
 from mixlab.model.meco import model_inputs
@@ -100,7 +100,7 @@ def validate_doremi(cfg: RunConfig, store: ShardStore) -> None:
             )
 
 
-class ProxyMixture:
+class ProxyMixture(PolicyBase):
     """The proxy's mixing policy: fixed sampling weights, Group-DRO state and logs.
 
     alpha reweights the proxy's *loss*, not its sampling, so the sampler keeps ``sampling``

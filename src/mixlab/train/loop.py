@@ -17,13 +17,13 @@ per-token losses are always computed in fp32. The schedule is linear warm-up the
 ``min_lr_ratio * lr``. Resume restores every state (see :mod:`mixlab.train.checkpoint`), so the
 rest of a resumed run's loss curve equals the uninterrupted run's.
 
-A policy that declares ``requires_reference`` (DoReMi) also gets a frozen reference model that
-scores the same micro-batches (:class:`ReferenceScorer`): per-domain sums of the per-token
-clipped excess loss and of the reference loss go into its Feedback. A policy that looks inside
-the model (AC-ODM: ``requires_gradients``, ``depth_points``) gets per-domain gradients from
-hooks in the same backward pass and weight norms after the update (:mod:`mixlab.train.probes`);
-one that declares ``floor_per_domain`` gets that many sequences (micro-batches) of every domain
-in every step; one that ``writes_policy_file`` saves it next to every checkpoint.
+What a policy needs besides losses it declares in ``policy.needs``
+(:class:`~mixlab.mixing.base.PolicyNeeds`), read once here: a ``reference`` model (DoReMi) scores
+the same micro-batches (:class:`ReferenceScorer`) and per-domain sums of the per-token clipped
+excess loss and of the reference loss go into its Feedback; ``gradients`` / ``weight_norms``
+(AC-ODM) are measured by hooks in the same backward pass and after the update
+(:mod:`mixlab.train.probes`); ``floor_per_domain`` gives every domain that many sequences
+(micro-batches) in every step; ``exports_policy_file`` saves the policy next to every checkpoint.
 
 With ``meco.enabled`` the sampler packs whole documents with their metadata prefix
 (:class:`~mixlab.sampling.documents.DocumentSampler`) until s_c, then plain documents; the
@@ -134,12 +134,14 @@ class Trainer:
             total_steps=t.max_steps,
         )
         self.policy: MixingPolicy = build_policy(cfg.mixing.name, ctx, cfg.mixing)
+        needs = self.policy.needs
         self.reference: ReferenceScorer | None = None
-        if getattr(self.policy, "requires_reference", False):
-            path = str(getattr(self.policy, "reference_path", ""))
-            self.reference = ReferenceScorer(path, self.store, cfg.data.seq_len, self.dist.device)
+        if needs.reference is not None:
+            self.reference = ReferenceScorer(
+                needs.reference, self.store, cfg.data.seq_len, self.dist.device
+            )
         # Hooks go on the module itself, before DDP/FSDP wrap it (they see local values).
-        self.probes = ModelProbes.for_policy(self.policy, self.raw_model, len(self.domains))
+        self.probes = ModelProbes.for_needs(needs, self.raw_model, len(self.domains))
         self.model = dist.wrap_model(self.raw_model, self.dist, t.distributed)
         self.policy_file = self._policy_file_path()
         sampling: dict[str, Any] = dict(
@@ -151,7 +153,7 @@ class Trainer:
             seed=t.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
-            floor_per_domain=int(getattr(self.policy, "floor_per_domain", 0)),
+            floor_per_domain=needs.floor_per_domain,
         )
         self.sampler: MixtureSampler = (
             DocumentSampler.from_config(cfg, self.store, self.raw_model, **sampling)
@@ -192,6 +194,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "policy": self.policy.state_dict(),
+            "probes": {} if self.probes is None else self.probes.state_dict(),
             "rng": capture_rng(),
             "elapsed_seconds": self.elapsed,
         }
@@ -214,6 +217,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.policy.load_state_dict(state["policy"])
+        if self.probes is not None:
+            # Before 0.2 the AC-ODM policy kept the weight-norm references in its own state.
+            self.probes.load_state_dict(state.get("probes") or state["policy"])
         restore_rng(state["rng"])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
@@ -228,7 +234,7 @@ class Trainer:
                     "model_params": count_parameters(self.raw_model),
                     "seed": self.cfg.train.seed,
                 }
-                self.policy.save_policy_file(self.policy_file, provenance)  # type: ignore[attr-defined]
+                self.policy.save_policy_file(self.policy_file, provenance)
             save_checkpoint(path, state)
         dist.barrier(self.dist)
         return path
@@ -236,13 +242,13 @@ class Trainer:
     def _policy_file_path(self) -> Path | None:
         """Where the policy is exported (mixing.policy_out, or the run folder's default)."""
         out = self.cfg.mixing.policy_out
-        if not (out or getattr(self.policy, "writes_policy_file", False)):
+        if not self.policy.needs.exports_policy_file:
+            if out:
+                raise ConfigError(
+                    f"mixing.policy_out: policy {self.cfg.mixing.name!r} has nothing to export "
+                    "here; only acodm writes a policy file, in its training modes"
+                )
             return None
-        if not hasattr(self.policy, "save_policy_file"):
-            raise ConfigError(
-                f"mixing.policy_out: policy {self.cfg.mixing.name!r} has nothing to export; "
-                "only acodm writes a policy file"
-            )
         return Path(out) if out else self.run_dir / POLICY_FILE_NAME
 
     # ------------------------------------------------------------------ one step
@@ -417,9 +423,7 @@ class Trainer:
             autocast_dtype=self.autocast_dtype,
         )
         record = {**eval_record(result, self.step), **self._document_eval_metrics()}
-        extra = getattr(self.policy, "eval_log_values", None)
-        if extra is not None:
-            record.update({f"mix/{key}": value for key, value in extra().items()})
+        record.update({f"mix/{key}": v for key, v in self.policy.eval_log_values().items()})
         self._emit(record)
         self.last_eval = result
         return result

@@ -91,8 +91,12 @@ def test_registered_and_loop_facing_attributes() -> None:
     assert "acodm" in available_policies()
     policy = make()
     assert isinstance(policy, MixingPolicy)
-    assert policy.requires_gradients and policy.floor_per_domain == 1
-    assert policy.reward_layers == (-1, -3, -5) and policy.depth_points == (0.0, 0.5, 1.0)
+    needs = policy.needs
+    assert needs.gradients is not None and needs.floor_per_domain == 1
+    assert needs.gradients.blocks == (-1, -3, -5) and needs.gradients.role == "mlp_down"
+    assert needs.weight_norms is not None
+    assert needs.weight_norms.depth_points == (0.0, 0.5, 1.0)
+    assert needs.exports_policy_file
     assert policy.warmup_steps == 16  # max(2N, 5% of 60)
     np.testing.assert_allclose(policy.weights(), TOKENS / TOKENS.sum())
     assert policy.phase == "warmup" and policy.last_state is None
@@ -191,7 +195,7 @@ def test_frozen_mode_drives_with_the_file_actor(tmp_path: Path) -> None:
     run(proxy, range(1, 31))
     path = proxy.save_policy_file(tmp_path / "p.acodm.pt", {"seed": 0})
     frozen = make(mode="frozen", policy_in=str(path), hidden=128, n_hidden=3)
-    assert not frozen.requires_gradients
+    assert frozen.needs.gradients is None
     before = [p.detach().clone() for p in frozen.agent.actor.parameters()]
     pf = load_policy_file(path, DOMAINS, state_spec(frozen.opts, K))
     actor = build_actor(pf)

@@ -6,7 +6,7 @@ more). One concern per module:
 
 * :mod:`.options`     ``mixing.acodm.*`` fields, validation, the ``acodm_release`` preset
 * :mod:`.reward`      per-domain gradient-alignment reward (§2.2)
-* :mod:`.state`       the state vector s_t and the weight-norm tracker (§2.3)
+* :mod:`.state`       the state vector s_t (§2.3)
 * :mod:`.agent`       actor, critic, targets, replay, warm-up and DDPG updates (§2.4)
 * :mod:`.policy`      :class:`AcodmPolicy`, registered as ``mixing.name=acodm``
 * :mod:`.policy_file` portable ``*.acodm.pt`` files for proxy -> target transfer (§2.5)
@@ -31,7 +31,6 @@ _EXPORTS = {
     "ReplayBuffer": "agent",
     "StateBuilder": "state",
     "StateSpec": "state",
-    "WeightNormTracker": "state",
     "alignment_reward": "reward",
     "apply_release_preset": "options",
     "build_acodm": "policy",

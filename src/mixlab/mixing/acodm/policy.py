@@ -14,30 +14,29 @@ Per LM step t, :meth:`AcodmPolicy.update` does, in this order:
    t % mixing.update_every == 0, the steps where the loop reads it, so a_t is always the
    mixture that really drew step t.
 
-``mode=frozen`` skips 2 and 3 (no gradients needed; ``requires_gradients`` is False) and acts
+``mode=frozen`` skips 2 and 3 (no gradients needed) and acts
 with the actor of a policy file (``frozen_exploration``, default none). ``online`` or
 ``proxy_train`` with a policy file (``mixing.policy_in``) start from its actor (and critic, if
 the file has one) and fine-tune them online. The mode comes from :func:`resolve_mode`
 (``auto``: frozen when ``mixing.policy_in`` is set, proxy_train when ``mixing.policy_out`` is).
 
-Feedback contract (what the loop must fill in besides losses and counts):
+What it needs from the trainer (``policy.needs``, :class:`~mixlab.mixing.base.PolicyNeeds`):
 
-* ``param_norms`` (D,): ||W_b||_F of the MLP down-projections at ``depth_points``
-  (blocks from :func:`select_depth_blocks`), measured after the optimiser step;
-* ``extras["param_diff_norms"]`` (D,): ||W_b,t - W_b,ref||_F. ``policy.weight_tracker.measure(
-  matrices)`` returns both vectors and keeps the reference copies (its state is part of this
-  policy's ``state_dict``, so resume is exact);
-* training modes only: ``grad_sum`` (K, P), the per-domain gradient sums on the
+* ``weight_norms``: ``param_norms`` (D,) = ||W_b||_F of the MLP down-projections at
+  ``depth_points`` (blocks from :func:`.state.select_depth_blocks`), measured after the
+  optimiser step, and ``extras["param_diff_norms"]`` (D,) = ||W_b,t - W_b,ref||_F. The
+  trainer keeps the reference copies (:class:`~mixlab.train.probes.WeightNormTracker`): a
+  policy never holds model weights;
+* ``gradients`` (training modes only): ``grad_sum`` (K, P), the per-domain gradient sums on the
   ``reward_layers`` down-projections, all-reduced; the mean gradient is
   grad_sum[i] / ``extras.get("grad_count", microbatch_count)[i]``, count 0 = absent.
-  With the one-backward hook capture pass ``extras["grad_count"]`` = the divisor that makes
-  it the domain's mean gradient (e.g. token counts for summed per-token gradients).
+  With the one-backward hook capture ``extras["grad_count"]`` = the divisor that makes
+  it the domain's mean gradient (e.g. token counts for summed per-token gradients);
+* ``floor_per_domain`` (forced micro-batches/sequences per domain per step), and
+  ``exports_policy_file`` in the training modes (:meth:`save_policy_file` at each checkpoint).
 
-The loop also reads ``floor_per_domain`` (forced micro-batches/sequences per domain per step),
-``reward_layers``, ``reward_role`` and ``depth_points``, and when ``writes_policy_file``
-(``proxy_train``) calls :meth:`save_policy_file` at each checkpoint and at the end.
-For the logs: :meth:`log_values` every step, :meth:`gradient_cosines` (K x K) at each eval,
-``last_state`` (s_t) to replay a run.
+For the logs: :meth:`log_values` every step, :meth:`eval_log_values` (the K x K gradient
+cosines) at each eval, ``last_state`` (s_t) to replay a run.
 """
 
 from __future__ import annotations
@@ -57,8 +56,17 @@ from mixlab.mixing.acodm.agent import DdpgAgent
 from mixlab.mixing.acodm.options import AcodmOptions, resolve_options, resolve_warmup_steps
 from mixlab.mixing.acodm.policy_file import PolicyFile, load_policy_file, save_policy_file
 from mixlab.mixing.acodm.reward import cosine_matrix, gram_matrix, reward_from_gram
-from mixlab.mixing.acodm.state import StateBuilder, StateSpec, WeightNormTracker
-from mixlab.mixing.base import Feedback, PolicyContext, register_policy, validate_weights
+from mixlab.mixing.acodm.state import StateBuilder, StateSpec
+from mixlab.mixing.base import (
+    Feedback,
+    GradientNeeds,
+    PolicyBase,
+    PolicyContext,
+    PolicyNeeds,
+    WeightNormNeeds,
+    register_policy,
+    validate_weights,
+)
 from mixlab.mixing.odm import OdmPolicy
 
 if TYPE_CHECKING:
@@ -80,7 +88,7 @@ def state_spec(opts: AcodmOptions, num_domains: int) -> StateSpec:
     )
 
 
-class AcodmPolicy:
+class AcodmPolicy(PolicyBase):
     """ODM warm-up, then a DDPG actor maps the training state to the mixture."""
 
     name = "acodm"
@@ -112,7 +120,6 @@ class AcodmPolicy:
             delta_reference=opts.delta_reference,
             progress_scale=opts.progress_scale,
         )
-        self.weight_tracker = WeightNormTracker(opts.delta_reference)
         self._odm = OdmPolicy(
             self.domains,
             initial_weights,
@@ -147,30 +154,18 @@ class AcodmPolicy:
 
     # ------------------------------------------------------------------ what the loop reads
     @property
-    def requires_gradients(self) -> bool:
-        """True when feedback must carry ``grad_sum`` (every mode but frozen)."""
-        return self.opts.mode != "frozen"
-
-    @property
-    def writes_policy_file(self) -> bool:
-        """True in ``proxy_train``: the loop saves :meth:`save_policy_file` with checkpoints."""
-        return self.opts.mode == "proxy_train"
-
-    @property
-    def reward_layers(self) -> tuple[int, ...]:
-        return tuple(self.opts.reward_layers)
-
-    @property
-    def reward_role(self) -> str:
-        return self.opts.reward_role
-
-    @property
-    def depth_points(self) -> tuple[float, ...]:
-        return self.spec.depth_points
-
-    @property
-    def floor_per_domain(self) -> int:
-        return self.opts.floor_per_domain
+    def needs(self) -> PolicyNeeds:
+        """Weight norms always; gradients and a policy file to export in every mode but frozen."""
+        return PolicyNeeds(
+            gradients=(
+                None
+                if self.opts.mode == "frozen"
+                else GradientNeeds(tuple(self.opts.reward_layers), self.opts.reward_role)
+            ),
+            weight_norms=WeightNormNeeds(self.spec.depth_points, self.opts.delta_reference),
+            floor_per_domain=self.opts.floor_per_domain,
+            exports_policy_file=self.opts.mode != "frozen",
+        )
 
     @property
     def phase(self) -> str:
@@ -192,8 +187,8 @@ class AcodmPolicy:
         diffs = feedback.extras.get("param_diff_norms")
         if norms is None or diffs is None:
             raise ValueError(
-                "acodm: feedback needs param_norms (D,) and extras['param_diff_norms'] (D,); "
-                "measure the depth-point matrices with policy.weight_tracker.measure(...)"
+                "acodm: feedback needs param_norms (D,) and extras['param_diff_norms'] (D,) "
+                "(policy.needs.weight_norms; mixlab.train.probes.WeightNormTracker measures them)"
             )
         counts = np.asarray(feedback.microbatch_count, dtype=np.float64)
         state = self.builder.build(
@@ -201,7 +196,7 @@ class AcodmPolicy:
         )
         action = self._weights  # a_t: the mixture that drew step t
         warm = t <= self.warmup_steps
-        if self.requires_gradients:
+        if opts.mode != "frozen":
             reward, present = self._reward(feedback, action)
             prev = self._prev_state if self._prev_state is not None else state
             self.agent.push(prev, action, reward, state, present)
@@ -236,7 +231,7 @@ class AcodmPolicy:
         if feedback.grad_sum is None:
             raise ValueError(
                 f"acodm (mode={self.opts.mode}): feedback.grad_sum (K, P) is missing; the loop "
-                "must capture per-domain gradients when policy.requires_gradients is True"
+                "must capture per-domain gradients (policy.needs.gradients)"
             )
         grads = np.asarray(feedback.grad_sum)
         if grads.ndim != 2 or grads.shape[0] != k:
@@ -346,7 +341,6 @@ class AcodmPolicy:
             "weights": [float(w) for w in self._weights],
             "prev_state": None if self._prev_state is None else self._prev_state.tolist(),
             "builder": self.builder.state_dict(),
-            "weight_tracker": self.weight_tracker.state_dict(),
             "odm": self._odm.state_dict(),
             "agent": self.agent.state_dict(),
             "logs": dict(self._logs),
@@ -376,7 +370,6 @@ class AcodmPolicy:
         prev = state["prev_state"]
         self._prev_state = None if prev is None else np.array(prev, dtype=np.float64)
         self.builder.load_state_dict(state["builder"])
-        self.weight_tracker.load_state_dict(state["weight_tracker"])
         self._odm.load_state_dict(state["odm"])
         self._logs = copy.deepcopy(state["logs"])
         gram = state.get("gram")

@@ -21,21 +21,19 @@ reference of groups 2 and 5 is ``delta_reference``: ``previous`` (step t-1; mixl
 ``first`` (the run's first step, never refreshed; release). Depth points map to blocks by
 b = floor(q (L - 1) + 0.5) (:func:`select_depth_blocks`).
 
-The builder never sees the model. The caller measures the D matrices with a
-:class:`WeightNormTracker` (which keeps the reference copies the rule needs and checkpoints
-them) and passes the two D-vectors in.
+The builder never sees the model. The trainer measures the D matrices with a
+:class:`~mixlab.train.probes.WeightNormTracker` (which keeps the reference copies the rule needs
+and checkpoints them) and passes the two D-vectors in.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from mixlab.errors import ConfigError
 from mixlab.mixing.acodm.options import DELTA_REFERENCES
@@ -178,48 +176,3 @@ class StateBuilder:
 
         self._last_loss = array(state["last_loss"])
         self._ref_loss = array(state["ref_loss"])
-
-
-class WeightNormTracker:
-    """Measures ||W_b||_F and ||W_b - W_b,ref||_F of the D tracked matrices, keeping the refs.
-
-    Call :meth:`measure` once per step after the optimiser update, with the matrices in
-    depth-point order. The first call stores the references and reports zero change; later
-    calls refresh them every step (``previous``) or never (``first``). Its state (the reference
-    copies) belongs in the checkpoint for an exact resume.
-    """
-
-    def __init__(self, delta_reference: str = "previous") -> None:
-        assert delta_reference in DELTA_REFERENCES, delta_reference
-        self.delta_reference = delta_reference
-        self._ref: list[torch.Tensor] | None = None
-
-    @torch.no_grad()
-    def measure(self, matrices: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        """(norms (D,), diff_norms (D,)) as float64."""
-        current = [m.detach().to(device="cpu", dtype=torch.float64) for m in matrices]
-        norms = np.array([float(torch.linalg.vector_norm(m)) for m in current])
-        if self._ref is None:
-            diffs = np.zeros(len(current))
-            self._ref = [m.clone() for m in current]
-        else:
-            if len(self._ref) != len(current):
-                raise ValueError(
-                    f"WeightNormTracker: got {len(current)} matrices, the reference has "
-                    f"{len(self._ref)}"
-                )
-            pairs = zip(current, self._ref, strict=True)
-            diffs = np.array([float(torch.linalg.vector_norm(m - r)) for m, r in pairs])
-            if self.delta_reference == "previous":
-                self._ref = [m.clone() for m in current]
-        return norms, diffs
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "delta_reference": self.delta_reference,
-            "reference": None if self._ref is None else copy.deepcopy(self._ref),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        ref = state["reference"]
-        self._ref = None if ref is None else [t.clone() for t in ref]
