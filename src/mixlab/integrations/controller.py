@@ -1,21 +1,22 @@
 """Close the mixing loop outside mixlab's trainer: per-domain losses in, new weights out.
 
 :class:`MixingController` is what every adapter (plain PyTorch loop, HF ``Trainer``,
-Lightning) uses. Per optimiser step it does what :mod:`mixlab.train.loop` does::
+Lightning) uses. Per optimiser step it closes the loop the way :mod:`mixlab.train.loop` does,
+through the same :class:`~mixlab.train.mixer.Mixer`::
 
     controller.observe(logits, labels, domain_id)   # each micro-batch: per-domain sums
-    controller.step()                               # after optimizer.step():
-        -> Feedback(step, loss_sum, token_count, microbatch_count)
-        -> policy.update(feedback)                  # the mixture learns from this step
-        -> dataset.set_weights(policy.weights())    # every update_every steps
+    controller.step()                               # after optimizer.step(): Mixer.step
+        -> Feedback(step, loss_sum, token_count, microbatch_count), summed over ranks
+        -> policy.update(feedback) on rank 0        # the mixture learns from this step
+        -> dataset.set_weights(broadcast weights)   # every update_every steps
 
 ``observe`` computes the per-token cross-entropy in fp32 (:func:`token_losses`, no gradient)
 and sums it per domain with :func:`per_domain_sums`; pass the token losses you already have to
 :meth:`observe_losses` to skip that pass. ``microbatch_count`` counts sequences per domain
 (``mixed`` / ``stratified``) or micro-batches per domain (``homogeneous``), as the loop does.
-Under ``torch.distributed`` the step's sums are all-reduced before the policy sees them and
-rank 0's new weights are broadcast (:mod:`mixlab.train.distributed`), so every rank samples
-from bit-identical weights.
+Under ``torch.distributed`` the step's sums are all-reduced before the policy sees them, rank 0
+updates the policy and its new weights are broadcast, so every rank samples from
+bit-identical weights (save the controller's state from rank 0).
 
 Policies: any registered name whose feedback is losses and counts (``uniform``, ``natural``,
 ``temperature``, ``fixed``, ``odm``, ``odm-smoothed``) or a policy object. ``doremi-online``
@@ -40,7 +41,8 @@ from mixlab.integrations.torch_dataset import MixtureDataset
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
 from mixlab.train.checkpoint import load_checkpoint, save_checkpoint
-from mixlab.train.distributed import DistContext, all_reduce_sum, broadcast_weights
+from mixlab.train.distributed import DistContext
+from mixlab.train.mixer import Mixer
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,13 @@ class MixingController:
         self._token_count = torch.zeros(k, dtype=torch.float64)
         self._microbatches = torch.zeros(k, dtype=torch.float64)
         self.dataset.set_weights(self.policy.weights())
+        self.mixer = Mixer(
+            self.policy,
+            self.dataset,
+            dist=DistContext(),
+            update_every=self.update_every,
+            total_steps=total_steps,
+        )
         logger.info(
             "mixing with %s over %d domains: %s",
             self.policy_name,
@@ -183,31 +192,21 @@ class MixingController:
         Under torch.distributed the sums are all-reduced first and rank 0's new weights are
         broadcast, so every rank draws the next step from bit-identical weights.
         """
-        ctx = _dist_context(self.dataset.world_size)
-        sums = all_reduce_sum(
-            ctx,
-            {
-                "loss_sum": self._loss_sum.numpy(),
-                "token_count": self._token_count.numpy(),
-                "microbatch_count": self._microbatches.numpy(),
-            },
-        )
+        self.mixer.dist = _dist_context(self.dataset.world_size)
         self.step_count += 1
-        feedback = Feedback(
-            step=self.step_count,
-            total_steps=self.total_steps,
-            loss_sum=sums["loss_sum"].copy(),
-            token_count=sums["token_count"].copy(),
-            microbatch_count=sums["microbatch_count"].astype(np.int64),
+        feedback = self.mixer.step(  # <- the mixture learns from this step
+            self.step_count,
+            {
+                "loss_sum": self._loss_sum.numpy().copy(),
+                "token_count": self._token_count.numpy().copy(),
+                "microbatch_count": self._microbatches.numpy().astype(np.int64),
+            },
         )
         if not feedback.token_count.any():
             logger.warning(
                 "step %d: no micro-batch was observed; is the loss capture installed?",
                 self.step_count,
             )
-        self.policy.update(feedback)  # <- the mixture learns from this step
-        if self.step_count % self.update_every == 0:
-            self.dataset.set_weights(broadcast_weights(ctx, self.policy.weights()))
         for acc in (self._loss_sum, self._token_count, self._microbatches):
             acc.zero_()
         self.last_feedback = feedback

@@ -54,7 +54,7 @@ from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.eval.perplexity import EvalResult, evaluate
-from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
+from mixlab.mixing.base import MixingPolicy, PolicyContext, build_policy
 from mixlab.model.factory import count_parameters
 from mixlab.model.losses import per_domain_sums, token_losses
 from mixlab.model.meco import MecoLog, model_inputs
@@ -70,6 +70,7 @@ from mixlab.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from mixlab.train.mixer import Mixer
 from mixlab.train.probes import ModelProbes
 from mixlab.train.reference import ReferenceScorer, clipped_excess_sums
 
@@ -90,19 +91,6 @@ __all__ = [
     "resolve_precision",
     "train",
 ]
-# Feedback arrays summed over ranks before the policy sees them.
-_REDUCED = (
-    "loss_sum",
-    "token_count",
-    "microbatch_count",
-    "excess_sum",
-    "ref_loss_sum",
-    "clipped_count",
-    "grad_sum",
-    "grad_count",
-)
-
-
 class Trainer:
     """Owns one run: store, model, policy, sampler, optimizer; ``fit()`` runs the loop.
 
@@ -159,6 +147,13 @@ class Trainer:
             DocumentSampler.from_config(cfg, self.store, self.raw_model, **sampling)
             if cfg.meco.enabled
             else MixtureSampler(self.store, **sampling)
+        )
+        self.mixer = Mixer(
+            self.policy,
+            self.sampler,
+            dist=self.dist,
+            update_every=cfg.mixing.update_every,
+            total_steps=t.max_steps,
         )
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -320,28 +315,11 @@ class Trainer:
         batches = self.sampler.next_step()
         out = self.train_step(batches)
         out["microbatch_count"] = self.microbatch_counts(batches)
-        # Feedback is global: per-domain sums of all ranks (a no-op on one process).
-        out.update(dist.all_reduce_sum(self.dist, {k: out[k] for k in _REDUCED if k in out}))
-        out["loss"] = float(out["loss_sum"].sum() / max(1.0, float(out["token_count"].sum())))
         self.step += 1
-        feedback = Feedback(
-            step=self.step,
-            total_steps=self.cfg.train.max_steps,
-            loss_sum=out["loss_sum"],
-            token_count=out["token_count"],
-            microbatch_count=out["microbatch_count"],
-            excess_sum=out.get("excess_sum"),
-            ref_loss_sum=out.get("ref_loss_sum"),
-            grad_sum=out.get("grad_sum"),
-            param_norms=out.get("param_norms"),
-            extras={k: out[k] for k in ("grad_count", "param_diff_norms") if k in out},
-        )
-        policy_start = time.perf_counter()
-        if self.dist.is_main:  # rank 0 owns the policy and sends its weights to the others
-            self.policy.update(feedback)  # <- the mixture learns from this step
-        if self.step % self.cfg.mixing.update_every == 0:
-            self.sampler.set_weights(dist.broadcast_weights(self.dist, self.policy.weights()))
-        out["policy_seconds"] = time.perf_counter() - policy_start
+        self.mixer.step(self.step, out)  # <- the mixture learns from this step
+        out.update(self.mixer.sums)  # feedback is global: per-domain sums of all ranks
+        out["loss"] = float(out["loss_sum"].sum() / max(1.0, float(out["token_count"].sum())))
+        out["policy_seconds"] = self.mixer.seconds
         out["seconds"] = time.perf_counter() - start
         out["tokens"] = sum(b["input_ids"].numel() for b in batches) * self.dist.world_size
         return out
