@@ -39,7 +39,8 @@ class _DocEvalTrainer(Trainer):
 
     def run_eval(self) -> Any:
         if self.step < self.cfg.train.max_steps:
-            self._emit({"step": self.step, **self._document_eval_metrics()})
+            model = self.model
+            self._emit({"step": self.step, **self.evaluator.document_modes(model)})
             return self.last_eval
         return super().run_eval()
 

@@ -20,7 +20,7 @@ from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import Trainer, train
 from tests.conftest import DOMAINS, tiny_run_config
-from tests.train.test_loop import _KillAt
+from tests.helpers import KillAt
 
 AGENT = {"hidden": 16, "n_hidden": 1, "batch_size": 4, "buffer_size": 100, "warmup_steps": 6}
 
@@ -142,7 +142,7 @@ def test_resume_in_the_main_phase_is_exact(tiny_store: Path, tmp_path: Path) -> 
     cfg = acodm_cfg(tiny_store, checkpoint_every=100, eval_every=0)
     train(cfg, tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "part", callbacks=[_KillAt(9)])
+        train(cfg, tmp_path / "part", callbacks=[KillAt(9)])
     train(cfg, tmp_path / "part", resume=True)
     full, part = weight_rows(tmp_path / "full"), weight_rows(tmp_path / "part")
     assert sorted(full) == sorted(part) == list(range(1, 15))

@@ -19,9 +19,10 @@ from mixlab.mixing.static import read_weights_file
 from mixlab.model.losses import token_losses
 from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
-from mixlab.train.doremi import ProxyTrainer, run_doremi
+from mixlab.train.doremi import proxy_trainer, run_doremi
 from mixlab.train.loop import Trainer, clipped_excess_sums, train
 from tests.conftest import DOMAINS, tiny_run_config
+from tests.helpers import KillAt
 
 DOMAIN_ORDER = tuple(sorted(DOMAINS))
 
@@ -44,11 +45,11 @@ def reference_run(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run
 
 
-def _proxy(store: Path, reference: Path, run_dir: Path, **doremi: object) -> ProxyTrainer:
+def _proxy(store: Path, reference: Path, run_dir: Path, **doremi: object) -> Trainer:
     mixing = {"name": "uniform", "sampling": "stratified", "doremi": {"reference": str(reference)}}
     mixing["doremi"].update(doremi)  # type: ignore[attr-defined]
     run_dir.mkdir(parents=True)
-    return ProxyTrainer(_cfg(store, mixing, grad_clip=0.0), run_dir)
+    return proxy_trainer(_cfg(store, mixing, grad_clip=0.0), run_dir)
 
 
 def test_clipping_is_per_token_by_hand() -> None:
@@ -89,7 +90,7 @@ def test_reference_is_frozen_and_untouched_by_proxy_training(
         assert torch.equal(value, before[name]), name
     assert all(p.grad is None for p in ref.parameters())
     # ... and the proxy did learn and move alpha off uniform.
-    assert proxy.dro.step == 4 and not np.allclose(proxy.dro.alpha, 0.25)
+    assert proxy.objective.dro.step == 4 and not np.allclose(proxy.objective.dro.alpha, 0.25)
 
 
 def _domain_mean_grads(model: torch.nn.Module, batches: list[dict], k: int) -> list[list]:
@@ -130,11 +131,11 @@ def test_proxy_gradient_is_alpha_weighted_sum_of_domain_gradients(
     proxy.optimizer.register_step_pre_hook(
         lambda *_: captured.update({n: p.grad.clone() for n, p in proxy.model.named_parameters()})
     )
-    alpha_prev = proxy.dro.alpha.copy()
+    alpha_prev = proxy.objective.dro.alpha.copy()
     out = proxy.train_step(batches)
     # exact: alpha_t from this step's excess; lagged: alpha_{t-1} (= uniform at step 1).
-    alpha = proxy.dro.alpha if timing == "exact" else alpha_prev
-    assert not np.allclose(proxy.dro.alpha, alpha_prev)
+    alpha = proxy.objective.dro.alpha if timing == "exact" else alpha_prev
+    assert not np.allclose(proxy.objective.dro.alpha, alpha_prev)
     coef = alpha.copy()
     if normalizer == "token_weighted":  # sum_i a_i S_i / sum_i a_i n_i = sum_i (a_i n_i / Z) mean_i
         n = out["token_count"]
@@ -168,7 +169,7 @@ def test_mixlab_doremi_end_to_end(
 
     assert load_checkpoint(out / "round_1" / "reference")["finished"]
     proxy_state = load_checkpoint(out / "round_1" / "proxy")
-    dro = proxy_state["policy"]["group_dro"]
+    dro = proxy_state["objective"]["group_dro"]
     saved = json.loads((out / "doremi_weights.json").read_text())
     assert saved == json.loads((out / "round_1" / "doremi_weights.json").read_text()) | {
         "converged": saved["converged"]
@@ -205,19 +206,6 @@ def test_mixlab_doremi_end_to_end(
     assert "other settings (mixing.doremi.eta" in capsys.readouterr().err
 
 
-class _KillAt:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_start(self, step: int) -> None:
-        pass
-
-    def on_log(self, record: dict) -> None:
-        if record.get("step") == self.step and "train/loss" in record:
-            raise KeyboardInterrupt
-
-    def on_train_end(self, step: int) -> None:
-        pass
 
 
 def test_interrupted_proxy_resumes_to_the_same_weights(
@@ -226,7 +214,7 @@ def test_interrupted_proxy_resumes_to_the_same_weights(
     cfg = _cfg(tiny_store, {"doremi": {"reference": str(reference_run)}}, max_steps=5)
     full = run_doremi(cfg, tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
-        run_doremi(cfg, tmp_path / "part", callbacks=[_KillAt(3)])
+        run_doremi(cfg, tmp_path / "part", callbacks=[KillAt(3)])
     assert load_checkpoint(tmp_path / "part" / "round_1" / "proxy")["step"] == 3
     part = run_doremi(cfg, tmp_path / "part")
     np.testing.assert_allclose(part.weights, full.weights, rtol=1e-6)

@@ -13,6 +13,7 @@ from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import lr_factor, train
 from tests.conftest import DOMAINS, tiny_run_config
+from tests.helpers import KillAt
 
 
 def _cfg(store, **train_overrides) -> RunConfig:
@@ -46,21 +47,6 @@ def test_train_writes_metrics_checkpoint_and_eval(tiny_store, tmp_path):
     assert train_recs[-1]["train/loss"] < train_recs[0]["train/loss"]
 
 
-class _KillAt:
-    """A callback that interrupts training like Ctrl-C once a given step is logged."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_start(self, step: int) -> None:
-        pass
-
-    def on_log(self, record: dict) -> None:
-        if record.get("step") == self.step and "train/loss" in record:
-            raise KeyboardInterrupt
-
-    def on_train_end(self, step: int) -> None:
-        pass
 
 
 def test_resume_gives_the_same_loss_curve(tiny_store, tmp_path):
@@ -69,7 +55,7 @@ def test_resume_gives_the_same_loss_curve(tiny_store, tmp_path):
 
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, part, callbacks=[_KillAt(5)])
+        train(cfg, part, callbacks=[KillAt(5)])
     assert load_checkpoint(part)["step"] == 5  # saved on the way out
     # A torn, later record that a crash could leave behind is dropped on resume.
     with open(part / "metrics.jsonl", "a") as fh:

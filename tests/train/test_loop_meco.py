@@ -11,8 +11,9 @@ from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import CONDITION_END_NAME, lr_factor, train
 from tests.conftest import tiny_run_config
+from tests.helpers import KillAt
 from tests.train.test_distributed import ACODM, check_ddp_run, run_worker
-from tests.train.test_loop import _KillAt, _train_losses
+from tests.train.test_loop import _train_losses
 
 S_C = 9  # floor(0.75 * 12)
 
@@ -54,7 +55,7 @@ def test_resume_before_at_and_after_the_switch_gives_the_same_losses(tiny_store,
     train(cfg, tmp_path / "full")
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, part, callbacks=[_KillAt(kill_at)])
+        train(cfg, part, callbacks=[KillAt(kill_at)])
     assert load_checkpoint(part)["step"] == kill_at
     train(cfg, part, resume=True)
     a, b = _train_records(tmp_path / "full"), _train_records(part)
@@ -69,12 +70,12 @@ def test_lr_and_optimizer_moments_continue_through_the_switch(tiny_store, tmp_pa
     cfg = _cfg(tiny_store, checkpoint_every=100)
     # The continuous run, stopped just after s_c.
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "continuous", callbacks=[_KillAt(S_C + 1)])
+        train(cfg, tmp_path / "continuous", callbacks=[KillAt(S_C + 1)])
     # A run stopped at s_c, resumed from the s_c checkpoint and stopped after s_c + 1.
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed", callbacks=[_KillAt(S_C)])
+        train(cfg, tmp_path / "resumed", callbacks=[KillAt(S_C)])
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed", resume=True, callbacks=[_KillAt(S_C + 1)])
+        train(cfg, tmp_path / "resumed", resume=True, callbacks=[KillAt(S_C + 1)])
     a, b = load_checkpoint(tmp_path / "continuous"), load_checkpoint(tmp_path / "resumed")
     assert a["step"] == b["step"] == S_C + 1
     for pid, moments in a["optimizer"]["state"].items():

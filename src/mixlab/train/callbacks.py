@@ -1,14 +1,26 @@
-"""Named hooks around the training loop, and the metric sinks built on them.
+"""Named hooks around the training loop, and the metric sinks and exporters built on them.
 
-The loop calls, in order: ``on_train_start`` once, ``on_log`` with every record it logs (train
-records every ``train.log_every`` steps, eval records after each validation pass), and
-``on_train_end`` once. Records are flat dicts with a ``step`` and namespaced keys:
-``train/loss``, ``train/lr``, ``train/tokens_per_s``, ``mix/weight/<domain>``,
-``mix/achieved/<domain>``, ``domain/<domain>/train_loss``, ``eval/<domain>/ppl``,
-``eval/mean_ppl`` ...
+A callback derives from :class:`Callback` and overrides the hooks it needs (all are no-ops by
+default). The :class:`~mixlab.train.loop.Trainer` calls them in this order::
 
-:class:`JsonlSink` (always on) appends them to ``metrics.jsonl``; :class:`TensorBoardSink`
-(``train.tensorboard=true``, extra ``mixlab[tensorboard]``) mirrors the numeric ones.
+    on_train_start(trainer)                     once, before the first step
+    per step:  on_step_end(trainer)             after the step and its mixture update
+               log_values(trainer)              at log steps: extra scalars for the record
+               on_log(trainer, record)          every record logged (train and eval; rank 0)
+               on_eval_end(trainer, result)     after each validation pass
+               on_checkpoint(trainer, path)     after each checkpoint is on disk
+    on_error(trainer, error)                    when fit() leaves through an exception
+    on_close(trainer)                           always, last (in ``finally``)
+
+Hooks run on every rank, except ``on_log``, which sees the records rank 0 writes; a callback
+that writes files checks ``trainer.dist.is_main``. Records are flat dicts with a ``step`` and
+namespaced keys: ``train/loss``, ``train/lr``, ``mix/weight/<domain>``, ``mix/achieved/<domain>``,
+``domain/<domain>/train_loss``, ``eval/<domain>/ppl``, ``eval/mean_ppl`` ...
+
+:class:`JsonlSink` (always on, rank 0) appends them to ``metrics.jsonl``;
+:class:`TensorBoardSink` (``train.tensorboard=true``, extra ``mixlab[tensorboard]``) mirrors the
+numeric ones; :class:`PolicyFileExport` writes a policy that ``needs.exports_policy_file``
+(AC-ODM's actor) next to every checkpoint.
 """
 
 from __future__ import annotations
@@ -16,31 +28,59 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from mixlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mixlab.eval.perplexity import EvalResult
+    from mixlab.train.loop import Trainer
 
 METRICS_NAME = "metrics.jsonl"
 
 
-class Callback(Protocol):
-    def on_train_start(self, step: int) -> None: ...
-    def on_log(self, record: dict[str, Any]) -> None: ...
-    def on_train_end(self, step: int) -> None: ...
+class Callback:
+    """Base class of the loop's hooks; every hook does nothing unless overridden."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Before the first step of ``fit()`` (``trainer.step`` is the resume step)."""
+
+    def log_values(self, trainer: Trainer) -> dict[str, Any]:
+        """Extra scalars merged into the train record of a log step."""
+        return {}
+
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """A train or eval record, as written to ``metrics.jsonl`` (rank 0 only)."""
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After an optimiser step and its mixture update (before its log line)."""
+
+    def on_eval_end(self, trainer: Trainer, result: EvalResult) -> None:
+        """After a validation pass."""
+
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        """After a checkpoint was written to ``path`` (on every rank, after the barrier)."""
+
+    def on_error(self, trainer: Trainer, error: BaseException) -> None:
+        """``fit()`` is leaving through ``error`` (after the interrupt checkpoint, if any)."""
+
+    def on_close(self, trainer: Trainer) -> None:
+        """Always called last, whether ``fit()`` finished or failed: release resources."""
 
 
-class JsonlSink:
+class JsonlSink(Callback):
     """Append one JSON object per record to ``<run>/metrics.jsonl`` (flushed per line).
 
     On resume, records from steps after the checkpoint are dropped first, so the file always
     describes one consistent run.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / METRICS_NAME
+    def __init__(self, run_dir: str | Path, name: str = METRICS_NAME) -> None:
+        self.path = Path(run_dir) / name
         self._fh: Any = None
 
-    def on_train_start(self, step: int) -> None:
+    def open(self, step: int) -> None:
+        """Keep the records up to ``step`` and open the file for appending."""
         if self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
             tmp = self.path.with_suffix(".jsonl.tmp")
@@ -48,19 +88,25 @@ class JsonlSink:
             tmp.replace(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
 
-    def on_log(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
-            raise RuntimeError("JsonlSink.on_log before on_train_start")
+            raise RuntimeError(f"{self.path}: write before open")
         self._fh.write(_dumps(record) + "\n")
         self._fh.flush()
 
-    def on_train_end(self, step: int) -> None:
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.open(trainer.step)
+
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.write(record)
+
+    def on_close(self, trainer: Trainer) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
 
 
-class TensorBoardSink:
+class TensorBoardSink(Callback):
     """Mirror numeric metrics to TensorBoard event files under ``<run>/tb``."""
 
     def __init__(self, run_dir: str | Path) -> None:
@@ -72,17 +118,26 @@ class TensorBoardSink:
             ) from exc
         self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
 
-    def on_train_start(self, step: int) -> None:
-        pass
-
-    def on_log(self, record: dict[str, Any]) -> None:
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         step = int(record.get("step", 0))
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                 self._writer.add_scalar(key, value, step)
 
-    def on_train_end(self, step: int) -> None:
+    def on_close(self, trainer: Trainer) -> None:
         self._writer.close()
+
+
+class PolicyFileExport(Callback):
+    """Write the policy's portable file (``policy.save_policy_file``) with every checkpoint."""
+
+    def __init__(self, path: str | Path, provenance: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.provenance = provenance
+
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        if trainer.dist.is_main:
+            trainer.policy.save_policy_file(self.path, self.provenance)
 
 
 def _dumps(record: dict[str, Any]) -> str:

@@ -5,11 +5,12 @@ One round (METHODS.md §3):
 1. **Reference.** Train a small model on the reference mixture (``mixing.doremi.
    reference_mixture``: natural or uniform), or reuse ``mixing.doremi.reference``.
 2. **Proxy.** Train a model of the same recipe on *uniform* domain sampling with Group DRO
-   (:class:`ProxyTrainer`). Each step it forwards the proxy and the frozen reference on the
-   same micro-batches, takes the per-token excess ``max(l_proxy - l_ref, 0)``, turns its
-   per-domain means into lambda_t, updates alpha_t (:class:`~mixlab.mixing.doremi.GroupDRO`)
-   and then back-propagates ``sum_i alpha_t,i * mean loss of domain i`` (``alpha_timing=
-   exact``; ``lagged`` weights by alpha_t-1 and back-propagates each micro-batch at once).
+   (a :class:`Trainer` with the :class:`GroupDroObjective`). Each step it forwards the proxy
+   and the frozen reference on the same micro-batches, takes the per-token excess
+   ``max(l_proxy - l_ref, 0)``, turns its per-domain means into lambda_t, updates alpha_t
+   (:class:`~mixlab.mixing.doremi.GroupDRO`) and then back-propagates
+   ``sum_i alpha_t,i * mean loss of domain i`` (``alpha_timing=exact``; ``lagged`` weights
+   by alpha_t-1 and back-propagates each micro-batch at once).
 3. **Weights.** The time average of alpha over the proxy run is written as
    ``doremi_weights.json``; train the target with ``mixing.name=fixed
    mixing.weights_file=<out>/doremi_weights.json``.
@@ -36,7 +37,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,15 +49,12 @@ import torch
 from mixlab.config import DoremiConfig, RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
-from mixlab.eval.perplexity import EvalResult
-from mixlab.mixing.base import Feedback, PolicyBase
 from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
-from mixlab.model.losses import per_domain_sums, target_mask, token_losses
-from mixlab.model.meco import model_inputs
+from mixlab.model.losses import per_domain_sums, target_mask
 from mixlab.train.callbacks import Callback, JsonlSink
 from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mixlab.train.loop import EVAL_NAME, Trainer, eval_record
-from mixlab.train.reference import ReferenceScorer
+from mixlab.train.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +99,90 @@ def validate_doremi(cfg: RunConfig, store: ShardStore) -> None:
             )
 
 
-class ProxyMixture(PolicyBase):
-    """The proxy's mixing policy: fixed sampling weights, Group-DRO state and logs.
+class GroupDroObjective(Objective):
+    """DoReMi's proxy objective: Group DRO on the excess loss over a frozen reference.
 
-    alpha reweights the proxy's *loss*, not its sampling, so the sampler keeps ``sampling``
-    (uniform in DoReMi). The trainer updates ``dro`` inside the step, before the backward
-    pass; ``update(feedback)`` therefore has nothing left to do.
+    Per step (``alpha_timing=exact``): forward every micro-batch, keep its per-domain loss sums
+    (with graph); with the reference's clipped excess of the whole step, ``dro.update`` turns
+    lambda_t into alpha_t; then back-propagate ``L = sum_i alpha_t,i * mean loss of domain i``
+    (``loss_normalizer=per_domain``) or the token-weighted variant. ``lagged`` weights each
+    micro-batch by alpha_{t-1} and back-propagates it at once (less memory, the release).
+
+    ``sampling`` are the proxy's sampling weights (uniform in DoReMi); alpha reweights the
+    loss, never the sampling. The Group-DRO state is checkpointed with the run.
     """
 
-    def __init__(self, domains: Sequence[str], sampling: np.ndarray, dro: GroupDRO) -> None:
-        self.domains: tuple[str, ...] = tuple(domains)
-        self.sampling = np.asarray(sampling, dtype=np.float64)
+    def __init__(
+        self,
+        dro: GroupDRO,
+        reference: str,
+        sampling: np.ndarray,
+        *,
+        loss_normalizer: str = "per_domain",
+        alpha_timing: str = "exact",
+    ) -> None:
         self.dro = dro
+        self.reference = reference
+        self.sampling = np.asarray(sampling, dtype=np.float64)
+        self.loss_normalizer = loss_normalizer
+        self.exact = alpha_timing == "exact"
+        self._count = torch.zeros(0, dtype=torch.int64)
+        self._alpha_prev = dro.alpha.copy()
+        self._kept: list[torch.Tensor] = []
 
-    def weights(self) -> np.ndarray:
-        return self.sampling.copy()
+    @classmethod
+    def from_config(cls, cfg: RunConfig, store: ShardStore) -> GroupDroObjective:
+        d = cfg.mixing.doremi
+        if not d.reference:
+            raise ConfigError("the DoReMi proxy needs mixing.doremi.reference (a run folder)")
+        k = len(store.domains)
+        return cls(
+            group_dro_from_config(store.domains, cfg.mixing, store.vocab_size),
+            str(d.reference),
+            np.full(k, 1.0 / k),
+            loss_normalizer=d.loss_normalizer,
+            alpha_timing=d.alpha_timing,
+        )
 
-    def update(self, feedback: Feedback) -> None:
-        """alpha was already updated from this step's excess by :class:`ProxyTrainer`."""
+    def weighted_loss(
+        self, loss_sum: torch.Tensor, count: torch.Tensor, alpha: np.ndarray
+    ) -> torch.Tensor:
+        """L = sum_i alpha_i * loss_sum_i / n_i (per_domain), or the token-weighted variant.
+
+        ``token_weighted`` (the release) weighs token j by v = alpha_d / s_d (s = sampling
+        weights) and normalises by sum_j v_j. Absent domains (n_i = 0) contribute nothing.
+        """
+        a = torch.as_tensor(alpha, dtype=loss_sum.dtype)
+        present = count > 0
+        if self.loss_normalizer == "per_domain":
+            return (a * loss_sum / count.clamp(min=1)).where(present, 0).sum()
+        s = torch.as_tensor(self.sampling, dtype=loss_sum.dtype)
+        v = (a / s).where(s > 0, 0)
+        return (v * loss_sum).sum() / (v * count).sum().clamp(min=1e-12)
+
+    def begin_step(self, batches: list[dict[str, torch.Tensor]], num_domains: int) -> None:
+        self._count = torch.zeros(num_domains, dtype=torch.int64)  # target tokens per domain
+        for b in batches:
+            self._count.index_add_(0, b["domain_id"], target_mask(b["labels"]).sum(dim=1))
+        self._alpha_prev = self.dro.alpha.copy()
+        self._kept = []
+
+    def micro_batch(
+        self, tok_loss: torch.Tensor, batch: dict[str, torch.Tensor], scale: float
+    ) -> None:
+        k = len(self._count)
+        sums, _ = per_domain_sums(tok_loss, target_mask(batch["labels"]), batch["domain_id"], k)
+        if self.exact:
+            self._kept.append(sums)
+        else:  # lagged: alpha_t-1 is known, so this micro-batch's graph can go now
+            self.weighted_loss(sums, self._count.to(sums.dtype), self._alpha_prev).backward()
+
+    def end_step(self, reference_sums: dict[str, torch.Tensor]) -> None:
+        alpha = self.dro.update(reference_sums["excess_sum"].numpy(), self._count.numpy())
+        if self.exact:
+            total = torch.stack(self._kept).sum(dim=0)
+            self.weighted_loss(total, self._count.to(total.dtype), alpha).backward()
+            self._kept = []
 
     def state_dict(self) -> dict[str, Any]:
         return {"group_dro": self.dro.state_dict()}
@@ -129,112 +194,40 @@ class ProxyMixture(PolicyBase):
         return self.dro.log_values()
 
 
-class _TrajectorySink(JsonlSink):
-    """``alpha_trajectory.jsonl``: one line per proxy step; cut back to the checkpoint on resume."""
+class AlphaTrajectory(Callback):
+    """``alpha_trajectory.jsonl``: alpha_t, avg alpha_t and lambda_t of every proxy step."""
 
-    def __init__(self, run_dir: str | Path) -> None:
-        super().__init__(run_dir)
-        self.path = Path(run_dir) / TRAJECTORY_NAME
+    def __init__(self, dro: GroupDRO, run_dir: str | Path) -> None:
+        self.dro = dro
+        self.sink = JsonlSink(run_dir, TRAJECTORY_NAME)
 
-    def on_log(self, record: dict[str, Any]) -> None:
-        if self._fh is None:  # a step driven outside fit(): open at the step before
-            self.on_train_start(int(record["step"]) - 1)
-        super().on_log(record)
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.sink.open(trainer.step)
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        state = self.dro.state_dict()
+        self.sink.write({"step": state["step"], **{k: state[k] for k in _TRAJECTORY_KEYS}})
+
+    def on_close(self, trainer: Trainer) -> None:
+        self.sink.on_close(trainer)
 
 
-class ProxyTrainer(Trainer):
-    """A :class:`Trainer` whose step is DoReMi's Group-DRO proxy update.
+def proxy_trainer(
+    cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
+) -> Trainer:
+    """A :class:`Trainer` whose objective is DoReMi's Group-DRO proxy update.
 
     ``cfg.mixing.name`` sets the sampling distribution (``uniform`` in the pipeline) and
     ``cfg.mixing.doremi.reference`` the frozen reference run.
     """
-
-    def __init__(
-        self, cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
-    ) -> None:
-        d = cfg.mixing.doremi
-        if not d.reference:
-            raise ConfigError("the DoReMi proxy needs mixing.doremi.reference (a run folder)")
-        super().__init__(cfg, run_dir, callbacks)
-        if self.dist.enabled:
-            raise ConfigError(
-                "mixlab doremi trains its small reference and proxy in one process; run it "
-                "without torchrun (the target run may use torchrun)"
-            )
-        self.reference = ReferenceScorer(d.reference, self.store, cfg.data.seq_len)
-        self.dro = group_dro_from_config(self.domains, cfg.mixing, self.store.vocab_size)
-        self.policy = ProxyMixture(self.domains, self.sampler.weights(), self.dro)
-        self.trajectory = _TrajectorySink(self.run_dir)
-
-    def fit(self) -> EvalResult:
-        self.trajectory.on_train_start(self.step)
-        try:
-            return super().fit()
-        finally:
-            self.trajectory.on_train_end(self.step)
-
-    def dro_objective(
-        self, loss_sum: torch.Tensor, count: torch.Tensor, alpha: np.ndarray
-    ) -> torch.Tensor:
-        """L = sum_i alpha_i * loss_sum_i / n_i (per_domain), or the token-weighted variant.
-
-        ``token_weighted`` (the release) weighs token j by v = alpha_d / s_d (s = sampling
-        weights) and normalises by sum_j v_j. Absent domains (n_i = 0) contribute nothing.
-        """
-        a = torch.as_tensor(alpha, dtype=loss_sum.dtype)
-        present = count > 0
-        if self.cfg.mixing.doremi.loss_normalizer == "per_domain":
-            return (a * loss_sum / count.clamp(min=1)).where(present, 0).sum()
-        s = torch.as_tensor(self.policy.weights(), dtype=loss_sum.dtype)
-        v = (a / s).where(s > 0, 0)
-        return (v * loss_sum).sum() / (v * count).sum().clamp(min=1e-12)
-
-    def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-        """Forward proxy + reference, excess -> lambda -> alpha, weighted backward, update."""
-        K = len(self.domains)
-        assert self.reference is not None
-        exact = self.cfg.mixing.doremi.alpha_timing == "exact"
-        count = torch.zeros(K, dtype=torch.int64)  # the step's target tokens per domain
-        for b in batches:
-            count.index_add_(0, b["domain_id"], target_mask(b["labels"]).sum(dim=1))
-        alpha_prev = self.dro.alpha.copy()
-        kept: list[torch.Tensor] = []  # graph-carrying per-domain loss sums (exact timing)
-        loss_sum = torch.zeros(K, dtype=torch.float64)
-        ref: dict[str, torch.Tensor] = {}
-        for batch in batches:
-            with self.autocast():
-                logits = self.model(**model_inputs(batch)).logits
-            tok_loss = token_losses(logits, batch["labels"])
-            sums, _ = per_domain_sums(tok_loss, target_mask(batch["labels"]), batch["domain_id"], K)
-            for key, value in self.reference.score(batch, tok_loss, K, self.autocast()).items():
-                ref[key] = ref.get(key, 0) + value
-            loss_sum += sums.detach().double()
-            if exact:
-                kept.append(sums)
-            else:  # lagged: alpha_t-1 is known, so this micro-batch's graph can go now
-                self.dro_objective(sums, count.to(sums.dtype), alpha_prev).backward()
-        alpha = self.dro.update(ref["excess_sum"].numpy(), count.numpy())
-        if exact:
-            total = torch.stack(kept).sum(dim=0)
-            self.dro_objective(total, count.to(total.dtype), alpha).backward()
-        state = self.dro.state_dict()
-        self.trajectory.on_log({"step": state["step"], **{k: state[k] for k in _TRAJECTORY_KEYS}})
-        grad_clip = self.cfg.train.grad_clip
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
-            if grad_clip > 0
-            else torch.tensor(float("nan"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "mixlab doremi trains its small reference and proxy in one process; run it "
+            "without torchrun (the target run may use torchrun)"
         )
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {
-            "loss": float(loss_sum.sum() / max(1, int(count.sum()))),
-            "loss_sum": loss_sum.numpy(),
-            "token_count": count.double().numpy(),
-            "grad_norm": float(grad_norm),
-            **{key: value.numpy() for key, value in ref.items()},
-        }
+    objective = GroupDroObjective.from_config(cfg, ShardStore(cfg.data.store))
+    trajectory = AlphaTrajectory(objective.dro, run_dir)
+    return Trainer(cfg, run_dir, [trajectory, *callbacks], objective=objective)
 
 
 # ------------------------------------------------------------------------------ pipeline
@@ -309,8 +302,9 @@ def run_doremi(
             ref_dir = rdir / "reference"
             _train_or_reuse(_reference_config(cfg, ref_mix, domains), ref_dir, Trainer, callbacks)
         proxy_dir = rdir / "proxy"
-        _train_or_reuse(_proxy_config(cfg, ref_dir), proxy_dir, ProxyTrainer, callbacks)
-        dro_state = load_checkpoint(proxy_dir)["policy"]["group_dro"]
+        _train_or_reuse(_proxy_config(cfg, ref_dir), proxy_dir, proxy_trainer, callbacks)
+        state = load_checkpoint(proxy_dir)
+        dro_state = (state.get("objective") or state["policy"])["group_dro"]  # policy: < 0.2
         avg = np.array([dro_state["avg_alpha"][x] for x in domains])
         avg = avg / avg.sum()
         last = np.array([dro_state["alpha"][x] for x in domains])
@@ -364,7 +358,10 @@ def _proxy_config(cfg: RunConfig, reference: Path) -> RunConfig:
 
 
 def _train_or_reuse(
-    cfg: RunConfig, run_dir: Path, trainer_cls: type[Trainer], callbacks: Sequence[Callback]
+    cfg: RunConfig,
+    run_dir: Path,
+    make_trainer: Callable[[RunConfig, Path, Sequence[Callback]], Trainer],
+    callbacks: Sequence[Callback],
 ) -> None:
     """Skip a finished run, resume an unfinished one, or start it; refuse foreign folders."""
     resume = False
@@ -382,7 +379,7 @@ def _train_or_reuse(
         resume = True
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
-    trainer = trainer_cls(cfg, run_dir, callbacks)
+    trainer = make_trainer(cfg, run_dir, callbacks)
     if resume:
         trainer.load_state_dict(load_checkpoint(run_dir))
         log.info("%s: resuming at step %d", run_dir, trainer.step)

@@ -3,12 +3,13 @@
 Per optimiser step::
 
     batches  = sampler.next_step()                 # grad_accum micro-batches drawn ~ weights
-    forward/backward each micro-batch              # one mixed batch; per-token losses kept
+    forward each micro-batch -> token losses       # one mixed batch; per-token losses kept
+    objective: backward                            # token mean (DoReMi's proxy: Group DRO)
     loss_sum, token_count per domain               # from the same forward, no extra pass
     clip, optimizer.step(), scheduler.step()
-    policy.update(Feedback(step, loss_sum, ...))   # the mixing policy sees the step
-    sampler.set_weights(policy.weights())          # every mixing.update_every steps
-    log -> metrics.jsonl; eval; checkpoint
+    mixer.step(step, sums)                         # reduce over ranks, policy.update(feedback),
+                                                   # sampler.set_weights every update_every
+    callbacks: log -> metrics.jsonl; eval; checkpoint
 
 The loss of a step is the mean over all its target tokens (micro-batch losses are summed and
 divided by the step's token count), so gradient accumulation is exactly a bigger batch.
@@ -27,10 +28,11 @@ excess loss and of the reference loss go into its Feedback; ``gradients`` / ``we
 
 With ``meco.enabled`` the sampler packs whole documents with their metadata prefix
 (:class:`~mixlab.sampling.documents.DocumentSampler`) until s_c, then plain documents; the
-model gets the batch's extra inputs through :func:`~mixlab.model.meco.model_inputs`, a copy of
-the checkpoint is kept at s_c (``checkpoint_condition_end.pt``) and the MeCo statistics are
-logged (:class:`~mixlab.model.meco.MecoLog`). ``eval.document_modes`` adds per-document evals
-with and without prefixes (:mod:`mixlab.eval.conditional`).
+model gets the batch's extra inputs through :func:`~mixlab.model.meco.model_inputs`, and
+:class:`~mixlab.train.meco.MecoCallback` logs the MeCo statistics and keeps the checkpoint of
+s_c. ``eval.document_modes`` adds per-document evals with and without prefixes
+(:mod:`mixlab.train.evaluation`). Everything else around the loop is a callback
+(:mod:`mixlab.train.callbacks`): metric sinks, the policy-file export, your own hooks.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,16 +54,16 @@ from mixlab import __version__
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
-from mixlab.eval.perplexity import EvalResult, evaluate
-from mixlab.mixing.base import MixingPolicy, PolicyContext, build_policy
+from mixlab.eval.perplexity import EvalResult
+from mixlab.mixing.base import MixingPolicy, PolicyContext, PolicyNeeds, build_policy
 from mixlab.model.factory import count_parameters
 from mixlab.model.losses import per_domain_sums, token_losses
-from mixlab.model.meco import MecoLog, model_inputs
+from mixlab.model.meco import model_inputs
 from mixlab.sampling.documents import DocumentSampler
 from mixlab.sampling.sampler import MixtureSampler
 from mixlab.train import distributed as dist
 from mixlab.train.build import build_optimizer, lr_factor, model_from_config, resolve_precision
-from mixlab.train.callbacks import Callback, JsonlSink, TensorBoardSink
+from mixlab.train.callbacks import Callback, JsonlSink, PolicyFileExport, TensorBoardSink
 from mixlab.train.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng,
@@ -70,18 +71,22 @@ from mixlab.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from mixlab.train.evaluation import RunEvaluator, eval_record
+from mixlab.train.meco import CONDITION_END_NAME, MecoCallback
 from mixlab.train.mixer import Mixer
+from mixlab.train.objective import Objective
 from mixlab.train.probes import ModelProbes
 from mixlab.train.reference import ReferenceScorer, clipped_excess_sums
+from mixlab.train.window import TrainWindow
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 EVAL_NAME = "eval.json"
-CONDITION_END_NAME = "checkpoint_condition_end.pt"  # MeCo: the model at s_c, kept
 POLICY_FILE_NAME = "policy.acodm.pt"
 # Re-exported: the run's building blocks are part of the loop's public surface.
 __all__ = [
+    "CONDITION_END_NAME",
     "Trainer",
     "build_optimizer",
     "clipped_excess_sums",
@@ -96,11 +101,16 @@ class Trainer:
 
     Under torchrun every rank builds its own Trainer; ``self.dist`` says which rank it is.
     ``self.model`` is what trains (DDP-wrapped or FSDP-sharded), ``self.raw_model`` the
-    Hugging Face module itself.
+    Hugging Face module itself. ``objective`` replaces the token-mean loss (DoReMi's proxy).
     """
 
     def __init__(
-        self, cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        callbacks: Sequence[Callback] = (),
+        *,
+        objective: Objective | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -122,16 +132,17 @@ class Trainer:
             total_steps=t.max_steps,
         )
         self.policy: MixingPolicy = build_policy(cfg.mixing.name, ctx, cfg.mixing)
+        self.objective = objective or Objective()
         needs = self.policy.needs
+        reference = needs.reference or self.objective.reference
         self.reference: ReferenceScorer | None = None
-        if needs.reference is not None:
+        if reference is not None:
             self.reference = ReferenceScorer(
-                needs.reference, self.store, cfg.data.seq_len, self.dist.device
+                reference, self.store, cfg.data.seq_len, self.dist.device
             )
         # Hooks go on the module itself, before DDP/FSDP wrap it (they see local values).
         self.probes = ModelProbes.for_needs(needs, self.raw_model, len(self.domains))
         self.model = dist.wrap_model(self.raw_model, self.dist, t.distributed)
-        self.policy_file = self._policy_file_path()
         sampling: dict[str, Any] = dict(
             seq_len=cfg.data.seq_len,
             batch_size=t.batch_size,
@@ -160,15 +171,35 @@ class Trainer:
             self.optimizer,
             lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio),
         )
+        self.evaluator = RunEvaluator(cfg, self.store, self.autocast_dtype)
         self.step = 0
         self.elapsed = 0.0
-        self.callbacks: list[Callback] = []
-        if self.dist.is_main:  # one writer of metrics per run
-            self.callbacks = [JsonlSink(self.run_dir), *callbacks]
-            if t.tensorboard:
-                self.callbacks.append(TensorBoardSink(self.run_dir))
         self.last_eval: EvalResult | None = None
-        self._document_eval: Any = None  # mixlab.eval.conditional.DocumentEvaluator, lazily
+        self.callbacks = self._callbacks(callbacks, needs)
+
+    def _callbacks(self, extra: Sequence[Callback], needs: PolicyNeeds) -> list[Callback]:
+        """Sinks (rank 0), the run's own hooks (MeCo, policy export), then the caller's."""
+        out: list[Callback] = []
+        if self.dist.is_main:  # one writer of metrics per run
+            out.append(JsonlSink(self.run_dir))
+            if self.cfg.train.tensorboard:
+                out.append(TensorBoardSink(self.run_dir))
+        if isinstance(self.sampler, DocumentSampler):
+            out.append(MecoCallback(self.sampler))
+        policy_out = self.cfg.mixing.policy_out
+        if needs.exports_policy_file:
+            provenance = {
+                "model_params": count_parameters(self.raw_model),
+                "seed": self.cfg.train.seed,
+            }
+            path = Path(policy_out) if policy_out else self.run_dir / POLICY_FILE_NAME
+            out.append(PolicyFileExport(path, provenance))
+        elif policy_out:
+            raise ConfigError(
+                f"mixing.policy_out: policy {self.cfg.mixing.name!r} has nothing to export "
+                "here; only acodm writes a policy file, in its training modes"
+            )
+        return [*out, *extra]
 
     # ------------------------------------------------------------------ state
     def state_dict(self, finished: bool = False) -> dict[str, Any]:
@@ -189,6 +220,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "policy": self.policy.state_dict(),
+            "objective": self.objective.state_dict(),
             "probes": {} if self.probes is None else self.probes.state_dict(),
             "rng": capture_rng(),
             "elapsed_seconds": self.elapsed,
@@ -212,8 +244,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.policy.load_state_dict(state["policy"])
+        # Before 0.2 the DoReMi proxy's alpha and AC-ODM's weight-norm references were kept in
+        # the policy's state.
+        self.objective.load_state_dict(state.get("objective") or state["policy"])
         if self.probes is not None:
-            # Before 0.2 the AC-ODM policy kept the weight-norm references in its own state.
             self.probes.load_state_dict(state.get("probes") or state["policy"])
         restore_rng(state["rng"])
         self.step = int(state["step"])
@@ -224,27 +258,11 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_NAME
         state = self.state_dict(finished)
         if self.dist.is_main:
-            if self.policy_file is not None:
-                provenance = {
-                    "model_params": count_parameters(self.raw_model),
-                    "seed": self.cfg.train.seed,
-                }
-                self.policy.save_policy_file(self.policy_file, provenance)
             save_checkpoint(path, state)
         dist.barrier(self.dist)
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, path)
         return path
-
-    def _policy_file_path(self) -> Path | None:
-        """Where the policy is exported (mixing.policy_out, or the run folder's default)."""
-        out = self.cfg.mixing.policy_out
-        if not self.policy.needs.exports_policy_file:
-            if out:
-                raise ConfigError(
-                    f"mixing.policy_out: policy {self.cfg.mixing.name!r} has nothing to export "
-                    "here; only acodm writes a policy file, in its training modes"
-                )
-            return None
-        return Path(out) if out else self.run_dir / POLICY_FILE_NAME
 
     # ------------------------------------------------------------------ one step
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -255,7 +273,7 @@ class Trainer:
     def train_step(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
         """Forward/backward every micro-batch, then one optimiser update.
 
-        Returns this rank's per-domain sums (``run_step`` adds them up over ranks).
+        Returns this rank's per-domain sums (the mixer adds them up over ranks).
         """
         K = len(self.domains)
         device = self.dist.device
@@ -265,12 +283,12 @@ class Trainer:
         # Normalise by the global token count (x world size: the gradient average divides it
         # back), so the update equals one process's with a W-times-bigger batch.
         tokens = dist.all_reduce_sum(self.dist, {"n": np.array([local_tokens], np.float64)})
-        step_tokens = max(1, int(tokens["n"][0]))
-        scale = self.dist.world_size / step_tokens
+        scale = self.dist.world_size / max(1, int(tokens["n"][0]))
         loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
         token_count = torch.zeros(K, dtype=torch.float64, device=device)
         ref_sums: dict[str, torch.Tensor] = {}
         reference_seconds = 0.0
+        self.objective.begin_step(batches, K)
         for i, (batch, mask) in enumerate(zip(batches, masks, strict=True)):
             dist.set_gradient_sync(self.model, i == len(batches) - 1)
             if self.probes is not None:
@@ -278,15 +296,16 @@ class Trainer:
             with self.autocast():
                 logits = self.model(**model_inputs(batch)).logits
             tok_loss = token_losses(logits, batch["labels"])  # (B, L-1) fp32, 0 where masked
-            (tok_loss.sum() * scale).backward()
+            self.objective.micro_batch(tok_loss, batch, scale)
             sums, counts = per_domain_sums(tok_loss.detach(), mask, batch["domain_id"], K)
             loss_sum += sums.double()
             token_count += counts.double()
-            if self.reference is not None:  # DoReMi excess over the frozen reference
+            if self.reference is not None:  # excess over the frozen reference (DoReMi)
                 ref_start = time.perf_counter()
                 for key, value in self.reference.score(batch, tok_loss, K, self.autocast()).items():
                     ref_sums[key] = ref_sums.get(key, 0) + value
                 reference_seconds += time.perf_counter() - ref_start
+        self.objective.end_step(ref_sums)
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             if self.cfg.train.grad_clip > 0
@@ -337,112 +356,78 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> EvalResult:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        for cb in self.callbacks:
-            cb.on_train_start(self.step)
-        log.info(
-            "training %s (%s params) on %d domains for %d steps, precision %s%s",
-            cfg.model.preset or cfg.model.config_path or cfg.model.pretrained_path,
-            f"{count_parameters(self.raw_model):,}",
-            len(self.domains),
-            t.max_steps,
-            "bf16" if self.autocast_dtype else "fp32",
-            f", {self.dist.world_size} ranks" if self.dist.enabled else "",
-        )
-        window = _Window(self.domains)
-        meco = None
-        if isinstance(self.sampler, DocumentSampler):
-            meco = MecoLog(self.sampler, self.step)
         try:
+            for cb in self.callbacks:
+                cb.on_train_start(self)
+            self._log_start()
+            window = TrainWindow(self.domains)
             for _ in self._progress():
                 out = self.run_step()
                 self.elapsed += out["seconds"]
                 window.add(out)
+                for cb in self.callbacks:
+                    cb.on_step_end(self)
                 if self.step % t.log_every == 0 or self.step == t.max_steps:
-                    record = window.record(
-                        self.step,
-                        float(self.scheduler.get_last_lr()[0]),
-                        self.sampler,
-                        self.policy,
-                    )
-                    self._emit({**record, **(meco.record(self.step) if meco else {})})
-                    window = _Window(self.domains)
+                    self._emit(self._train_record(window))
+                    window = TrainWindow(self.domains)
                 if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
                     self.run_eval()
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save()
-                if meco and self.step == meco.sampler.condition_steps:
-                    self.save_condition_end()
-        except KeyboardInterrupt:
-            log.warning(
-                "interrupted at step %d; saving a checkpoint (resume with --resume)", self.step
-            )
-            if meco and self.step == meco.sampler.condition_steps:
-                self.save_condition_end()  # interrupted before the s_c copy was made
-            else:
+            result = self.run_eval()
+            self.save(finished=True)
+            return result
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                log.warning(
+                    "interrupted at step %d; saving a checkpoint (resume with --resume)", self.step
+                )
                 self.save()
+            for cb in self.callbacks:
+                cb.on_error(self, exc)
             raise
-        result = self.run_eval()
-        self.save(finished=True)
-        for cb in self.callbacks:
-            cb.on_train_end(self.step)
-        return result
+        finally:
+            for cb in self.callbacks:
+                cb.on_close(self)
+            if self.probes is not None:
+                self.probes.close()
 
     def run_eval(self) -> EvalResult:
         """Validation on every rank (FSDP's forward is collective); rank 0 logs it."""
-        result = evaluate(
-            dist.unwrap(self.model),
-            self.store,
-            seq_len=self.cfg.data.seq_len,
-            batch_size=self.cfg.eval.batch_size,
-            max_tokens_per_domain=self.cfg.eval.max_tokens_per_domain,
-            autocast_dtype=self.autocast_dtype,
-        )
-        record = {**eval_record(result, self.step), **self._document_eval_metrics()}
+        result, record = self.evaluator(dist.unwrap(self.model), self.step)
         record.update({f"mix/{key}": v for key, v in self.policy.eval_log_values().items()})
         self._emit(record)
         self.last_eval = result
+        for cb in self.callbacks:
+            cb.on_eval_end(self, result)
         return result
 
-    def save_condition_end(self) -> None:
-        """MeCo: checkpoint at s_c (resumable) and keep a copy of the conditioned model."""
-        self.save()
-        if self.dist.is_main:
-            shutil.copyfile(self.run_dir / CHECKPOINT_NAME, self.run_dir / CONDITION_END_NAME)
-            log.info("meco: conditioning ends at step %d; kept %s", self.step, CONDITION_END_NAME)
-        dist.barrier(self.dist)
-
-    def _document_eval_metrics(self) -> dict[str, float]:
-        """``eval_<mode>/...`` metrics of the ``eval.document_modes`` (MeCo eval modes)."""
-        ev = self.cfg.eval
-        if not ev.document_modes:
-            return {}
-        from mixlab.eval.conditional import DocumentEvaluator
-
-        if self._document_eval is None:
-            self._document_eval = DocumentEvaluator(
-                self.store,
-                seq_len=self.cfg.data.seq_len,
-                meco=self.cfg.meco,
-                max_tokens_per_domain=ev.max_tokens_per_domain,
-                batch_size=ev.batch_size,
-            )
-        results = self._document_eval.evaluate_modes(
-            dist.unwrap(self.model),
-            ev.document_modes,
-            fixed_prefix=ev.fixed_prefix,
-            autocast_dtype=self.autocast_dtype,
-        )
-        out: dict[str, float] = {}
-        for mode, res in results.items():
-            out.update(res.to_metrics(prefix=f"eval_{mode}"))
-        return out
+    def _train_record(self, window: TrainWindow) -> dict[str, Any]:
+        lr = float(self.scheduler.get_last_lr()[0])
+        record = window.record(self.step, lr, self.sampler, self.policy)
+        record.update({f"mix/{key}": v for key, v in self.objective.log_values().items()})
+        for cb in self.callbacks:
+            record.update(cb.log_values(self))
+        return record
 
     def _emit(self, record: dict[str, Any]) -> None:
-        for cb in self.callbacks:
-            cb.on_log(record)
+        if self.dist.is_main:
+            for cb in self.callbacks:
+                cb.on_log(self, record)
+
+    def _log_start(self) -> None:
+        log.info(
+            "training %s (%s params) on %d domains for %d steps, precision %s%s",
+            self.cfg.model.preset or self.cfg.model.config_path or self.cfg.model.pretrained_path,
+            f"{count_parameters(self.raw_model):,}",
+            len(self.domains),
+            self.cfg.train.max_steps,
+            "bf16" if self.autocast_dtype else "fp32",
+            f", {self.dist.world_size} ranks" if self.dist.enabled else "",
+        )
 
     def _progress(self) -> Iterator[int]:
         from tqdm.auto import tqdm
@@ -457,91 +442,6 @@ class Trainer:
             dynamic_ncols=True,
         )
         yield from bar
-
-
-def eval_record(result: EvalResult, step: int) -> dict[str, Any]:
-    """Flat ``eval/...`` metrics of one validation pass (METHODS.md §5 aggregates)."""
-    return {"step": step, **result.to_metrics()}
-
-
-class _Window:
-    """Accumulates train statistics between two log lines."""
-
-    def __init__(self, domains: tuple[str, ...]) -> None:
-        self.domains = domains
-        self.loss = 0.0
-        self.steps = 0
-        self.tokens = 0
-        self.seconds = 0.0
-        self.policy_seconds = 0.0
-        self.capture_seconds = 0.0
-        self.reference_seconds = 0.0
-        self.grad_norm = 0.0
-        self.loss_sum = np.zeros(len(domains))
-        self.token_count = np.zeros(len(domains))
-        self.ref_sums: dict[str, np.ndarray] = {}  # DoReMi: excess, reference loss, clipped
-
-    def add(self, out: dict[str, Any]) -> None:
-        """Add one step's ``Trainer.run_step`` output."""
-        self.loss += out["loss"]
-        self.grad_norm += out["grad_norm"]
-        self.loss_sum += out["loss_sum"]
-        self.token_count += out["token_count"]
-        for key in ("excess_sum", "ref_loss_sum", "clipped_count"):
-            if key in out:
-                self.ref_sums[key] = self.ref_sums.get(key, 0) + out[key]
-        self.capture_seconds += out.get("capture_seconds", 0.0)
-        self.reference_seconds += out.get("reference_seconds", 0.0)
-        self.steps += 1
-        self.tokens += out["tokens"]
-        self.seconds += out["seconds"]
-        self.policy_seconds += out["policy_seconds"]
-
-    def record(
-        self, step: int, lr: float, sampler: MixtureSampler, policy: MixingPolicy
-    ) -> dict[str, Any]:
-        n = max(1, self.steps)
-        rec: dict[str, Any] = {
-            "step": step,
-            "train/loss": self.loss / n,
-            "train/lr": lr,
-            "train/grad_norm": self.grad_norm / n,
-            "train/tokens_per_s": self.tokens / max(self.seconds, 1e-9),
-            "train/step_seconds": self.seconds / n,
-            "mix/policy_seconds": self.policy_seconds / n,
-        }
-        if self.capture_seconds:
-            rec["mix/capture_seconds"] = self.capture_seconds / n
-        if self.reference_seconds:
-            rec["mix/reference_seconds"] = self.reference_seconds / n
-        w = policy.weights()
-        rec["mix/entropy"] = float(-(w[w > 0] * np.log(w[w > 0])).sum())
-        rec.update(sampler.stats())  # tokens, epochs, achieved and requested shares per domain
-        p_eff = sampler.effective_weights() if sampler.floor_per_domain else None
-        for i, d in enumerate(self.domains):
-            rec[f"mix/weight/{d}"] = float(w[i])
-            if p_eff is not None:
-                rec[f"mix/p_eff/{d}"] = float(p_eff[i])
-            if self.token_count[i] > 0:
-                rec[f"domain/{d}/train_loss"] = float(self.loss_sum[i] / self.token_count[i])
-        if self.ref_sums:
-            rec.update(self._reference_record())
-        for key, value in policy.log_values().items():
-            rec[f"mix/{key}"] = value
-        return rec
-
-    def _reference_record(self) -> dict[str, Any]:
-        """Reference loss, clipped and unclipped excess per domain; share of clipped tokens."""
-        n = self.token_count
-        clipped = float(self.ref_sums["clipped_count"].sum())
-        rec = {"train/excess_clipped_fraction": clipped / max(float(n.sum()), 1.0)}
-        for i, d in enumerate(self.domains):
-            if n[i] > 0:
-                ref = float(self.ref_sums["ref_loss_sum"][i] / n[i])
-                rec[f"domain/{d}/ref_loss"] = ref
-                rec[f"domain/{d}/excess"] = float(self.ref_sums["excess_sum"][i] / n[i])
-                rec[f"domain/{d}/excess_unclipped"] = float(self.loss_sum[i] / n[i]) - ref
-        return rec
 
 
 def train(

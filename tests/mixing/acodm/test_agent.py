@@ -4,7 +4,6 @@ scripted reward, behaviour cloning, critic targets, exploration, replay, separat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,6 @@ K, D = 4, 5
 S = 3 * K + 2 * D + 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny networks: threads only add overhead (and noise on a shared 2-core box).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make(seed: int = 0, **kw: Any) -> DdpgAgent:

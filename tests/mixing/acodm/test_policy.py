@@ -5,7 +5,6 @@ and the mid-main-phase checkpoint round trip (next 20 mixtures bit-identical).""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,12 +40,6 @@ K, D, T = 3, 3, 60
 SMALL = {"hidden": 16, "batch_size": 8, "buffer_size": 200, "depth_points": [0, 0.5, 1]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make(

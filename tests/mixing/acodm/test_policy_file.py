@@ -3,7 +3,6 @@ save/load round trip, and ConfigError on every mismatch (domains, order, spec, f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,6 @@ DOMAINS = ("code", "prose", "web")
 SPEC = StateSpec(3, 5, (0.0, 0.25, 0.5, 0.75, 1.0), "previous", 1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def trained_agent() -> DdpgAgent:
