@@ -11,18 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-def demo_store(root: Path, *, max_bytes_per_domain: int = 600_000, vocab_size: int = 4096) -> Path:
-    """Prepare a shard store from the built-in demo corpus (cached under ``root``)."""
-    from mixlab.data.demo_corpus import build_demo_corpus, demo_corpus_files
+def demo_store(root: Path, *, vocab_size: int = 4096) -> Path:
+    """Prepare a shard store from the shipped demo corpus (cached under ``root``)."""
+    from mixlab.data.demo_corpus import build_demo_corpus, demo_corpus_files, shipped_manifest
     from mixlab.data.prepare import prepare_from_inputs
 
-    store = root / f"store-{max_bytes_per_domain}-{vocab_size}"
+    corpus = build_demo_corpus(root / "corpus")
+    store = root / f"store-{shipped_manifest()['fingerprint'][:12]}-{vocab_size}"
     if not (store / "manifest.json").exists():
-        corpus = build_demo_corpus(
-            root / f"corpus-{max_bytes_per_domain}",
-            max_bytes_per_domain=max_bytes_per_domain,
-            progress=False,
-        )
         prepare_from_inputs(
             demo_corpus_files(corpus),
             store,

@@ -38,7 +38,7 @@ def main() -> None:
 
     datasets.disable_progress_bars()
     root = workdir(args.workdir)
-    corpus = build_demo_corpus(root / "corpus-tok", progress=False)
+    corpus = build_demo_corpus(root / "corpus-tok")
     files = [str(p) for p in demo_corpus_files(corpus)]
     megabytes = sum(Path(f).stat().st_size for f in files) / 1e6
     tok_file = root / "tok-store" / "tokenizer.json"

@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None, description: str) -> argparse.Namespa
 
 
 def open_store(path: str | None) -> ShardStore:
-    """The given store, or the demo store (built once from text on this machine)."""
+    """The given store, or the demo store (prepared once from the shipped demo corpus)."""
     if path is None:
         from mixlab.demo import prepare_demo_store
 

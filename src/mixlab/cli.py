@@ -609,8 +609,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="compare every mixing method on the built-in demo corpus (no data needed)",
         description=(
-            "Build an 8-domain corpus from text already on this machine (Python stdlib "
-            "source, C headers, docstrings, license texts, ...), prepare shards, and run the "
+            "Unpack the 8-domain corpus shipped with mixlab (Python stdlib source, C headers, "
+            "docstrings, license texts, ...; the same on every machine, its fingerprint is "
+            "printed), prepare shards, and run the "
             "demo suite: uniform, natural, odm, doremi (reference + proxy -> target), acodm "
             "(actor-critic learned on a tiny proxy, frozen on the target) and meco, with the "
             "same tiny model, seed and token budget (~10 min on 2 CPU cores). Prints the "

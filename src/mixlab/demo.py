@@ -1,7 +1,8 @@
 """``mixlab demo``: the whole comparison on the built-in demo corpus, with no data of your own.
 
-1. Build (or reuse from the cache) the demo corpus: eight clearly different kinds of real text
-   found on this machine (see :mod:`mixlab.data.demo_corpus`).
+1. Unpack (or reuse from the cache) the demo corpus shipped with mixlab: eight clearly
+   different kinds of real text, identical on every machine; its fingerprint and per-domain
+   sizes are printed (see :mod:`mixlab.data.demo_corpus`).
 2. Prepare a shard store from it (train a small byte-level BPE, tokenize, split).
 3. Run the demo suite (``mixlab/configs/demo_suite.yaml``) with :mod:`mixlab.comparison`:
    ``uniform``, ``natural``, ``odm``, ``doremi`` (reference + proxy -> weights -> target),
@@ -58,7 +59,7 @@ def budget_overrides(steps: int) -> list[str]:
 
 
 def prepare_demo_store(root: Path) -> Path:
-    """Build the corpus (cached) and its shard store under ``root/store`` (reused if present)."""
+    """Unpack the corpus (cached) and prepare its shard store under ``root/store`` (reused)."""
     from mixlab.data.demo_corpus import (
         build_demo_corpus,
         demo_corpus_files,

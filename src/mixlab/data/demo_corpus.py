@@ -1,103 +1,74 @@
-"""The built-in demo corpus: several clearly different kinds of real text found on this machine.
+"""The built-in demo corpus: eight clearly different kinds of real text, shipped with mixlab.
 
-With no data of their own, users still want to see mixlab work on real text. Every machine with
-mixlab installed already holds megabytes of it: the Python standard library and mixlab's own
-dependencies (torch, numpy, transformers, sympy, ...). :func:`build_demo_corpus` gathers one
-domain per *kind* of text, so that different mixtures give visibly different per-domain
-perplexities:
+With no data of their own, users still want to see mixlab work on real text. mixlab ships a
+fixed corpus of 8 domains inside the package (``mixlab/data/demo_corpus_data/``, one
+``<domain>.jsonl.zst`` per domain, ~2.2 MB compressed, ~12.9 MB of text), so the demo's
+documents, and therefore its numbers, are the same on every machine:
 
 ==================  ===========================================================================
-``python_code``     standard-library modules (``.py``), tests and ``pydoc_data`` left out
+``python_code``     Python standard-library modules (``.py``), tests left out
 ``python_tests``    test modules (``test_*.py``) of sympy, numpy, networkx, ... and ``stdlib/test``
-``type_stubs``      type stubs (``.pyi``): declarations only, no bodies (torch, numpy, tokenizers)
-``c_headers``       C/C++ headers (``.h``, ``.hpp``, ``.cuh``) of Python, numpy, torch, pyarrow
+``type_stubs``      type stubs (``.pyi``): declarations only, no bodies (numpy, torch, tokenizers)
+``c_headers``       C/C++ headers (``.h``, ``.hpp``, ``.cuh``) of Python, torch, pyarrow, numpy
 ``api_docs``        English technical prose: docstrings of non-math libraries (transformers, ...)
 ``math_docs``       math-heavy docstrings of sympy and mpmath
-``python_reference``  the Python language reference shipped as ``pydoc_data.topics``, one topic each
-``licenses``        license texts of installed distributions (``*.dist-info``) and Python's own
+``python_reference``  the Python language reference (``pydoc_data.topics``), one topic each
+``licenses``        license texts of Python distributions and of Python itself
 ==================  ===========================================================================
 
-The rule, per domain: collect candidate documents (one per source file; for docstrings, one per
-module with its docstrings joined by blank lines), order them by a hash of their ``source`` (a
-seeded shuffle that spreads the sample over the whole tree yet is identical on every run), drop
-files that are not valid UTF-8, tiny documents (< 256 bytes) and exact duplicates, clip each
-document to 64 KB at a line boundary, and keep documents until the domain holds
-``max_bytes_per_domain`` bytes of UTF-8 text (the last one is clipped to fit). A domain that
-cannot reach ``min(200 KB, max_bytes_per_domain / 2)`` here is dropped with a warning; fewer than
-3 domains left is a :class:`~mixlab.errors.DataError`.
+The documents are files of permissively licensed Python distributions (and CPython), taken
+once by the developer script ``scripts/build_demo_corpus.py``; every record keeps its
+``source`` (e.g. ``stdlib/json/decoder.py``) and ``ATTRIBUTION.md`` next to the data names the
+distribution, version and license of each source.
 
-Output, in a folder (default ``$MIXLAB_CACHE/demo_corpus``, else
-``$XDG_CACHE_HOME/mixlab/demo_corpus``, else ``~/.cache/mixlab/demo_corpus``): one
-``<domain>.jsonl`` per domain with records ``{"text", "domain", "source"}`` (``source`` is a
-relative, machine-independent path such as ``stdlib/json/decoder.py`` or
-``license/numpy-2.4.6.dist-info/licenses/LICENSE.txt``) and a ``corpus.json`` manifest (format
-version, cap, per-domain docs/bytes/sha256, a content hash). The folder is written to a temporary
-sibling and renamed into place, and reused as long as the format version, the cap and the Python
-installation (interpreter version + installed distributions) are unchanged.
+:func:`build_demo_corpus` unpacks the shipped data into a folder (default
+``$MIXLAB_CACHE/demo_corpus``, else ``$XDG_CACHE_HOME/mixlab/demo_corpus``, else
+``~/.cache/mixlab/demo_corpus``): one ``<domain>.jsonl`` per domain with records
+``{"text", "domain", "source"}`` and a ``corpus.json`` manifest (a copy of the shipped
+``manifest.json``: format version, per-domain docs / text bytes / file bytes / sha256, and the
+corpus ``fingerprint``). The fingerprint is
 
-Knobs: ``max_bytes_per_domain`` (default 2 MB; the demo does not need more), ``rebuild``.
-Read the corpus with :func:`mixlab.data.readers.iter_documents` over
-:func:`demo_corpus_files` (``domain_from="field"``, ``domain_field="domain"``,
-``metadata_field="source"``).
+    fingerprint = sha256( concat over domains, in manifest order, of  name || 0x00 || jsonl bytes )
+
+of the uncompressed files, so two folders with the same fingerprint hold byte-identical
+documents. Every unpacked file is checked against its sha256 (a mismatch is a
+:class:`~mixlab.errors.DataError`: the installation is damaged). The folder is written to a
+temporary sibling and renamed into place, and reused as long as its ``corpus.json`` equals the
+shipped manifest and every file still has its sha256; ``rebuild`` unpacks it again.
+
+Read the corpus with :func:`mixlab.data.readers.iter_documents` over :func:`demo_corpus_files`
+(``domain_from="field"``, ``domain_field="domain"``, ``metadata_field="source"``).
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib.util
 import json
 import logging
 import os
-import platform
 import shutil
-import sys
-import sysconfig
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+import zstandard
 
-from mixlab.errors import ConfigError, DataError
+from mixlab.errors import DataError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 logger = logging.getLogger(__name__)
 
-CORPUS_FORMAT_VERSION = 1
-MANIFEST_NAME = "corpus.json"
-MAX_DOC_BYTES = 65_536  # one huge generated file must not dominate a domain
-MIN_DOC_BYTES = 256  # empty __init__.py files and one-line docstrings carry no signal
-MIN_DOMAIN_BYTES = 200_000
-MIN_DOMAINS = 3
-_SMALLEST_CAP = 10_000
-_ORDER_SEED = "mixlab-demo-corpus"
-
-_TEST_DIRS = frozenset({"test", "tests", "idle_test", "testing"})
-_SKIP_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages"})
-_HEADER_SUFFIXES = (".h", ".hpp", ".cuh")
-_LICENSE_MARKERS = ("LICEN", "COPYING", "NOTICE")
-_GENERATED_MARKERS = ("@generated", "generated from", "generated by", "do not edit")
-_DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-
-# Import names (not distributions) searched for each domain; missing ones are skipped.
-_TEST_PACKAGES = ("sympy", "numpy", "networkx", "mpmath", "pyarrow", "torch", "fsspec", "regex")
-_STUB_PACKAGES = ("torch", "numpy", "tokenizers", "safetensors", "zstandard", "pyarrow")
-_HEADER_PACKAGES = ("torch", "numpy", "pyarrow")
-_PROSE_PACKAGES = (
-    "transformers", "huggingface_hub", "tokenizers", "pyarrow", "fsspec", "tqdm", "yaml",
-    "jinja2", "filelock", "requests", "urllib3", "packaging", "safetensors", "setuptools",
+CORPUS_FORMAT_VERSION = 2
+MANIFEST_NAME = "corpus.json"  # in the unpacked folder
+SHIPPED_MANIFEST_NAME = "manifest.json"  # in the package data
+DATA_DIR_NAME = "demo_corpus_data"  # package data folder, next to this module
+DEMO_DOMAINS: tuple[str, ...] = (
+    "python_code", "python_tests", "type_stubs", "c_headers",
+    "api_docs", "math_docs", "python_reference", "licenses",
 )  # fmt: skip
-_MATH_PACKAGES = ("sympy", "mpmath")
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """A document that may be taken: its ``source`` and how to read its text (None = skip)."""
-
-    source: str
-    read: Callable[[], str | None]
 
 
 def default_cache_dir() -> Path:
@@ -109,259 +80,31 @@ def default_cache_dir() -> Path:
     return base / "mixlab" / "demo_corpus"
 
 
-def _package_dirs(names: Iterable[str]) -> list[tuple[str, Path]]:
-    """(import name, folder) of the installed packages among ``names``, without importing them."""
-    found = []
-    for name in names:
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            spec = None
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        if locations and Path(locations[0]).is_dir():
-            found.append((name, Path(locations[0])))
-        else:
-            logger.debug("demo corpus: package %s not installed, skipped", name)
-    return found
+def content_fingerprint(domains: Iterable[tuple[str, bytes]]) -> str:
+    """sha256 of ``name || 0x00 || jsonl bytes`` over ``(domain name, file bytes)`` in order."""
+    total = hashlib.sha256()
+    for name, data in domains:
+        total.update(name.encode("utf-8") + b"\0" + data)
+    return total.hexdigest()
 
 
-def _site_dirs() -> list[Path]:
-    """Folders holding installed distributions (their ``*.dist-info``)."""
-    paths = sysconfig.get_paths()
-    dirs = {Path(paths["purelib"]), Path(paths["platlib"])}
-    dirs.update(folder.parent for _, folder in _package_dirs(_PROSE_PACKAGES + _TEST_PACKAGES))
-    return sorted(d for d in dirs if d.is_dir())
+def _shipped_dir() -> Traversable:
+    """The package data folder holding ``manifest.json`` and ``<domain>.jsonl.zst``."""
+    return resources.files("mixlab.data") / DATA_DIR_NAME
 
 
-def _walk(root: Path, suffixes: tuple[str, ...], skip: frozenset[str]) -> Iterator[Path]:
-    """Files under ``root`` ending in ``suffixes``, sorted; hidden and ``skip`` folders left out."""
-    for folder, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
-        for name in sorted(filenames):
-            if name.endswith(suffixes) and not name.startswith("."):
-                yield Path(folder) / name
-
-
-def _is_test_file(path: Path) -> bool:
-    return path.name.startswith("test_") or path.stem.endswith("_test")
-
-
-def _not_test(relpath: Path) -> bool:
-    """Neither a test module nor inside a test folder (``relpath`` is relative to the root)."""
-    return not _is_test_file(relpath) and _TEST_DIRS.isdisjoint(relpath.parts)
-
-
-def _read_text(path: Path) -> str | None:
-    """The file as text, or None when it cannot be read or is not valid UTF-8."""
+def shipped_manifest() -> dict:
+    """The manifest of the corpus shipped with this installation of mixlab."""
+    path = _shipped_dir() / SHIPPED_MANIFEST_NAME
     try:
-        return path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        logger.debug("demo corpus: skipping %s (%s)", path, exc)
-        return None
-
-
-def _read_handwritten(path: Path) -> str | None:
-    """Like :func:`_read_text`, but None for generated files (codec tables, torch's op headers).
-
-    Generated files are thousands of near-identical boilerplate documents (7,000 of torch's
-    9,000 headers): they would turn a domain into a copy-paste exercise.
-    """
-    text = _read_text(path)
-    head = text[:2000].lower() if text else ""
-    return None if any(m in head for m in _GENERATED_MARKERS) else text
-
-
-def _docstrings(path: Path) -> str | None:
-    """All docstrings of a module (module, classes, functions; source order), blank-line joined."""
-    text = _read_text(path)
-    if text is None:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # invalid escape sequences in third-party code
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            return None
-    found: list[str] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, (ast.Module, *_DEFINITIONS)):
-            doc = ast.get_docstring(node)
-            if doc:
-                found.append(doc)
-        for child in ast.iter_child_nodes(node):
-            # Definitions nested in `if TYPE_CHECKING:` / `try:` blocks are still API.
-            if isinstance(child, (*_DEFINITIONS, ast.If, ast.Try)):
-                visit(child)
-
-    visit(tree)
-    return "\n\n".join(found)
-
-
-def _clip(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, at the last line break that fits."""
-    data = text.encode("utf-8")
-    if len(data) <= max_bytes:
-        return text
-    head = data[:max_bytes]
-    cut = head.rfind(b"\n")
-    # errors="ignore" drops a character split by a cut inside a line without line breaks.
-    return head[: cut if cut > 0 else max_bytes].decode("utf-8", errors="ignore").rstrip()
-
-
-def _always(path: Path) -> bool:
-    return True
-
-
-def _files(
-    prefix: str,
-    root: Path,
-    suffixes: tuple[str, ...],
-    *,
-    reader: Callable[[Path], str | None] = _read_text,
-    keep: Callable[[Path], bool] = _always,
-    skip: frozenset[str] = _SKIP_DIRS,
-) -> list[_Candidate]:
-    """One candidate per file under ``root`` that ``keep`` accepts (given its relative path).
-
-    ``source`` is ``prefix/<path relative to root>``: no machine-specific part.
-    """
-    out = []
-    for path in _walk(root, suffixes, skip):
-        rel = path.relative_to(root)
-        if keep(rel):
-            out.append(_Candidate(f"{prefix}/{rel.as_posix()}", partial(reader, path)))
-    return out
-
-
-def _in_packages(
-    names: tuple[str, ...],
-    suffixes: tuple[str, ...],
-    *,
-    reader: Callable[[Path], str | None] = _read_text,
-    keep: Callable[[Path], bool] = _always,
-) -> list[_Candidate]:
-    """:func:`_files` over each installed package of ``names``, as ``site-packages/<name>/...``."""
-    out = []
-    for name, folder in _package_dirs(names):
-        out += _files(f"site-packages/{name}", folder, suffixes, reader=reader, keep=keep)
-    return out
-
-
-def _stdlib() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def _python_code() -> list[_Candidate]:
-    skip = _SKIP_DIRS | _TEST_DIRS | {"pydoc_data"}
-    return _files(
-        "stdlib", _stdlib(), (".py",), reader=_read_handwritten, skip=skip, keep=_not_test
-    )
-
-
-def _python_tests() -> list[_Candidate]:
-    out = _files("stdlib/test", _stdlib() / "test", (".py",), keep=_is_test_file)
-    return out + _in_packages(_TEST_PACKAGES, (".py",), keep=_is_test_file)
-
-
-def _type_stubs() -> list[_Candidate]:
-    return _in_packages(_STUB_PACKAGES, (".pyi",), keep=_not_test)
-
-
-def _c_headers() -> list[_Candidate]:
-    include = Path(sysconfig.get_paths()["include"])
-    read = _read_handwritten
-    out = _files(f"include/{include.name}", include, _HEADER_SUFFIXES, reader=read)
-    return out + _in_packages(_HEADER_PACKAGES, _HEADER_SUFFIXES, reader=read, keep=_not_test)
-
-
-def _api_docs() -> list[_Candidate]:
-    return _in_packages(_PROSE_PACKAGES, (".py",), reader=_docstrings, keep=_not_test)
-
-
-def _math_docs() -> list[_Candidate]:
-    return _in_packages(_MATH_PACKAGES, (".py",), reader=_docstrings, keep=_not_test)
-
-
-def _python_reference() -> list[_Candidate]:
-    try:
-        from pydoc_data.topics import topics
-    except ImportError:  # some distributions strip pydoc_data
-        return []
-    return [
-        _Candidate(f"stdlib/pydoc_data/topics/{name}", partial(str, text))
-        for name, text in sorted(topics.items())
-    ]
-
-
-def _licenses() -> list[_Candidate]:
-    out = []
-    license_txt = _stdlib() / "LICENSE.txt"
-    if license_txt.is_file():
-        out.append(_Candidate("stdlib/LICENSE.txt", partial(_read_text, license_txt)))
-    for site in _site_dirs():
-        for dist in sorted(site.glob("*.dist-info")):
-            out += _files(
-                f"license/{dist.name}", dist, ("",),
-                keep=lambda p: any(m in p.name.upper() for m in _LICENSE_MARKERS),
-            )  # fmt: skip
-    return out
-
-
-_DOMAINS: dict[str, tuple[str, Callable[[], list[_Candidate]]]] = {
-    "python_code": ("Python standard-library modules", _python_code),
-    "python_tests": ("test modules of the stdlib and scientific packages", _python_tests),
-    "type_stubs": ("Python type stubs (.pyi): signatures, no bodies", _type_stubs),
-    "c_headers": ("C/C++ headers of Python, numpy, torch, pyarrow", _c_headers),
-    "api_docs": ("docstrings of non-math libraries (English prose)", _api_docs),
-    "math_docs": ("docstrings of sympy and mpmath (math-heavy)", _math_docs),
-    "python_reference": ("Python language reference (pydoc topics)", _python_reference),
-    "licenses": ("license texts of installed distributions", _licenses),
-}
-DEMO_DOMAINS: tuple[str, ...] = tuple(_DOMAINS)
-
-
-def _fill_domain(
-    domain: str, candidates: list[_Candidate], max_bytes: int, bar: tqdm
-) -> tuple[list[dict[str, str]], int]:
-    """Records of one domain (hash-ordered, deduplicated, clipped) and their UTF-8 byte count."""
-
-    def order(c: _Candidate) -> str:
-        return hashlib.sha1(f"{_ORDER_SEED}:{c.source}".encode()).hexdigest()
-
-    records: list[dict[str, str]] = []
-    seen: set[str] = set()
-    total = 0
-    for cand in sorted(candidates, key=order):
-        raw = cand.read()
-        if raw is None:
-            continue
-        text = raw.replace("\r\n", "\n").replace("\r", "\n").strip()
-        budget = max_bytes - total
-        try:
-            full_size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:  # lone surrogates from a string literal's escapes
-            continue
-        text = _clip(text, min(MAX_DOC_BYTES, budget))
-        size = len(text.encode("utf-8"))
-        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
-        if size >= MIN_DOC_BYTES and digest not in seen:
-            seen.add(digest)
-            records.append({"text": text, "domain": domain, "source": cand.source})
-            total += size
-            bar.update(size)
-        # A document cut to the remaining budget (not just to MAX_DOC_BYTES) is the last one:
-        # reading (and parsing) more files only to cut them below MIN_DOC_BYTES wastes time.
-        if budget < min(full_size, MAX_DOC_BYTES) or max_bytes - total < MIN_DOC_BYTES:
-            break
-    bar.update(max_bytes - total)  # a short domain still completes its share of the bar
-    return records, total
-
-
-def _environment() -> str:
-    """Hash of what the corpus is made of: interpreter version and installed distributions."""
-    dists = sorted(p.name for site in _site_dirs() for p in site.glob("*.dist-info"))
-    return hashlib.sha256(json.dumps([platform.python_version(), dists]).encode()).hexdigest()
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"demo corpus: {path} is missing or unreadable ({exc}); reinstall mixlab"
+        ) from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("domains"), dict):
+        raise DataError(f"demo corpus: {path} has no 'domains' mapping; reinstall mixlab")
+    return manifest
 
 
 def _read_manifest(path: Path, *, required: bool = False) -> dict | None:
@@ -377,63 +120,42 @@ def _read_manifest(path: Path, *, required: bool = False) -> dict | None:
     return None
 
 
-def _is_complete(path: Path, max_bytes: int, environment: str) -> bool:
-    """True when ``path`` holds a finished corpus of this format, cap and environment."""
-    manifest = _read_manifest(path) or {}
-    expected = (CORPUS_FORMAT_VERSION, max_bytes, environment)
-    keys = ("format_version", "max_bytes_per_domain", "environment")
-    if tuple(manifest.get(k) for k in keys) != expected:
+def _is_complete(path: Path, manifest: dict) -> bool:
+    """True when ``path`` holds exactly the shipped corpus described by ``manifest``."""
+    if _read_manifest(path) != manifest:
         return False
-    return all(
-        (path / f"{name}.jsonl").is_file()
-        and (path / f"{name}.jsonl").stat().st_size == info.get("file_bytes")
-        for name, info in manifest.get("domains", {}).items()
-    )
+    for name, info in manifest["domains"].items():
+        file = path / f"{name}.jsonl"
+        if not file.is_file() or file.stat().st_size != info["file_bytes"]:
+            return False
+        if hashlib.sha256(file.read_bytes()).hexdigest() != info["sha256"]:
+            return False
+    return True
 
 
-def _write_corpus(tmp: Path, max_bytes: int, environment: str, progress: bool) -> None:
+def _unpack(tmp: Path, manifest: dict) -> None:
+    """Decompress every shipped domain into ``tmp``, checking sha256s and the fingerprint."""
     tmp.mkdir(parents=True)
-    domains: dict[str, dict[str, object]] = {}
-    dropped: dict[str, str] = {}
-    required = min(MIN_DOMAIN_BYTES, max_bytes // 2)
-    total = hashlib.sha256()
-    with tqdm(
-        total=max_bytes * len(_DOMAINS), desc="demo corpus", unit="B", unit_scale=True,
-        file=sys.stderr, disable=not progress,
-    ) as bar:  # fmt: skip
-        for name, (description, collect) in _DOMAINS.items():
-            bar.set_postfix_str(name)
-            records, size = _fill_domain(name, collect(), max_bytes, bar)
-            if size < required:
-                logger.warning(
-                    "demo corpus: domain %s has only %d bytes of text on this machine (needs "
-                    "%d); dropped", name, size, required,
-                )  # fmt: skip
-                dropped[name] = f"{size} bytes < {required}"
-                continue
-            payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-            data = payload.encode("utf-8")
-            (tmp / f"{name}.jsonl").write_bytes(data)
-            total.update(name.encode() + b"\0" + data)
-            domains[name] = {
-                "description": description, "docs": len(records), "bytes": size,
-                "file_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            }  # fmt: skip
-    if len(domains) < MIN_DOMAINS:
+    source = _shipped_dir()
+    parts = []
+    for name, info in manifest["domains"].items():
+        packed = source / f"{name}.jsonl.zst"
+        try:
+            data = zstandard.ZstdDecompressor().decompress(packed.read_bytes())
+        except (OSError, zstandard.ZstdError) as exc:
+            raise DataError(f"demo corpus: cannot read {packed} ({exc}); reinstall mixlab") from exc
+        if hashlib.sha256(data).hexdigest() != info["sha256"]:
+            raise DataError(
+                f"demo corpus: {packed} does not match the sha256 in {SHIPPED_MANIFEST_NAME}; "
+                "the installation is damaged, reinstall mixlab"
+            )
+        (tmp / f"{name}.jsonl").write_bytes(data)
+        parts.append((name, data))
+    if content_fingerprint(parts) != manifest["fingerprint"]:
         raise DataError(
-            f"demo corpus: only {len(domains)} of {len(_DOMAINS)} domains have enough text on "
-            f"this machine ({', '.join(domains) or 'none'}; dropped: {dropped}); is this a "
-            "standard Python installation with mixlab's dependencies? Use your own data instead"
+            f"demo corpus: the shipped files do not give the fingerprint in "
+            f"{SHIPPED_MANIFEST_NAME}; reinstall mixlab"
         )
-    manifest = {
-        "format_version": CORPUS_FORMAT_VERSION,
-        "max_bytes_per_domain": max_bytes,
-        "max_doc_bytes": MAX_DOC_BYTES,
-        "environment": environment,
-        "content_hash": total.hexdigest(),
-        "domains": domains,
-        "dropped": dropped,
-    }
     (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
@@ -445,27 +167,23 @@ def _replaceable(path: Path) -> bool:
     )
 
 
-def build_demo_corpus(
-    out_dir: str | Path | None = None,
-    *,
-    max_bytes_per_domain: int = 2_000_000,
-    progress: bool = True,
-    rebuild: bool = False,
-) -> Path:
-    """Build (or reuse) the demo corpus in ``out_dir`` and return that folder.
+def _sizes_line(manifest: dict) -> str:
+    """``fingerprint <sha256>; python_code 2.00 MB, ...`` (one log line)."""
+    sizes = ", ".join(f"{n} {i['bytes'] / 1e6:.2f} MB" for n, i in manifest["domains"].items())
+    return f"fingerprint {manifest['fingerprint']}; {sizes}"
 
-    A finished corpus with the same format version, cap and Python environment is reused unless
-    ``rebuild``. Raises :class:`ConfigError` for a cap below 10 KB, :class:`DataError` when fewer
-    than 3 domains have enough text here or ``out_dir`` holds something else.
+
+def build_demo_corpus(out_dir: str | Path | None = None, *, rebuild: bool = False) -> Path:
+    """Unpack (or reuse) the shipped demo corpus in ``out_dir`` and return that folder.
+
+    A folder that already holds the shipped corpus (same ``corpus.json``, every sha256 intact)
+    is reused unless ``rebuild``. Raises :class:`DataError` when ``out_dir`` holds something
+    else or the shipped data is damaged.
     """
-    if max_bytes_per_domain < _SMALLEST_CAP:
-        raise ConfigError(
-            f"max_bytes_per_domain={max_bytes_per_domain}: must be >= {_SMALLEST_CAP} bytes"
-        )
+    manifest = shipped_manifest()
     out = Path(out_dir).expanduser() if out_dir is not None else default_cache_dir()
-    environment = _environment()
-    if not rebuild and _is_complete(out, max_bytes_per_domain, environment):
-        logger.info("demo corpus: reusing %s", out)
+    if not rebuild and _is_complete(out, manifest):
+        logger.info("demo corpus: reusing %s (%s)", out, _sizes_line(manifest))
         return out
     if out.exists() and not (out.is_dir() and _replaceable(out)):
         raise DataError(
@@ -475,7 +193,7 @@ def build_demo_corpus(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_corpus(tmp, max_bytes_per_domain, environment, progress)
+        _unpack(tmp, manifest)
         if out.exists():  # stale corpus: move it aside first, a rename cannot replace a folder
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
@@ -483,12 +201,12 @@ def build_demo_corpus(
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("demo corpus: built %s", out)
+    logger.info("demo corpus: unpacked %s (%s)", out, _sizes_line(manifest))
     return out
 
 
 def demo_corpus_files(path: str | Path) -> list[Path]:
-    """The domain files (``<domain>.jsonl``) of a built corpus, in manifest order."""
+    """The domain files (``<domain>.jsonl``) of an unpacked corpus, in manifest order."""
     folder = Path(path)
     manifest = _read_manifest(folder, required=True)
     assert manifest is not None
@@ -496,7 +214,7 @@ def demo_corpus_files(path: str | Path) -> list[Path]:
 
 
 def describe_demo_corpus(path: str | Path) -> str:
-    """A small table of a built corpus: domain, documents, megabytes of text, description."""
+    """A small table of an unpacked corpus (domain, documents, MB of text), then its fingerprint."""
     folder = Path(path)
     manifest = _read_manifest(folder, required=True)
     assert manifest is not None
@@ -507,4 +225,5 @@ def describe_demo_corpus(path: str | Path) -> str:
     docs = sum(i["docs"] for i in manifest["domains"].values())
     mb = sum(i["bytes"] for i in manifest["domains"].values()) / 1e6
     rows.append(f"{'total':<18} {docs:>6} {mb:>6.2f}  demo corpus in {folder}")
+    rows.append(f"demo corpus fingerprint {manifest.get('fingerprint')}")
     return "\n".join(rows)
