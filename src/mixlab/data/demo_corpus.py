@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import sysconfig
 import warnings
@@ -62,6 +61,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mixlab.errors import ConfigError, DataError
+from mixlab.files import atomic_folder, remove_stale_temporaries, write_bytes, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,6 @@ def _is_complete(path: Path, max_bytes: int, environment: str) -> bool:
 
 
 def _write_corpus(tmp: Path, max_bytes: int, environment: str, progress: bool) -> None:
-    tmp.mkdir(parents=True)
     domains: dict[str, dict[str, object]] = {}
     dropped: dict[str, str] = {}
     required = min(MIN_DOMAIN_BYTES, max_bytes // 2)
@@ -413,7 +412,7 @@ def _write_corpus(tmp: Path, max_bytes: int, environment: str, progress: bool) -
                 continue
             payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             data = payload.encode("utf-8")
-            (tmp / f"{name}.jsonl").write_bytes(data)
+            write_bytes(tmp / f"{name}.jsonl", data)
             total.update(name.encode() + b"\0" + data)
             domains[name] = {
                 "description": description, "docs": len(records), "bytes": size,
@@ -434,7 +433,7 @@ def _write_corpus(tmp: Path, max_bytes: int, environment: str, progress: bool) -
         "domains": domains,
         "dropped": dropped,
     }
-    (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json(tmp / MANIFEST_NAME, manifest)
 
 
 def _replaceable(path: Path) -> bool:
@@ -472,17 +471,9 @@ def build_demo_corpus(
             f"demo corpus: {out} exists and is not a demo corpus folder; pass another out_dir"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    remove_stale_temporaries(out.parent, names=[out.name])
+    with atomic_folder(out) as tmp:  # a stale corpus at out is replaced at the end
         _write_corpus(tmp, max_bytes_per_domain, environment, progress)
-        if out.exists():  # stale corpus: move it aside first, a rename cannot replace a folder
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("demo corpus: built %s", out)
     return out
 

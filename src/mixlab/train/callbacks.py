@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mixlab.errors import ConfigError
+from mixlab.files import dumps_json, write_text
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -43,9 +44,7 @@ class JsonlSink:
     def on_train_start(self, step: int) -> None:
         if self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(_dumps(r) + "\n" for r in kept), encoding="utf-8")
-            tmp.replace(self.path)
+            write_text(self.path, "".join(_dumps(r) + "\n" for r in kept))
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
 
     def on_log(self, record: dict[str, Any]) -> None:
@@ -87,10 +86,7 @@ class TensorBoardSink:
 
 def _dumps(record: dict[str, Any]) -> str:
     # NaN/inf are not JSON; write them as null so every line stays parseable.
-    clean = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
-    }
-    return json.dumps(clean, sort_keys=False)
+    return dumps_json(record, sort_keys=False)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

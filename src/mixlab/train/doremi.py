@@ -34,7 +34,6 @@ never silently overwritten.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from mixlab.config import DoremiConfig, RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
 from mixlab.eval.perplexity import EvalResult
+from mixlab.files import write_json
 from mixlab.mixing.base import Feedback
 from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
@@ -387,9 +387,7 @@ def _train_or_reuse(
         trainer.load_state_dict(load_checkpoint(run_dir))
         log.info("%s: resuming at step %d", run_dir, trainer.step)
     result = trainer.fit()
-    (run_dir / EVAL_NAME).write_text(
-        json.dumps(eval_record(result, trainer.step), indent=2), encoding="utf-8"
-    )
+    write_json(run_dir / EVAL_NAME, eval_record(result, trainer.step), nonfinite_key="nonfinite")
 
 
 def _first_difference(saved: Any, planned: Any, prefix: str = "") -> str:
@@ -442,6 +440,4 @@ def _write_weights(
     }
     if converged is not None:
         record["converged"] = converged
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, record)

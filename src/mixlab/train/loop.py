@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,6 +52,7 @@ from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.eval.perplexity import EvalResult, evaluate
+from mixlab.files import copy_file, write_json
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
 from mixlab.model.factory import count_parameters
 from mixlab.model.losses import per_domain_sums, token_losses
@@ -428,7 +427,7 @@ class Trainer:
         """MeCo: checkpoint at s_c (resumable) and keep a copy of the conditioned model."""
         self.save()
         if self.dist.is_main:
-            shutil.copyfile(self.run_dir / CHECKPOINT_NAME, self.run_dir / CONDITION_END_NAME)
+            copy_file(self.run_dir / CHECKPOINT_NAME, self.run_dir / CONDITION_END_NAME)
             log.info("meco: conditioning ends at step %d; kept %s", self.step, CONDITION_END_NAME)
         dist.barrier(self.dist)
 
@@ -595,11 +594,10 @@ def train(
             log.info("%s already finished at step %d", run_dir, trainer.step)
     trainer.fit()
     if trainer.dist.is_main:
-        (run_dir / EVAL_NAME).write_text(
-            json.dumps(eval_record(trainer.last_eval, trainer.step), indent=2)
-            if trainer.last_eval
-            else "{}",
-            encoding="utf-8",
+        write_json(
+            run_dir / EVAL_NAME,
+            eval_record(trainer.last_eval, trainer.step) if trainer.last_eval else {},
+            nonfinite_key="nonfinite",
         )
     return trainer
 
