@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,14 @@ def write_pile_jsonl(folder: Path, docs_per_domain: int = 120, seed: int = 0) ->
             for r in chunk:
                 fh.write(json.dumps(r) + "\n")
     return folder
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited (the writer of a stale temporary)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mixlab import __version__
 from mixlab.errors import ConfigError, MixlabError
+from mixlab.files import write_json
 
 log = logging.getLogger("mixlab")
 
@@ -343,9 +344,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(compare_table(results))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({k: v.to_dict() for k, v in results.items()}, indent=2), encoding="utf-8"
-        )
+        write_json(args.json, {k: v.to_dict() for k, v in results.items()})
     return 0
 
 
@@ -369,7 +368,7 @@ def _eval_modes(args: argparse.Namespace) -> int:
             print(f"{mode} - uncond: {delta:+.4f} nats/token (natural loss)")
         everything[run] = {mode: r.to_dict() for mode, r in results.items()}
     if args.json:
-        Path(args.json).write_text(json.dumps(everything, indent=2), encoding="utf-8")
+        write_json(args.json, everything)
     return 0
 
 
@@ -400,7 +399,7 @@ def _lm_eval(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         payload[run] = json.loads(result.to_json())
     if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        write_json(args.json, payload)
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from mixlab.errors import ConfigError
+from mixlab.files import write_text
 from mixlab.mixing.acodm.options import AcodmOptions
 
 
@@ -272,7 +273,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> None:

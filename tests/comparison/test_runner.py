@@ -99,7 +99,7 @@ def test_a_failed_run_is_reported_and_the_rest_finishes(tmp_path: Path, tiny_sto
     assert any("FAILED" in line and "missing.json" in "\n".join(lines) for line in lines)
 
 
-def test_interrupted_compare_resumes(tmp_path: Path, tiny_store: Path) -> None:
+def test_interrupted_compare_resumes(tmp_path: Path, tiny_store: Path, dead_pid: int) -> None:
     """`kill` (SIGTERM) of `mixlab compare` mid-run, then the same command again.
 
     The suite passes the interrupt on to its run, which checkpoints (as on Ctrl-C).
@@ -129,8 +129,16 @@ def test_interrupted_compare_resumes(tmp_path: Path, tiny_store: Path) -> None:
     assert not (out / "uniform" / "seed0" / COST_NAME).exists(), "the run finished too early"
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["runs"][0]["status"] == "pending"
+    # what a kill -9 of the suite or of its run in mid-write would have left
+    leftovers = [
+        out / f".{MANIFEST_NAME}.tmp-{dead_pid}",
+        ckpt.with_name(f".{ckpt.name}.tmp-{dead_pid}"),
+    ]
+    for path in leftovers:
+        path.write_bytes(b"torn")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert not any(p.exists() for p in leftovers)
     log = (out / "uniform" / "seed0" / "run.log").read_text()
     assert "--resume" in log
     steps = [r["step"] for r in read_metrics(out / "uniform" / "seed0") if "train/loss" in r]

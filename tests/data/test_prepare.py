@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mixlab.data.prepare import _water_level, prepare_store, sample_texts
+from mixlab.data import prepare as prepare_module
+from mixlab.data.prepare import _water_level, prepare_from_inputs, prepare_store, sample_texts
 from mixlab.data.readers import Document
 from mixlab.data.shards import in_val_split
 from mixlab.data.store import ShardStore
@@ -116,7 +117,7 @@ def test_water_level_by_hand() -> None:
 
 
 def test_crash_leaves_no_store_and_rerun_succeeds(
-    tmp_path: Path, docs: list[Document], tok_file: Path
+    dead_pid: int, tmp_path: Path, docs: list[Document], tok_file: Path
 ) -> None:
     out = tmp_path / "store"
     calls = {"n": 0}
@@ -133,7 +134,7 @@ def test_crash_leaves_no_store_and_rerun_succeeds(
     assert not out.exists()
     assert os.listdir(tmp_path) == []
     # A run killed without cleanup leaves a temp folder behind; the next run removes it.
-    stale = tmp_path / ".store.tmp-999999999"
+    stale = tmp_path / f".store.tmp-{dead_pid}"
     (stale / "domains").mkdir(parents=True)
     store = prepare_store(lambda: docs, out, tokenizer=tok_file, progress=False)
     assert not stale.exists()
@@ -193,3 +194,59 @@ def test_empty_input_is_an_error(tmp_path: Path, tok_file: Path) -> None:
     with pytest.raises(DataError, match="no documents"):
         prepare_store(lambda: [], tmp_path / "s", tokenizer=tok_file, progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_an_empty_corpus_says_no_documents_before_training_a_tokenizer(
+    tmp_path: Path, tok_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a tokenizer was trained on an empty corpus")
+
+    monkeypatch.setattr(prepare_module, "train_tokenizer", no_training)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "empty.jsonl").write_bytes(b"")
+    (inputs / "blank.jsonl").write_text('{"text": " ", "d": "x"}\n')
+    options = {"domain_from": "file"}
+    with pytest.raises(DataError, match=rf"no documents.*read from {inputs}.*empty_file=1"):
+        prepare_from_inputs([inputs], tmp_path / "s", reader_options=options, progress=False)
+    with pytest.raises(DataError, match=rf"no documents.*read from {inputs}"):
+        prepare_from_inputs(
+            [inputs], tmp_path / "s", reader_options=options, tokenizer=tok_file, progress=False
+        )
+    with pytest.raises(DataError, match="no documents"):
+        prepare_store(lambda: [], tmp_path / "s", vocab_size=300, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["in"]
+
+
+def test_ingest_summary_counts_problems_per_file_and_reason(tmp_path: Path, tok_file: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    good = [json.dumps({"text": f"document number {i} here"}) for i in range(30)]
+    (inputs / "a.jsonl").write_bytes("\n".join(good).encode() + b'\n{"text": "caf\xe9 latin-1"}\n')
+    (inputs / "b.jsonl").write_bytes(b"")
+    store, stats = prepare_from_inputs(
+        [inputs],
+        tmp_path / "s",
+        reader_options={"domain_from": "file"},
+        tokenizer=tok_file,
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "s" / "ingest_summary.json").read_text(encoding="utf-8"))
+    assert saved["problems"] == {"empty_file": 1, "invalid_utf8": 1}
+    assert saved["per_file"] == {
+        str(inputs / "a.jsonl"): {"invalid_utf8": 1},
+        str(inputs / "b.jsonl"): {"empty_file": 1},
+    }
+    assert saved["totals"]["kept"] == 31 and saved == stats.to_dict()
+    assert store.domains == ("a",)
+
+
+def test_a_store_being_written_by_a_live_process_is_not_touched(
+    tmp_path: Path, docs: list[Document], tok_file: Path
+) -> None:
+    busy = tmp_path / f".store.tmp-{os.getppid()}"  # the parent process is alive
+    busy.mkdir()
+    with pytest.raises(DataError, match=rf"another `mixlab prepare` \(pid {os.getppid()}\)"):
+        prepare_store(lambda: docs, tmp_path / "store", tokenizer=tok_file, progress=False)
+    assert busy.is_dir() and not (tmp_path / "store").exists()

@@ -226,10 +226,53 @@ def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
     text_file = tmp_path / "t" / "raw.txt"
     text_file.parent.mkdir()
     text_file.write_bytes(b"bad \x80 byte")
-    docs, _ = read_all([path], domain_field="d", on_error="fail")
+    docs, stats = read_all([path], domain_field="d", on_error="fail")
     assert [d.text for d in docs] == ["caf\ufffd ok", "\ufffd\ufffd"]
-    docs, _ = read_all([text_file], domain_from="folder")
+    # kept, but counted (not "0 problems"), per reason and per file
+    assert stats.problems == {"invalid_utf8": 2} and stats.total_kept == 2
+    assert stats.per_file == {str(path): {"invalid_utf8": 2}}
+    assert stats.examples[0] == f"{path}:1: invalid_utf8: invalid UTF-8 replaced by U+FFFD"
+    docs, stats = read_all([text_file], domain_from="folder")
     assert docs[0].text == "bad \ufffd byte" and docs[0].domain == "t"
+    assert stats.per_file == {str(text_file): {"invalid_utf8": 1}}
+
+
+def test_lone_surrogate_escape_is_replaced_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"text": "a \\ud800 b", "d": "x", "m": "\\udfff"}\n{"text": "fine", "d": "x"}\n'
+    )
+    docs, stats = read_all([path], domain_field="d", metadata_field="m")
+    assert [(d.text, d.metadata) for d in docs] == [("a \ufffd b", "\ufffd"), ("fine", "")]
+    assert all(d.text.encode("utf-8") for d in docs)  # encodable: prepare would crash before
+    assert stats.problems == {"invalid_utf8": 1}
+
+
+def test_empty_files_are_counted_per_file_and_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "a", "d": "x"}, {"text": " ", "d": "x"}])
+    (tmp_path / "b.jsonl").write_bytes(b"")
+    (tmp_path / "c.jsonl").write_text("\n\n")
+    write_jsonl(tmp_path / "d.jsonl.gz", [])
+    (tmp_path / "e.txt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="mixlab.data.readers"):
+        docs, stats = read_all([tmp_path], domain_field="d")
+    assert len(docs) == 1 and stats.files == 5
+    assert stats.problems == {"empty_file": 3, "missing_domain": 1}  # e.txt: no field
+    assert stats.per_file == {
+        str(tmp_path / "a.jsonl"): {"empty_text": 1},
+        str(tmp_path / "b.jsonl"): {"empty_file": 1},
+        str(tmp_path / "c.jsonl"): {"empty_file": 1},
+        str(tmp_path / "d.jsonl.gz"): {"empty_file": 1},
+        str(tmp_path / "e.txt"): {"missing_domain": 1},
+    }
+    assert f"{tmp_path / 'b.jsonl'}: empty_file: no records (nothing read)" in caplog.text
+    docs, stats = read_all([tmp_path / "e.txt"], domain_from="file")
+    assert docs == [] and stats.problems == {"empty_file": 1} and stats.total_read == 0
+    table = read_all([tmp_path], domain_field="d")[1].format_table()
+    assert "problems: empty_file=3, missing_domain=1" in table
+    assert f"  {tmp_path / 'b.jsonl'}: empty_file=1" in table
 
 
 def test_bad_files_are_counted_or_raise(tmp_path: Path) -> None:
@@ -316,6 +359,8 @@ def test_empty_input_fails_check_nonempty(tmp_path: Path) -> None:
     assert docs == [] and stats.domains["x"].dropped == {"empty_text": 1}
     with pytest.raises(DataError, match="no documents were kept"):
         stats.check_nonempty()
+    with pytest.raises(DataError, match=rf"read from {tmp_path}.*empty\.jsonl: empty_text=1"):
+        stats.check_any_kept([tmp_path])
 
 
 def test_stats_table_dict_and_save(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 from mixlab.comparison.suite import Job, Step, Suite, run_tokens
 from mixlab.config import RunConfig, read_yaml_mapping
 from mixlab.errors import ConfigError, MixlabError
+from mixlab.files import remove_stale_temporaries, write_json
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def run_suite(
         for step in job.steps:
             _check_plan(step)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
     states = [JobState(j) for j in plan]
     lock = threading.Lock()
     print_lock = threading.Lock()
@@ -213,6 +215,7 @@ def _command(step: Step) -> list[str]:
 
 def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[bytes]]) -> StepCost:
     step.dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(step.dir)
     step.config.save(step.dir / PLAN_NAME)
     partial = _read_json(step.dir / PARTIAL_NAME) or {}
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="15")
@@ -234,14 +237,10 @@ def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[byte
     if peak is not None and old_peak is not None:
         peak = max(peak, float(old_peak))
     if code != 0:
-        (step.dir / PARTIAL_NAME).write_text(
-            json.dumps({"seconds": seconds, "peak_rss_mb": peak}), encoding="utf-8"
-        )
+        write_json(step.dir / PARTIAL_NAME, {"seconds": seconds, "peak_rss_mb": peak})
         raise _StepError(f"exit status {code}")
     cost = StepCost(seconds, _tokens(step), peak)
-    tmp = step.dir / (COST_NAME + ".tmp")
-    tmp.write_text(json.dumps(cost.to_dict(), indent=2), encoding="utf-8")
-    tmp.replace(step.dir / COST_NAME)
+    write_json(step.dir / COST_NAME, cost.to_dict())
     (step.dir / PARTIAL_NAME).unlink(missing_ok=True)
     return cost
 
@@ -361,9 +360,7 @@ def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> Non
         "methods": suite.methods,
         "runs": runs,
     }
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    tmp.replace(root / MANIFEST_NAME)
+    write_json(root / MANIFEST_NAME, manifest)
 
 
 def _read_cost(folder: Path) -> StepCost | None:

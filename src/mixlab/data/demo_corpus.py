@@ -46,7 +46,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -55,6 +54,7 @@ from typing import TYPE_CHECKING
 import zstandard
 
 from mixlab.errors import DataError
+from mixlab.files import atomic_folder, remove_stale_temporaries
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -135,7 +135,6 @@ def _is_complete(path: Path, manifest: dict) -> bool:
 
 def _unpack(tmp: Path, manifest: dict) -> None:
     """Decompress every shipped domain into ``tmp``, checking sha256s and the fingerprint."""
-    tmp.mkdir(parents=True)
     source = _shipped_dir()
     parts = []
     for name, info in manifest["domains"].items():
@@ -190,17 +189,9 @@ def build_demo_corpus(out_dir: str | Path | None = None, *, rebuild: bool = Fals
             f"demo corpus: {out} exists and is not a demo corpus folder; pass another out_dir"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    remove_stale_temporaries(out.parent, names=[out.name])
+    with atomic_folder(out) as tmp:
         _unpack(tmp, manifest)
-        if out.exists():  # stale corpus: move it aside first, a rename cannot replace a folder
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("demo corpus: unpacked %s (%s)", out, _sizes_line(manifest))
     return out
 

@@ -18,11 +18,18 @@ returns a fresh iterable of :class:`~mixlab.data.readers.Document`):
    :class:`~mixlab.data.shards.DomainWriter`: at least ``min_val_docs`` val documents per
    domain when the domain has more than that, and always at least one train document.
 
-**Atomicity.** Everything is written into ``<out.parent>/.<out.name>.tmp-<pid>``; the manifest
-is written last and the folder is then renamed to ``out``. A crash or an exception leaves no
-store at ``out`` (the temp folder is removed on the way out, and leftovers of killed runs are
-removed by the next run), so re-running simply starts over. An existing store at ``out`` is only
-replaced with ``overwrite=True``; a folder at ``out`` that is not a store is never touched.
+**Atomicity.** Everything is written into ``<out.parent>/.<out.name>.tmp-<pid>``
+(:func:`mixlab.files.atomic_folder`); the manifest is written last and the folder is then
+renamed to ``out``. A crash or an exception leaves no store at ``out`` (the temp folder is
+removed on the way out, and leftovers of killed runs are removed by the next run,
+:func:`mixlab.files.remove_stale_temporaries`), so re-running simply starts over. An existing
+store at ``out`` is only replaced with ``overwrite=True``; a folder at ``out`` that is not a
+store is never touched.
+
+**Nothing silent.** A corpus without a single document fails with a :class:`DataError` that
+says "no documents" and names the inputs, before any tokenizer is trained; the reader's
+per-file and per-reason counts (``invalid_utf8``, ``empty_file``, ``malformed_json``, ...) go
+to the printed summary and ``ingest_summary.json``.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,6 +71,7 @@ from mixlab.data.tokenizer import (
     vocab_size_of,
 )
 from mixlab.errors import ConfigError, DataError
+from mixlab.files import atomic_folder, remove_stale_temporaries, temporary_owner, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -110,20 +117,17 @@ def prepare_store(
         tok = load_tokenizer(tokenizer)
     else:
         texts = sample_texts(documents(), tokenizer_sample_bytes, progress=progress)
+        if not texts:
+            raise DataError("no documents to prepare: the input produced no documents")
         logger.info("training a %d-id tokenizer on %d sampled texts", vocab_size, len(texts))
         tok = train_tokenizer(texts, vocab_size, show_progress=progress)
         del texts
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(out) as tmp:
         manifest = _write_store(
             tmp, tok, documents(), val_fraction, min_val_docs, batch_size, progress, summary
         )
-        _install(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _check_out(out, overwrite)  # again: another run may have finished meanwhile
     logger.info("wrote store %s (fingerprint %s)", out, manifest_fingerprint(manifest))
     return ShardStore(out)
 
@@ -193,7 +197,7 @@ def _write_store(
             parts["val"].tokens,
         )
     ingest = _resolve_summary(summary)
-    (root / SUMMARY_NAME).write_text(json.dumps(ingest, indent=2) + "\n", encoding="utf-8")
+    write_json(root / SUMMARY_NAME, ingest)
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "dtype": dtype.name,
@@ -227,14 +231,18 @@ def prepare_from_inputs(
     ``prepare_options`` to :func:`prepare_store`. The corpus is read once for the tokenizer
     sample (when a tokenizer is trained) and once for tokenization; problems are logged on
     the first read only, and the returned statistics (also saved as ``ingest_summary.json``)
-    are those of the full tokenization read.
+    are those of the full tokenization read. A read that yields no document at all raises
+    DataError ("no documents ... read from <inputs>") at its end, i.e. before a tokenizer is
+    trained or a store written.
     """
     iter_documents(inputs, **reader_options)
     passes: list[IngestStats] = []
 
-    def documents() -> Iterable[Document]:
-        passes.append(IngestStats(quiet=bool(passes)))
-        return iter_documents(inputs, stats=passes[-1], **reader_options)
+    def documents() -> Iterator[Document]:
+        stats = IngestStats(quiet=bool(passes))
+        passes.append(stats)
+        yield from iter_documents(inputs, stats=stats, **reader_options)
+        stats.check_any_kept(inputs)
 
     store = prepare_store(documents, out, summary=lambda: passes[-1].to_dict(), **prepare_options)
     return store, passes[-1]
@@ -383,45 +391,15 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def _remove_leftovers(out: Path) -> None:
-    """Remove temp/old folders of earlier runs for ``out`` whose process is gone."""
+    """Remove temp/old folders of earlier runs for ``out`` whose process is gone; refuse to
+    start while another process is writing ``out``."""
     if not out.parent.is_dir():
         return
-    for kind in ("tmp", "old"):
-        for path in out.parent.glob(f".{out.name}.{kind}-*"):
-            pid_text = path.name.rsplit("-", 1)[-1]
-            pid = int(pid_text) if pid_text.isdigit() else -1
-            if pid != os.getpid() and _process_alive(pid):
-                raise DataError(
-                    f"{path}: another `mixlab prepare` (pid {pid}) is writing {out}; wait for "
-                    "it, or delete that folder if the process is not a prepare"
-                )
-            logger.info("removing leftover %s of an interrupted prepare", path)
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished folder to ``out``, replacing an existing store only if allowed."""
-    _check_out(out, overwrite)  # again: another run may have finished meanwhile
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    remove_stale_temporaries(out.parent, names=[out.name])
+    for name in sorted(os.listdir(out.parent)):
+        owner = temporary_owner(name)
+        if owner is not None and owner[0] == out.name:  # still here: its writer is alive
+            raise DataError(
+                f"{out.parent / name}: another `mixlab prepare` (pid {owner[1]}) is writing "
+                f"{out}; wait for it, or delete that folder if the process is not a prepare"
+            )

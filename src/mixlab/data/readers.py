@@ -21,7 +21,9 @@ skipped):
   ``origin`` is ``path[split]:row``). Needs the ``hf`` extra.
 
 Bytes are decoded as UTF-8 with ``errors="replace"``: an invalid byte becomes U+FFFD instead of
-stopping a long ingestion.
+stopping a long ingestion, and the line or text file is counted as ``invalid_utf8`` (kept). A
+JSON ``\\ud800``-style escape of a lone surrogate (not encodable as UTF-8) is replaced and
+counted the same way.
 
 Domain of a document (``domain_from``):
 
@@ -41,7 +43,11 @@ and a file that cannot be opened, decompressed or parsed (``bad_file``) are *pro
 ``"skip"`` (default) they are counted in :class:`IngestStats`, the first 20 are logged with their
 ``path:line`` and reading goes on (documents already read from a file that breaks half-way are
 kept); with ``"fail"`` a :class:`~mixlab.errors.DataError` naming ``path:line`` is raised.
-Empty or whitespace-only texts are always dropped and counted per domain as ``empty_text``.
+Empty or whitespace-only texts are always dropped and counted per domain as ``empty_text``. Two
+more problems are counted (and logged) but never fatal: ``invalid_utf8`` (see above; the
+document is kept) and ``empty_file``, a file that yields no record at all (zero bytes, only blank
+lines, no rows). Every problem and dropped document is also counted per input file
+(:attr:`IngestStats.per_file`).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from typing import Any
 import zstandard
 
 from mixlab.errors import ConfigError, DataError
+from mixlab.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +82,9 @@ _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _TEXT_SUFFIXES = (".txt", ".md", ".rst", "")
 _PARQUET_BATCH_ROWS = 1024
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_INVALID_UTF8 = "invalid UTF-8 replaced by U+FFFD"
+MAX_LISTED_FILES = 20
 
 
 @dataclass(frozen=True)
@@ -107,14 +117,17 @@ class DomainStats:
 class IngestStats:
     """What ingestion saw: per-domain counters plus problems not attributable to a domain.
 
-    ``problems`` counts ``malformed_json``, ``missing_text``, ``missing_domain``, ``bad_file``
-    and ``unmapped_domain``; ``examples`` keeps the first 50 as ``"origin: reason: detail"``.
+    ``problems`` counts ``malformed_json``, ``missing_text``, ``missing_domain``, ``bad_file``,
+    ``unmapped_domain``, ``invalid_utf8`` (document kept) and ``empty_file``; ``examples`` keeps
+    the first 50 as ``"origin: reason: detail"``. ``per_file`` counts problems and dropped
+    documents by input file and reason (files without any are not listed).
     ``expected_domains`` (filled from ``domain_map``) must all end up non-empty, see
     :meth:`check_nonempty`.
     """
 
     domains: dict[str, DomainStats] = field(default_factory=dict)
     problems: dict[str, int] = field(default_factory=dict)
+    per_file: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     expected_domains: set[str] = field(default_factory=set)
     files: int = 0
@@ -129,22 +142,39 @@ class IngestStats:
     def count_kept(self, domain: str) -> None:
         self._domain(domain).kept += 1
 
-    def count_dropped(self, domain: str, reason: str) -> None:
+    def count_dropped(self, domain: str, reason: str, *, file: str | None = None) -> None:
         dropped = self._domain(domain).dropped
         dropped[reason] = dropped.get(reason, 0) + 1
+        self._count_file(file, reason)
 
-    def count_problem(self, reason: str, origin: str, detail: str, *, log: bool = True) -> None:
-        """Count a problem; log the first ``MAX_LOGGED_PROBLEMS`` of them, then only count."""
+    def count_problem(
+        self,
+        reason: str,
+        origin: str,
+        detail: str,
+        *,
+        log: bool = True,
+        file: str | None = None,
+        outcome: str = "skipped",
+    ) -> None:
+        """Count a problem (and under its input ``file``); log the first
+        ``MAX_LOGGED_PROBLEMS`` of them with their ``outcome``, then only count."""
         self.problems[reason] = self.problems.get(reason, 0) + 1
+        self._count_file(file, reason)
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(f"{origin}: {reason}: {detail}")
         if not log or self.quiet:
             return
         n = self.total_problems
         if n <= MAX_LOGGED_PROBLEMS:
-            logger.warning("%s: %s: %s (skipped)", origin, reason, detail)
+            logger.warning("%s: %s: %s (%s)", origin, reason, detail, outcome)
         elif n == MAX_LOGGED_PROBLEMS + 1:
             logger.warning("more than %d problems: counting the rest silently", n - 1)
+
+    def _count_file(self, file: str | None, reason: str) -> None:
+        if file is not None:
+            counts = self.per_file.setdefault(file, {})
+            counts[reason] = counts.get(reason, 0) + 1
 
     @property
     def total_read(self) -> int:
@@ -168,6 +198,9 @@ class IngestStats:
             "files": self.files,
             "domains": {name: asdict(self.domains[name]) for name in sorted(self.domains)},
             "problems": dict(sorted(self.problems.items())),
+            "per_file": {
+                name: dict(sorted(counts.items())) for name, counts in sorted(self.per_file.items())
+            },
             "examples": list(self.examples),
             "expected_domains": sorted(self.expected_domains),
             "totals": {
@@ -180,10 +213,7 @@ class IngestStats:
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_dict` as JSON (temp file + rename, so never half-written)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     def format_table(self) -> str:
         """Fixed-width table: one row per domain, one dropped column per reason, a totals row."""
@@ -205,22 +235,36 @@ class IngestStats:
         rule = "-" * len(line(header))
         out = [line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])]
         if self.problems:
-            listed = ", ".join(f"{k}={v}" for k, v in sorted(self.problems.items()))
-            out.append(f"problems (not attributed to a domain): {listed}")
+            out.append(f"problems: {_counts(self.problems)}")
             out.extend(f"  {example}" for example in self.examples[:10])
             if len(self.examples) > 10:
                 out.append(f"  ... (up to {MAX_EXAMPLES} examples in ingest_summary.json)")
+        if self.per_file:
+            out.append("problems and dropped documents per input file:")
+            files = sorted(self.per_file.items())
+            out.extend(f"  {name}: {_counts(c)}" for name, c in files[:MAX_LISTED_FILES])
+            if len(files) > MAX_LISTED_FILES:
+                more = len(files) - MAX_LISTED_FILES
+                out.append(f"  ... ({more} more file(s) in ingest_summary.json)")
         return "\n".join(out)
+
+    def check_any_kept(self, inputs: Sequence[str | Path] = ()) -> None:
+        """Raise DataError saying "no documents" (naming ``inputs``) if nothing was kept."""
+        if self.total_kept > 0:
+            return
+        where = f" read from {', '.join(str(p) for p in inputs)}" if inputs else ""
+        per_file = "".join(
+            f"; {name}: {_counts(c)}" for name, c in sorted(self.per_file.items())[:5]
+        )
+        raise DataError(
+            f"no documents were kept from {self.files} input file(s){where} (records read: "
+            f"{self.total_read}; problems: {_counts(self.problems) or 'none'}{per_file}); "
+            "check the input paths, text_field and the domain options"
+        )
 
     def check_nonempty(self, required_domains: Sequence[str] | None = None) -> None:
         """Raise DataError if nothing was kept, or a required / mapped domain has no document."""
-        if self.total_kept == 0:
-            listed = ", ".join(f"{k}={v}" for k, v in sorted(self.problems.items())) or "none"
-            raise DataError(
-                f"no documents were kept from {self.files} input file(s) "
-                f"(records read: {self.total_read}; problems: {listed}); check the input "
-                "paths, text_field and the domain options"
-            )
+        self.check_any_kept()
         wanted = set(self.expected_domains)
         wanted.update(sanitize_domain(d) for d in required_domains or ())
         empty = sorted(d for d in wanted if d not in self.domains or self.domains[d].kept == 0)
@@ -229,6 +273,10 @@ class IngestStats:
                 f"domain(s) {', '.join(empty)} have no documents; present domains: "
                 f"{', '.join(sorted(self.domains)) or 'none'}. Check domain_map / the inputs"
             )
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
 
 
 def _split_name(name: str) -> tuple[str, str, str]:
@@ -347,15 +395,23 @@ class _Reader:
     on_error: str
     stats: IngestStats
     _unmapped_seen: set[str] = field(default_factory=set)
+    _file: str | None = None  # the input file being read, for the per-file counts
 
     def run(self, files: list[tuple[Path, Path]]) -> Iterator[Document]:
         for path, root in files:
             self.stats.files += 1
+            self._file = str(path)
             logger.debug("reading %s", path)
+            seen = (self.stats.total_read, self.stats.total_problems)
             try:
                 yield from self._read(path, root)
             except _READ_ERRORS as exc:
                 self._problem("bad_file", str(path), f"cannot read: {type(exc).__name__}: {exc}")
+            if (self.stats.total_read, self.stats.total_problems) == seen:
+                self.stats.count_problem(
+                    "empty_file", str(path), "no records", file=self._file, outcome="nothing read"
+                )
+        self._file = None
         logger.info(
             "read %d file(s): %d documents kept, %d dropped, %d problems",
             len(files),
@@ -383,7 +439,14 @@ class _Reader:
                 self._problem("missing_domain", str(path), detail)
                 return
             with _open_binary(path, compression) as stream:
-                text = stream.read().decode("utf-8-sig", errors="replace")
+                data = stream.read()
+            if not data:
+                return  # counted as empty_file
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text = data.decode("utf-8-sig", errors="replace")
+                self._invalid_utf8(str(path))
             doc = self._emit(text, label, path.relative_to(root).as_posix(), str(path))
             if doc is not None:
                 yield doc
@@ -391,7 +454,13 @@ class _Reader:
     def _jsonl(self, path: Path, compression: str, label: str | None) -> Iterator[Document]:
         with _open_binary(path, compression) as stream:
             for lineno, raw in enumerate(stream, start=1):
-                line = raw.decode("utf-8", errors="replace").strip().lstrip("\ufeff")
+                replaced = False
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line, replaced = raw.decode("utf-8", errors="replace"), True
+                    self._invalid_utf8(f"{path}:{lineno}")
+                line = line.strip().lstrip("\ufeff")
                 if not line:
                     continue
                 origin = f"{path}:{lineno}"
@@ -400,7 +469,7 @@ class _Reader:
                 except (ValueError, RecursionError) as exc:
                     self._problem("malformed_json", origin, f"invalid JSON ({exc})")
                     continue
-                doc = self._record(record, origin, label)
+                doc = self._record(record, origin, label, utf8_counted=replaced)
                 if doc is not None:
                     yield doc
 
@@ -457,7 +526,9 @@ class _Reader:
                 if doc is not None:
                     yield doc
 
-    def _record(self, record: Any, origin: str, label: str | None) -> Document | None:
+    def _record(
+        self, record: Any, origin: str, label: str | None, *, utf8_counted: bool = False
+    ) -> Document | None:
         if not isinstance(record, Mapping):
             found = type(record).__name__
             self._problem("malformed_json", origin, f"expected a JSON object, got {found}")
@@ -478,13 +549,20 @@ class _Reader:
                 return None
         assert label is not None
         metadata = _as_text(_lookup(record, self.metadata_field)) if self.metadata_field else ""
+        if _SURROGATES.search(text) or _SURROGATES.search(metadata):
+            # JSON escapes such as "\ud800" decode to lone surrogates, which UTF-8 cannot hold.
+            text, metadata = _SURROGATES.sub("\ufffd", text), _SURROGATES.sub("\ufffd", metadata)
+            if not utf8_counted:
+                self._invalid_utf8(origin)
         return self._emit(text, label, metadata, origin)
 
     def _emit(self, text: str, label: str, metadata: str, origin: str) -> Document | None:
         if self.domain_map is not None:
             mapped = self.domain_map.get(label, self.domain_map.get(sanitize_domain(label)))
             if mapped is None and self.strict_map:
-                self.stats.count_problem("unmapped_domain", origin, f"label {label!r}", log=False)
+                self.stats.count_problem(
+                    "unmapped_domain", origin, f"label {label!r}", log=False, file=self._file
+                )
                 if label not in self._unmapped_seen:
                     self._unmapped_seen.add(label)
                     logger.info("dropping domain label %r: not in domain_map", label)
@@ -496,7 +574,7 @@ class _Reader:
             return None
         self.stats.count_read(domain)
         if not text.strip():
-            self.stats.count_dropped(domain, "empty_text")
+            self.stats.count_dropped(domain, "empty_text", file=self._file)
             return None
         self.stats.count_kept(domain)
         return Document(text=text, domain=domain, metadata=metadata, origin=origin)
@@ -507,7 +585,13 @@ class _Reader:
             raise DataError(
                 f"{origin}: {reason}: {detail} (use --on-error skip to skip such {what})"
             )
-        self.stats.count_problem(reason, origin, detail)
+        self.stats.count_problem(reason, origin, detail, file=self._file)
+
+    def _invalid_utf8(self, origin: str) -> None:
+        """Count a line or file whose invalid UTF-8 became U+FFFD (never fatal: it is kept)."""
+        self.stats.count_problem(
+            "invalid_utf8", origin, _INVALID_UTF8, file=self._file, outcome="kept"
+        )
 
 
 def iter_documents(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tokenizers import Tokenizer
 from mixlab.data.shards import SPLITS
 from mixlab.data.tokenizer import load_tokenizer, tokenizer_hash
 from mixlab.errors import DataError
+from mixlab.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,7 @@ def manifest_fingerprint(manifest: dict[str, Any]) -> str:
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` via a temp file + rename, so it is whole or absent."""
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / MANIFEST_NAME)
+    write_json(root / MANIFEST_NAME, manifest, sort_keys=True)
 
 
 def file_sha256(path: Path) -> str:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mixlab.errors import ConfigError
+from mixlab.files import dumps_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class HarnessResult:
         payload = {key: self.raw[key] for key in keep if key in self.raw}
         payload["n-samples"] = self.raw.get("n-samples", {})
         payload["mixlab"] = {"source": self.source, "tasks": list(self.tasks)}
-        return json.dumps(payload, indent=2, default=handle_non_serializable)
+        return dumps_json(payload, indent=2, default=handle_non_serializable)
 
 
 def parse_tasks(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -192,9 +193,7 @@ def _load_model(source: str | Path) -> tuple[Any, Any, int | None]:
 
 def write_result(result: HarnessResult, path: str | Path) -> Path:
     """Write the JSON of ``result`` to ``path``."""
-    path = Path(path)
-    path.write_text(result.to_json() + "\n", encoding="utf-8")
-    return path
+    return write_text(path, result.to_json() + "\n")
 
 
 def default_result_path(source: str | Path) -> Path:

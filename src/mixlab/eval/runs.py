@@ -12,7 +12,6 @@ validation *documents* under the MeCo eval modes (``uncond`` / ``cond_true`` / `
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from mixlab.data.store import ShardStore
 from mixlab.errors import ResumeError
 from mixlab.eval.conditional import DocumentEvaluator
 from mixlab.eval.perplexity import EvalResult, evaluate
+from mixlab.files import write_json
 from mixlab.train.build import model_from_config, resolve_precision
 from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
 from mixlab.train.loop import eval_record
@@ -79,7 +79,7 @@ def evaluate_run(
     )
     if write:
         record = eval_record(result, int(state["step"]))
-        (ckpt_path.parent / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        write_json(ckpt_path.parent / "eval.json", record, nonfinite_key="nonfinite")
     return result
 
 
@@ -123,7 +123,7 @@ def evaluate_run_modes(
             "modes": {mode: r.to_dict() for mode, r in results.items()},
         }
         name = MODES_NAME if ckpt_path.name == CHECKPOINT_NAME else f"{ckpt_path.stem}.modes.json"
-        (ckpt_path.parent / name).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        write_json(ckpt_path.parent / name, record)
     return results
 
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from mixlab import __version__
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, DataError
+from mixlab.files import atomic_folder, remove_stale_temporaries, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -88,18 +87,12 @@ def export_run(run: str | Path, out: str | Path, *, overwrite: bool = False) -> 
         "seq_len": cfg.data.seq_len,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    remove_stale_temporaries(out.parent, names=[out.name])
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         _portable_tokenizer_class(tmp / "tokenizer_config.json")
-        (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / EXPORT_INFO, info)
     logger.info("exported %s (step %d) to %s", run, info["step"], out)
     return out
 
@@ -109,7 +102,7 @@ def _portable_tokenizer_class(path: Path) -> None:
     # PreTrainedTokenizerFast names the same tokenizer in both.
     config = json.loads(path.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_json(path, config)
 
 
 def is_exported_model(path: str | Path) -> bool:

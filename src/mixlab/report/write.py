@@ -11,11 +11,11 @@ figures once (:func:`mixlab.report.plots.build_figures`) and writes:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mixlab.files import write_bytes, write_json, write_text
 from mixlab.report.html import FIGURES_DIR, render_html, render_markdown
 from mixlab.report.plots import build_figures
 from mixlab.report.records import RunRecord
@@ -42,18 +42,18 @@ def write_report(
     fig_dir = out / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
     for fig in figures:
-        (fig_dir / f"{fig.name}.png").write_bytes(fig.png)
+        write_bytes(fig_dir / f"{fig.name}.png", fig.png)
     paths = {
         "html": out / HTML_NAME,
         "markdown": out / MARKDOWN_NAME,
         "json": out / RESULTS_NAME,
         "figures": fig_dir,
     }
-    _write_text(paths["html"], render_html(summary, figures, records, title=title))
-    _write_text(paths["markdown"], render_markdown(summary, figures, records, title=title))
+    write_text(paths["html"], render_html(summary, figures, records, title=title))
+    write_text(paths["markdown"], render_markdown(summary, figures, records, title=title))
     results = results_dict(summary, records, title=title)
     results["figures"] = [f"{FIGURES_DIR}/{fig.name}.png" for fig in figures]
-    _write_text(paths["json"], json.dumps(results, indent=2, allow_nan=False) + "\n")
+    write_json(paths["json"], results)
     return paths
 
 
@@ -62,9 +62,3 @@ def results_dict(
 ) -> dict[str, Any]:
     """The ``results.json`` object: the summary, the title and every run's metadata."""
     return {"title": title, **summary.to_dict(), "runs": [r.metadata() for r in records]}
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixlab.errors import ConfigError
+from mixlab.files import dumps_json, write_text
 
 if TYPE_CHECKING:
     from mixlab.eval.perplexity import EvalResult
@@ -83,9 +84,7 @@ class JsonlSink(Callback):
         """Keep the records up to ``step`` and open the file for appending."""
         if self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(_dumps(r) + "\n" for r in kept), encoding="utf-8")
-            tmp.replace(self.path)
+            write_text(self.path, "".join(_dumps(r) + "\n" for r in kept))
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -100,10 +99,13 @@ class JsonlSink(Callback):
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self.write(record)
 
-    def on_close(self, trainer: Trainer) -> None:
+    def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def on_close(self, trainer: Trainer) -> None:
+        self.close()
 
 
 class TensorBoardSink(Callback):
@@ -142,10 +144,7 @@ class PolicyFileExport(Callback):
 
 def _dumps(record: dict[str, Any]) -> str:
     # NaN/inf are not JSON; write them as null so every line stays parseable.
-    clean = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
-    }
-    return json.dumps(clean, sort_keys=False)
+    return dumps_json(record, sort_keys=False)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

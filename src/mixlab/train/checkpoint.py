@@ -3,8 +3,10 @@
 A checkpoint is one ``torch.save`` file (``<run>/checkpoint.pt``) holding everything that
 affects what happens next: model, optimizer, LR scheduler, sampler, mixing-policy and RNG
 states, the step counter, the resolved config and the shard store's fingerprint. It is written
-to a temporary file in the same folder, flushed to disk and then renamed over the old one, so a
-crash mid-write leaves the previous checkpoint intact.
+with :func:`mixlab.files.save_torch` (temporary ``.checkpoint.pt.tmp-<pid>`` in the same folder,
+fsync, rename), so a crash mid-write leaves the previous checkpoint intact. Saving and loading
+first remove the temporaries that killed writers left in the run folder
+(:func:`mixlab.files.remove_stale_temporaries`).
 
 Format (``format_version`` 1)::
 
@@ -16,7 +18,6 @@ Format (``format_version`` 1)::
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from mixlab.errors import ResumeError
+from mixlab.files import remove_stale_temporaries, save_torch
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -48,14 +50,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temp file + fsync + rename) and return the path."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    payload = {"format_version": FORMAT_VERSION, **state}
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    remove_stale_temporaries(path.parent)
+    return save_torch(path, {"format_version": FORMAT_VERSION, **state})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -72,8 +68,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file or ``<run>/checkpoint.pt``; ResumeError when unusable."""
+    """Load a checkpoint file or ``<run>/checkpoint.pt``; ResumeError when unusable.
+
+    Temporaries left in its folder by killed writers are removed first.
+    """
     p = resolve_checkpoint(path)
+    remove_stale_temporaries(p.parent)
     try:
         # Our own files hold numpy RNG state and plain dicts, so full unpickling is needed.
         state = torch.load(p, map_location="cpu", weights_only=False)

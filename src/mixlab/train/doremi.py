@@ -35,7 +35,6 @@ never silently overwritten.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ import torch
 from mixlab.config import DoremiConfig, RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
+from mixlab.files import write_json
 from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
 from mixlab.model.losses import per_domain_sums, target_mask
 from mixlab.train.callbacks import Callback, JsonlSink
@@ -209,7 +209,7 @@ class AlphaTrajectory(Callback):
         self.sink.write({"step": state["step"], **{k: state[k] for k in _TRAJECTORY_KEYS}})
 
     def on_close(self, trainer: Trainer) -> None:
-        self.sink.on_close(trainer)
+        self.sink.close()
 
 
 def proxy_trainer(
@@ -384,9 +384,7 @@ def _train_or_reuse(
         trainer.load_state_dict(load_checkpoint(run_dir))
         log.info("%s: resuming at step %d", run_dir, trainer.step)
     result = trainer.fit()
-    (run_dir / EVAL_NAME).write_text(
-        json.dumps(eval_record(result, trainer.step), indent=2), encoding="utf-8"
-    )
+    write_json(run_dir / EVAL_NAME, eval_record(result, trainer.step), nonfinite_key="nonfinite")
 
 
 def _first_difference(saved: Any, planned: Any, prefix: str = "") -> str:
@@ -439,6 +437,4 @@ def _write_weights(
     }
     if converged is not None:
         record["converged"] = converged
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, record)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import time
@@ -55,6 +54,7 @@ from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.eval.perplexity import EvalResult
+from mixlab.files import write_json
 from mixlab.mixing.base import MixingPolicy, PolicyContext, PolicyNeeds, build_policy
 from mixlab.model.factory import count_parameters
 from mixlab.model.losses import per_domain_sums, token_losses
@@ -477,11 +477,10 @@ def train(
             log.info("%s already finished at step %d", run_dir, trainer.step)
     trainer.fit()
     if trainer.dist.is_main:
-        (run_dir / EVAL_NAME).write_text(
-            json.dumps(eval_record(trainer.last_eval, trainer.step), indent=2)
-            if trainer.last_eval
-            else "{}",
-            encoding="utf-8",
+        write_json(
+            run_dir / EVAL_NAME,
+            eval_record(trainer.last_eval, trainer.step) if trainer.last_eval else {},
+            nonfinite_key="nonfinite",
         )
     return trainer
 

@@ -12,10 +12,10 @@ documents until step s_c, plain ones after). :class:`MecoCallback` adds the rest
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixlab.files import copy_file
 from mixlab.model.meco import MecoLog
 from mixlab.sampling.documents import DocumentSampler
 from mixlab.train.callbacks import Callback
@@ -52,5 +52,5 @@ class MecoCallback(Callback):
             return
         self._copied = True
         if trainer.dist.is_main:
-            kept = shutil.copyfile(path, path.with_name(CONDITION_END_NAME))
+            kept = copy_file(path, path.with_name(CONDITION_END_NAME))
             log.info("meco: conditioning ends at step %d; kept %s", trainer.step, kept.name)

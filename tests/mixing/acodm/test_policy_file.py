@@ -71,7 +71,7 @@ def test_round_trip_gives_the_same_action(tmp_path: Path) -> None:
         with torch.no_grad():
             expected = agent.actor(torch.as_tensor(s, dtype=torch.float32))
             assert torch.equal(actor(torch.as_tensor(s, dtype=torch.float32)), expected)
-    assert not list(tmp_path.glob("sub/*.tmp"))  # written atomically
+    assert not list(tmp_path.glob("sub/.*.tmp-*"))  # written atomically
 
 
 def test_critic_is_optional(tmp_path: Path) -> None:

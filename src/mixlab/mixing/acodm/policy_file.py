@@ -20,8 +20,6 @@ each difference.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 
 from mixlab.errors import ConfigError
+from mixlab.files import save_torch
 from mixlab.mixing.acodm.agent import Actor
 from mixlab.mixing.acodm.state import StateSpec
 
@@ -96,15 +95,7 @@ def save_policy_file(
         "provenance": _plain(dict(provenance or {})),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_torch(path, payload)
 
 
 def load_policy_file(
