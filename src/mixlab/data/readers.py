@@ -69,6 +69,7 @@ import zstandard
 
 from mixlab.errors import ConfigError, DataError
 from mixlab.files import write_json
+from mixlab.tables import text_table
 
 logger = logging.getLogger(__name__)
 
@@ -224,16 +225,8 @@ class IngestStats:
             for name, d in sorted(self.domains.items())
         ]
         totals = [sum(d.dropped.get(r, 0) for d in self.domains.values()) for r in reasons]
-        rows.append(["total", str(self.total_read), str(self.total_kept), *map(str, totals)])
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-        def line(cells: list[str]) -> str:
-            first = cells[0].ljust(widths[0])
-            rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-            return "  ".join([first, *rest])
-
-        rule = "-" * len(line(header))
-        out = [line(header), rule, *(line(r) for r in rows[:-1]), rule, line(rows[-1])]
+        total = ["total", str(self.total_read), str(self.total_kept), *map(str, totals)]
+        out = [text_table(header, rows, rule="full", footer=[total])]
         if self.problems:
             out.append(f"problems: {_counts(self.problems)}")
             out.extend(f"  {example}" for example in self.examples[:10])

@@ -38,6 +38,7 @@ import torch
 from mixlab.errors import ConfigError, DataError
 from mixlab.eval.metrics import aggregates, safe_exp, worst_domain
 from mixlab.model.losses import token_losses
+from mixlab.tables import text_table
 
 logger = logging.getLogger(__name__)
 
@@ -136,33 +137,36 @@ class EvalResult:
 
     def format_table(self) -> str:
         """Readable table: one row per domain (tokens, loss, ppl), then the aggregates."""
-        width = max(12, *(len(d) for d in self.domains))
-        lines = [f"{'domain':<{width}} {'tokens':>12} {'loss':>8} {'ppl':>10} {'w_nat':>6}"]
-        for d, n, loss, ppl, w in zip(
-            self.domains,
-            self.token_count,
-            self.losses(),
-            self.ppl(),
-            self.natural_weights,
-            strict=True,
-        ):
-            lines.append(f"{d:<{width}} {int(n):>12,} {loss:>8.4f} {ppl:>10.3f} {w:>6.3f}")
+        rows = [
+            [d, f"{int(n):,}", f"{loss:.4f}", f"{ppl:.3f}", f"{w:.3f}"]
+            for d, n, loss, ppl, w in zip(
+                self.domains,
+                self.token_count,
+                self.losses(),
+                self.ppl(),
+                self.natural_weights,
+                strict=True,
+            )
+        ]
         agg = self.aggregates()
-        lines.append("-" * len(lines[0]))
-        rows = (
-            ("mean_ppl", f"{agg['mean_ppl']:.3f}  (unweighted mean of PPLs)"),
-            ("geo_ppl", f"{agg['geo_ppl']:.3f}  (exp of mean loss {agg['mean_logppl']:.4f})"),
-            (
+        worst = f"{self.worst_domain()}, loss {agg['worst_logppl']:.4f}"
+        footer = [
+            ["mean_ppl", f"{agg['mean_ppl']:.3f}  (unweighted mean of PPLs)"],
+            ["geo_ppl", f"{agg['geo_ppl']:.3f}  (exp of mean loss {agg['mean_logppl']:.4f})"],
+            [
                 "natural_ppl",
                 f"{agg['natural_ppl']:.3f}  (natural weights, loss {agg['natural_loss']:.4f})",
-            ),
-            (
-                "worst_ppl",
-                f"{agg['worst_ppl']:.3f}  ({self.worst_domain()}, loss {agg['worst_logppl']:.4f})",
-            ),
+            ],
+            ["worst_ppl", f"{agg['worst_ppl']:.3f}  ({worst})"],
+        ]
+        return text_table(
+            ["domain", "tokens", "loss", "ppl", "w_nat"],
+            rows,
+            sep=" ",
+            min_widths=(12, 12, 8, 10, 6),
+            rule=None,
+            footer=footer,
         )
-        lines.extend(f"{name:<{width}} {text}" for name, text in rows)
-        return "\n".join(lines)
 
 
 def validation_windows(

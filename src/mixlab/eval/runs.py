@@ -24,6 +24,7 @@ from mixlab.errors import ResumeError
 from mixlab.eval.conditional import DocumentEvaluator
 from mixlab.eval.perplexity import EvalResult, evaluate
 from mixlab.files import write_json
+from mixlab.tables import text_table
 from mixlab.train.build import model_from_config, resolve_precision
 from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
 from mixlab.train.loop import eval_record
@@ -131,15 +132,20 @@ def compare_table(results: Mapping[str, EvalResult]) -> str:
     """Per-domain perplexity of several runs side by side, plus the aggregate rows."""
     names = [Path(r).name or str(r) for r in results]
     first = next(iter(results.values()))
-    width = max(12, *(len(n) for n in names))
-    dw = max(8, *(len(d) for d in first.domains), len("natural_ppl"))
-    lines = [f"{'domain (val ppl)':<{dw}} " + " ".join(f"{n:>{width}}" for n in names)]
     per_run = [dict(zip(r.domains, r.losses(), strict=True)) for r in results.values()]
-    for d in first.domains:
-        cells = [f"{math.exp(p[d]):>{width}.3f}" if d in p else f"{'-':>{width}}" for p in per_run]
-        lines.append(f"{d:<{dw}} " + " ".join(cells))
-    lines.append("-" * len(lines[0]))
+    rows = [
+        [d, *(f"{math.exp(p[d]):.3f}" if d in p else "-" for p in per_run)] for d in first.domains
+    ]
     aggs = [r.aggregates() for r in results.values()]
-    for key in ("mean_ppl", "geo_ppl", "worst_ppl", "natural_ppl"):
-        lines.append(f"{key:<{dw}} " + " ".join(f"{a[key]:>{width}.3f}" for a in aggs))
-    return "\n".join(lines)
+    footer = [
+        [key, *(f"{a[key]:.3f}" for a in aggs)]
+        for key in ("mean_ppl", "geo_ppl", "worst_ppl", "natural_ppl")
+    ]
+    return text_table(
+        ["domain (val ppl)", *names],
+        rows,
+        sep=" ",
+        min_widths=(8, *(12 for _ in names)),
+        rule=None,
+        footer=footer,
+    )

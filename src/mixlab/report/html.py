@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from mixlab.report.plots import Figure
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import fmt
-from mixlab.report.summary import Summary, markdown_table, metric_key
+from mixlab.report.summary import Summary, metric_key
+from mixlab.tables import markdown_table
 
 FIGURES_DIR = "figures"
 

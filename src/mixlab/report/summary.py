@@ -41,6 +41,7 @@ from mixlab.eval.metrics import (
 )
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import PairedDiff, Spread, fmt, json_float, paired_difference, spread
+from mixlab.tables import markdown_table, text_table
 
 FINAL_KEYS = ("mean_ppl", "natural_ppl", "worst_ppl", "geo_ppl")
 NATURAL = "natural"
@@ -516,27 +517,3 @@ def fmt_tokens(value: float | None) -> str:
 
 def fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}%"
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns aligned with spaces, a rule under the header; numbers right-aligned."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    out = [line(header), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table (``|`` in cells escaped)."""
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])

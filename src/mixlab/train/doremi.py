@@ -51,6 +51,7 @@ from mixlab.errors import ConfigError
 from mixlab.files import write_json
 from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
 from mixlab.model.losses import per_domain_sums, target_mask
+from mixlab.tables import text_table
 from mixlab.train.callbacks import Callback, JsonlSink
 from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from mixlab.train.loop import EVAL_NAME, Trainer, eval_record
@@ -267,12 +268,13 @@ class DoremiResult:
         if len(self.rounds) > 1:
             cols += [r.weights for r in self.rounds]
         cols.append(self.weights)
-        dw = max(6, *(len(d) for d in self.domains))
-        lines = [f"{'domain':<{dw}} " + " ".join(f"{h:>10}" for h in heads)]
-        for i, d in enumerate(self.domains):
-            cells = [f"{'?':>10}" if c is None else f"{c[i]:>10.4f}" for c in cols]
-            lines.append(f"{d:<{dw}} " + " ".join(cells))
-        return "\n".join(lines)
+        rows = [
+            [d, *("?" if c is None else f"{c[i]:.4f}" for c in cols)]
+            for i, d in enumerate(self.domains)
+        ]
+        return text_table(
+            ["domain", *heads], rows, sep=" ", min_widths=(6, *(10 for _ in heads)), rule=None
+        )
 
 
 def run_doremi(
