@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mixlab.errors import ConfigError
-from mixlab.mixing.budget import epochs
+from mixlab.errors import ConfigError, DataError
+from mixlab.mixing.budget import epochs, natural_weights
 
 
 def test_epochs_are_served_tokens_over_domain_tokens():
@@ -20,3 +20,15 @@ def test_shape_mismatch_and_bad_budget_are_errors():
         epochs([0.5, 0.5], 10, [1, 2, 3])
     with pytest.raises(ConfigError, match="budget"):
         epochs([1.0], float("nan"), [1])
+
+
+def test_natural_weights_are_token_shares():
+    w = natural_weights(np.array([100, 300, 600], dtype=np.int64))
+    assert w.dtype == np.float64 and w.tolist() == [0.1, 0.3, 0.6]
+    assert natural_weights([0, 5]).tolist() == [0.0, 1.0]  # an empty domain gets no weight
+
+
+@pytest.mark.parametrize("tokens", [[0, 0], [], [1, -1, 2], [1, float("nan")], [[1, 2]]])
+def test_natural_weights_need_a_positive_total(tokens):
+    with pytest.raises(DataError, match="positive total"):
+        natural_weights(tokens)

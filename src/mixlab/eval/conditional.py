@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from mixlab.errors import ConfigError
-from mixlab.eval.perplexity import EvalResult, _autocast, natural_weights
+from mixlab.eval.perplexity import EvalResult, _autocast
+from mixlab.mixing.budget import natural_weights
 from mixlab.model.losses import IGNORE_INDEX, target_mask, token_losses
 from mixlab.model.meco import (
     EVAL_MODES,
@@ -77,7 +78,7 @@ class DocumentEvaluator:
         self.bos_id = store.bos_id
         self.chunk_len = chunk_length(seq_len, self.bos_id, meco.max_prefix_tokens)
         self.domains = tuple(store.domains)
-        self.weights = natural_weights(store)
+        self.weights = natural_weights(store.train_tokens_per_domain())
         self._pieces = [self._cut(d, max_tokens_per_domain) for d in self.domains]
         self._tokenizer: Any = None
         self._true: PrefixTable | None = None

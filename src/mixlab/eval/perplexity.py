@@ -37,6 +37,7 @@ import torch
 
 from mixlab.errors import ConfigError, DataError
 from mixlab.eval.metrics import aggregates, safe_exp, worst_domain
+from mixlab.mixing.budget import natural_weights
 from mixlab.model.losses import token_losses
 from mixlab.tables import text_table
 
@@ -187,17 +188,6 @@ def validation_windows(
     return np.asarray(tokens[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
 
 
-def natural_weights(store: ValidationSource) -> np.ndarray:
-    """(K,) natural token shares N_d / Σ N of the store's training split."""
-    counts = np.asarray(store.train_tokens_per_domain(), dtype=np.float64)
-    if counts.shape != (len(store.domains),) or counts.sum() <= 0:
-        raise DataError(
-            f"store has train token counts {counts.tolist()} for {len(store.domains)} domains; "
-            f"natural weights need a positive total"
-        )
-    return counts / counts.sum()
-
-
 def evaluate(
     model: torch.nn.Module,
     store: ValidationSource,
@@ -219,7 +209,7 @@ def evaluate(
             f"(data.seq_len={seq_len}); raise it or set it to null for the whole split"
         )
     domains = tuple(store.domains)
-    weights = natural_weights(store)
+    weights = natural_weights(store.train_tokens_per_domain())
     windows = [
         validation_windows(
             store.tokens(d, "val"), seq_len=seq_len, max_tokens=max_tokens_per_domain, domain=d

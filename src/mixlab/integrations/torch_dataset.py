@@ -50,6 +50,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.mixing.base import weights_from_mapping
+from mixlab.mixing.budget import natural_weights
 from mixlab.sampling.sampler import MixtureSampler, TokenSource
 
 logger = logging.getLogger(__name__)
@@ -170,8 +171,7 @@ class MixtureDataset(IterableDataset[Row]):
         self, weights: Sequence[float] | np.ndarray | Mapping[str, float] | None
     ) -> np.ndarray:
         if weights is None:
-            tokens = np.array([self.store.num_tokens(d) for d in self.domains], dtype=np.float64)
-            return tokens / tokens.sum()
+            return natural_weights([self.store.num_tokens(d) for d in self.domains])
         if isinstance(weights, Mapping):
             return weights_from_mapping(weights, self.domains, where="MixtureDataset weights")
         return np.asarray(weights, dtype=np.float64)

@@ -49,6 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from mixlab.errors import ConfigError
+from mixlab.mixing.budget import natural_weights
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 
@@ -226,8 +227,7 @@ class PolicyContext:
 
     @property
     def natural_weights(self) -> np.ndarray:
-        tokens = np.asarray(self.train_tokens, dtype=np.float64)
-        return tokens / tokens.sum()
+        return natural_weights(self.train_tokens)
 
 
 PolicyFactory = Callable[[PolicyContext, Any], MixingPolicy]

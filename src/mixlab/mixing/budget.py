@@ -6,6 +6,9 @@ repeats that domain
 
     e_d = w_d * B / N_d   epochs.
 
+The natural mixture samples every domain in proportion to its size, ``w_d = N_d / sum N``
+(:func:`natural_weights`); a natural run therefore repeats every domain equally often.
+
 Scarce domains are where mixtures go wrong: a mixture that looks balanced can mean 20 epochs
 of a small domain at the target budget (METHODS.md §7). Everything in mixlab that reasons about
 repetition (epoch caps, UniMax, repetition-matched proxies, engine exports) starts here.
@@ -17,7 +20,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mixlab.errors import ConfigError
+from mixlab.errors import ConfigError, DataError
+
+
+def natural_weights(tokens: Sequence[float] | np.ndarray) -> np.ndarray:
+    """(K,) float64 natural token shares ``N_d / sum N`` of per-domain training-token counts.
+
+    DataError when the counts are not a non-empty list of finite numbers >= 0 with a positive
+    total (a store without training tokens has no natural mixture).
+    """
+    n = np.asarray(tokens, dtype=np.float64)
+    if n.ndim != 1 or n.size == 0 or not np.all(np.isfinite(n)) or np.any(n < 0) or n.sum() <= 0:
+        raise DataError(
+            f"natural weights need per-domain training-token counts >= 0 with a positive "
+            f"total, got {n.tolist()}; prepare the store again (mixlab prepare)"
+        )
+    return n / n.sum()
 
 
 def epochs(

@@ -49,6 +49,7 @@ from mixlab.config import DoremiConfig, RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
 from mixlab.files import write_json
+from mixlab.mixing.budget import natural_weights
 from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
 from mixlab.model.losses import per_domain_sums, target_mask
 from mixlab.tables import text_table
@@ -288,8 +289,7 @@ def run_doremi(
     d = cfg.mixing.doremi
     out = Path(out_dir).resolve()
     domains = store.domains
-    tokens = store.train_tokens_per_domain().astype(np.float64)
-    natural = tokens / tokens.sum()
+    natural = natural_weights(store.train_tokens_per_domain())
     result = DoremiResult(domains, natural, out / WEIGHTS_NAME)
     uniform = np.full(len(domains), 1.0 / len(domains))
     ref_mix: np.ndarray | None = natural if d.reference_mixture == "natural" else uniform
