@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 from mixlab import __version__
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.files import write_json
+from mixlab.interrupt import terminate_as_interrupt
 
 log = logging.getLogger("mixlab")
 
@@ -48,30 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    _terminate_as_interrupt()
     try:
-        return int(args.func(args) or 0)
+        with terminate_as_interrupt():  # `kill` stops a training like Ctrl-C: it checkpoints
+            return int(args.func(args) or 0)
     except MixlabError as exc:
         print(f"mixlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mixlab {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-def _terminate_as_interrupt() -> None:
-    """``kill`` (SIGTERM) stops a command like Ctrl-C: a training saves its checkpoint first.
-
-    Not under torchrun with several ranks: there SIGTERM is how the launcher stops the others
-    when one rank failed, and a checkpoint would wait on the dead rank.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _add_set_option(p: argparse.ArgumentParser, help_text: str) -> None:

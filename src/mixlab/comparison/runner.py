@@ -40,6 +40,7 @@ from mixlab.comparison.suite import Job, Step, Suite, run_tokens
 from mixlab.config import RunConfig, read_yaml_mapping
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.files import remove_stale_temporaries, write_json
+from mixlab.interrupt import terminate_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -163,29 +164,26 @@ def run_suite(
     )
     pool = ThreadPoolExecutor(max_workers=jobs)
     futures = [pool.submit(run_job, s) for s in states]
-    terminated = threading.Event()
-    old_term = _term_as_interrupt(terminated)
-    try:
-        pending = set(futures)
-        while pending:  # short waits: the main thread must run to see Ctrl-C / SIGTERM
-            _, pending = wait(pending, timeout=0.5)
-        for f in futures:
-            f.result()
-    except BaseException:
-        # Ctrl-C in a terminal reaches the runs too (same process group): they checkpoint and
-        # exit. Start nothing new, pass the interrupt on to runs that did not get it (the
-        # suite alone was signalled), wait for them and keep the manifest consistent.
-        stop.set()
-        _interrupt(running, grace=0.0 if terminated.is_set() else 5.0)
-        pool.shutdown(wait=True, cancel_futures=True)
-        for s in states:
-            if s.status == "running":
-                s.status = "pending"
-        write_manifest()
-        raise
-    finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+    terminated = threading.Event()  # SIGTERM reached the suite alone: stop its runs at once
+    with terminate_as_interrupt(on_terminate=terminated.set):
+        try:
+            pending = set(futures)
+            while pending:  # short waits: the main thread must run to see Ctrl-C / SIGTERM
+                _, pending = wait(pending, timeout=0.5)
+            for f in futures:
+                f.result()
+        except BaseException:
+            # Ctrl-C in a terminal reaches the runs too (same process group): they checkpoint
+            # and exit. Start nothing new, pass the interrupt on to runs that did not get it
+            # (the suite alone was signalled), wait for them and keep the manifest consistent.
+            stop.set()
+            _interrupt(running, grace=0.0 if terminated.is_set() else 5.0)
+            pool.shutdown(wait=True, cancel_futures=True)
+            for s in states:
+                if s.status == "running":
+                    s.status = "pending"
+            write_manifest()
+            raise
     pool.shutdown()
     write_manifest()
     failed = [s for s in states if s.status == "failed"]
@@ -243,18 +241,6 @@ def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[byte
     write_json(step.dir / COST_NAME, cost.to_dict())
     (step.dir / PARTIAL_NAME).unlink(missing_ok=True)
     return cost
-
-
-def _term_as_interrupt(flag: threading.Event) -> Any:
-    """Treat SIGTERM (``kill``) like Ctrl-C, so runs checkpoint instead of being orphaned."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        flag.set()  # only the suite got it: interrupt the runs at once
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 def _interrupt(running: set[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
