@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from mixlab.comparison import SuiteFailed, parse_suite, run_suite
-from mixlab.comparison.runner import COST_NAME, MANIFEST_NAME
+from mixlab.comparison.runner import MANIFEST_NAME
 from mixlab.errors import ConfigError
 from mixlab.train.callbacks import read_metrics
+from mixlab.train.run_folder import RunFolder
 
 
 def tiny_suite(store: Path, **train: int) -> dict:
@@ -126,7 +127,7 @@ def test_interrupted_compare_resumes(tmp_path: Path, tiny_store: Path, dead_pid:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert not (out / "uniform" / "seed0" / COST_NAME).exists(), "the run finished too early"
+    assert not RunFolder(out / "uniform" / "seed0").cost.exists(), "the run finished too early"
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["runs"][0]["status"] == "pending"
     # what a kill -9 of the suite or of its run in mid-write would have left

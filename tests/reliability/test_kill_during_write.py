@@ -22,8 +22,9 @@ import torch
 import yaml
 
 from mixlab.config import RunConfig
-from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from mixlab.train.checkpoint import load_checkpoint, save_checkpoint
 from mixlab.train.loop import train
+from mixlab.train.run_folder import RunFolder
 from tests.conftest import tiny_run_config
 
 # Makes torch.save write the first `cut` share of the payload, then wait to be killed.
@@ -103,7 +104,7 @@ def _kill_mid_checkpoint(tmp_path: Path, cut: float) -> None:
     pid = _kill_when_blocked(
         [sys.executable, "-c", script, str(marker), str(cut), "2", str(run)], marker
     )
-    leftover = run / f".{CHECKPOINT_NAME}.tmp-{pid}"
+    leftover = run / f".{RunFolder.CHECKPOINT}.tmp-{pid}"
     assert _temporaries(run) == [leftover.name]
     assert leftover.stat().st_size == int(int(marker.read_text()) * cut)
 
@@ -134,11 +135,11 @@ def test_a_killed_training_resumes_from_the_last_checkpoint_and_leaves_nothing(
     script = _BLOCKING_SAVE + _TRAIN
     args = ["train", "--config", str(config), "--out", str(run)]
     pid = _kill_when_blocked([sys.executable, "-c", script, str(marker), "0.5", "2", *args], marker)
-    assert _temporaries(run) == [f".{CHECKPOINT_NAME}.tmp-{pid}"]
-    assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 6  # the previous one, intact
+    assert _temporaries(run) == [f".{RunFolder.CHECKPOINT}.tmp-{pid}"]
+    assert load_checkpoint(run / RunFolder.CHECKPOINT)["step"] == 6  # the previous one, intact
     assert _temporaries(run) == []  # loading it cleared the leftover
 
-    (run / f".{CHECKPOINT_NAME}.tmp-{pid}").write_bytes(b"torn")  # as the kill left it
+    (run / f".{RunFolder.CHECKPOINT}.tmp-{pid}").write_bytes(b"torn")  # as the kill left it
     trainer = train(RunConfig.from_dict(raw), run, resume=True)
     assert trainer.step == 12 and load_checkpoint(run)["finished"]
     assert _temporaries(run) == []
@@ -147,7 +148,7 @@ def test_a_killed_training_resumes_from_the_last_checkpoint_and_leaves_nothing(
 def test_save_removes_what_a_killed_first_save_left(tmp_path: Path, dead_pid: int) -> None:
     """A run killed during its first checkpoint has nothing to resume; its next start
     (a fresh run in the same folder) removes the leftover when it saves."""
-    leftover = tmp_path / f".{CHECKPOINT_NAME}.tmp-{dead_pid}"
+    leftover = tmp_path / f".{RunFolder.CHECKPOINT}.tmp-{dead_pid}"
     leftover.write_bytes(b"torn")
-    save_checkpoint(tmp_path / CHECKPOINT_NAME, {"step": 1})
+    save_checkpoint(tmp_path / RunFolder.CHECKPOINT, {"step": 1})
     assert _temporaries(tmp_path) == [] and load_checkpoint(tmp_path)["step"] == 1

@@ -21,7 +21,8 @@ from mixlab.eval.perplexity import EvalResult
 from mixlab.files import write_json
 from mixlab.train import evaluation
 from mixlab.train.callbacks import JsonlSink
-from mixlab.train.loop import EVAL_NAME, eval_record, train
+from mixlab.train.loop import eval_record, train
+from mixlab.train.run_folder import RunFolder
 from tests.conftest import tiny_run_config
 
 
@@ -46,8 +47,8 @@ def nan_result(domains: tuple[str, ...]) -> EvalResult:
 
 def test_eval_record_with_nan_is_written_as_null_with_a_flag(tmp_path: Path) -> None:
     record = eval_record(nan_result(("code", "prose")), step=4)
-    write_json(tmp_path / EVAL_NAME, record, nonfinite_key="nonfinite")  # as train() does
-    saved = strict_loads((tmp_path / EVAL_NAME).read_text(encoding="utf-8"))
+    write_json(RunFolder(tmp_path).eval, record, nonfinite_key="nonfinite")  # as train() does
+    saved = strict_loads(RunFolder(tmp_path).eval.read_text(encoding="utf-8"))
     assert saved["eval/code/loss"] is None and saved["eval/code/ppl"] is None
     assert saved["eval/prose/loss"] == pytest.approx(2.0)
     assert "eval/code/loss" in saved["nonfinite"] and "eval/code/ppl" in saved["nonfinite"]
@@ -65,7 +66,7 @@ def test_a_nan_eval_in_training_leaves_valid_eval_json_and_metrics(
     cfg = RunConfig.from_dict(tiny_run_config(tiny_store, max_steps=2, eval_every=0))
     train(cfg, tmp_path / "run")
     nan_key = f"eval/{ShardStore(tiny_store).domains[0]}/ppl"
-    saved = strict_loads((tmp_path / "run" / EVAL_NAME).read_text(encoding="utf-8"))
+    saved = strict_loads(RunFolder(tmp_path / "run").eval.read_text(encoding="utf-8"))
     assert saved["step"] == 2 and saved[nan_key] is None and nan_key in saved["nonfinite"]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     records = [strict_loads(line) for line in lines]  # every line parses strictly
@@ -73,7 +74,7 @@ def test_a_nan_eval_in_training_leaves_valid_eval_json_and_metrics(
 
 
 def test_metrics_lines_are_valid_json_for_numpy_and_nested_non_finite(tmp_path: Path) -> None:
-    sink = JsonlSink(tmp_path)
+    sink = JsonlSink(RunFolder(tmp_path).metrics)
     sink.open(0)
     sink.write({"step": 1, "train/loss": np.float32("nan"), "x": {"y": [np.inf, 1]}})
     sink.close()

@@ -9,7 +9,8 @@ import torch
 from mixlab.config import RunConfig
 from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
-from mixlab.train.loop import CONDITION_END_NAME, lr_factor, train
+from mixlab.train.loop import lr_factor, train
+from mixlab.train.run_folder import RunFolder
 from tests.conftest import tiny_run_config
 from tests.helpers import KillAt
 from tests.train.test_distributed import ACODM, check_ddp_run, run_worker
@@ -44,7 +45,7 @@ def test_phase_switches_at_s_c_and_the_conditioned_model_is_kept(tiny_store, tmp
     assert records[12]["train/context_tokens_total"] == sum(
         records[t]["train/context_tokens"] for t in range(1, 13)
     )
-    kept = load_checkpoint(run / CONDITION_END_NAME)
+    kept = load_checkpoint(RunFolder(run).condition_end)
     assert kept["step"] == S_C and not kept["finished"]
     assert load_checkpoint(run)["step"] == 12
 
@@ -63,7 +64,7 @@ def test_resume_before_at_and_after_the_switch_gives_the_same_losses(tiny_store,
     for t in range(1, 13):
         for key in ("train/loss", "train/lr", "train/phase", "train/loss_tokens_total"):
             assert a[t][key] == pytest.approx(b[t][key], rel=1e-6, abs=1e-7), (t, key)
-    assert load_checkpoint(part / CONDITION_END_NAME)["step"] == S_C
+    assert load_checkpoint(RunFolder(part).condition_end)["step"] == S_C
 
 
 def test_lr_and_optimizer_moments_continue_through_the_switch(tiny_store, tmp_path):
@@ -140,4 +141,4 @@ def test_meco_under_ddp_ranks_agree_and_match_one_process(tiny_store, tmp_path):
     check_ddp_run(tmp_path / "ddp", raw, tmp_path)
     phases = [r["train/phase"] for r in read_metrics(tmp_path / "ddp") if "train/phase" in r]
     assert phases == [0] * 6 + [1] * 2
-    assert load_checkpoint(tmp_path / "ddp" / CONDITION_END_NAME)["step"] == 6
+    assert load_checkpoint(RunFolder(tmp_path / "ddp").condition_end)["step"] == 6

@@ -41,14 +41,11 @@ from mixlab.config import RunConfig, read_yaml_mapping
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.files import remove_stale_temporaries, write_json
 from mixlab.interrupt import terminate_as_interrupt
+from mixlab.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "suite.json"
-PLAN_NAME = "planned_config.yaml"
-COST_NAME = "cost.json"
-PARTIAL_NAME = "cost.partial.json"
-LOG_NAME = "run.log"
 MANIFEST_VERSION = 1
 
 
@@ -131,11 +128,11 @@ def run_suite(
                 counter["started"] += 1
                 k = counter["started"]
                 state.status = "running"
-            cost = _read_cost(step.dir)
+            cost = _read_cost(step.folder)
             if cost is not None:
                 say(f"[{k}/{n_steps}] {label}: finished before, reusing {_rel(step.dir, root)}")
             else:
-                say(f"[{k}/{n_steps}] {label}: running -> {_rel(step.dir / LOG_NAME, root)}")
+                say(f"[{k}/{n_steps}] {label}: running -> {_rel(step.folder.run_log, root)}")
                 try:
                     cost = _execute(step, threads, running)
                 except _StepError as exc:
@@ -144,7 +141,7 @@ def run_suite(
                     with lock:
                         state.status, state.error = "failed", str(exc)
                         write_manifest()
-                    say(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.dir / LOG_NAME)}")
+                    say(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.folder.run_log)}")
                     return
                 say(
                     f"[{k}/{n_steps}] {label}: done in {_fmt_seconds(cost.seconds)} "
@@ -202,11 +199,11 @@ class _StepError(Exception):
 
 
 def _command(step: Step) -> list[str]:
-    plan = str(step.dir / PLAN_NAME)
+    plan = str(step.folder.planned_config)
     if step.kind == "doremi":
         return [sys.executable, "-m", "mixlab", "doremi", "--config", plan, "--out", str(step.dir)]
     cmd = [sys.executable, "-m", "mixlab", "train", "--config", plan, "--out", str(step.dir)]
-    if (step.dir / "checkpoint.pt").exists():
+    if step.folder.checkpoint.exists():
         cmd.append("--resume")
     return cmd
 
@@ -214,13 +211,14 @@ def _command(step: Step) -> list[str]:
 def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[bytes]]) -> StepCost:
     step.dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(step.dir)
-    step.config.save(step.dir / PLAN_NAME)
-    partial = _read_json(step.dir / PARTIAL_NAME) or {}
+    folder = step.folder
+    step.config.save(folder.planned_config)
+    partial = _read_json(folder.partial_cost) or {}
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="15")
     if threads is not None and step.config.train.threads == 0:
         env["OMP_NUM_THREADS"] = str(threads)
     cmd = _command(step)
-    with open(step.dir / LOG_NAME, "a", encoding="utf-8") as fh:
+    with open(folder.run_log, "a", encoding="utf-8") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
         start = time.perf_counter()
@@ -235,11 +233,11 @@ def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[byte
     if peak is not None and old_peak is not None:
         peak = max(peak, float(old_peak))
     if code != 0:
-        write_json(step.dir / PARTIAL_NAME, {"seconds": seconds, "peak_rss_mb": peak})
+        write_json(folder.partial_cost, {"seconds": seconds, "peak_rss_mb": peak})
         raise _StepError(f"exit status {code}")
     cost = StepCost(seconds, _tokens(step), peak)
-    write_json(step.dir / COST_NAME, cost.to_dict())
-    (step.dir / PARTIAL_NAME).unlink(missing_ok=True)
+    write_json(folder.cost, cost.to_dict())
+    folder.partial_cost.unlink(missing_ok=True)
     return cost
 
 
@@ -278,18 +276,18 @@ def _tokens(step: Step) -> int:
         return step.tokens
     return sum(
         run_tokens(RunConfig.from_dict(read_yaml_mapping(f)))
-        for f in sorted(step.dir.rglob("config.yaml"))
+        for f in sorted(step.dir.rglob(RunFolder.CONFIG))
     )
 
 
 def _check_plan(step: Step) -> None:
-    saved = step.dir / PLAN_NAME
+    saved = step.folder.planned_config
     if not saved.exists():
         return
     if read_yaml_mapping(saved) == step.config.to_dict():
         return
     if not _has_progress(step):  # an attempt that failed early: start over with the new plan
-        (step.dir / PARTIAL_NAME).unlink(missing_ok=True)
+        step.folder.partial_cost.unlink(missing_ok=True)
         return
     raise ConfigError(
         f"{step.dir} was started with another config than the suite now asks for; "
@@ -300,8 +298,8 @@ def _check_plan(step: Step) -> None:
 def _has_progress(step: Step) -> bool:
     """Whether the folder holds a checkpoint (a run that failed before its first has none)."""
     if step.kind == "doremi":
-        return any(step.dir.rglob("checkpoint.pt"))
-    return (step.dir / "checkpoint.pt").exists()
+        return any(step.dir.rglob(RunFolder.CHECKPOINT))
+    return step.folder.checkpoint.exists()
 
 
 def _threads_per_run(jobs: int) -> int | None:
@@ -349,8 +347,8 @@ def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> Non
     write_json(root / MANIFEST_NAME, manifest)
 
 
-def _read_cost(folder: Path) -> StepCost | None:
-    raw = _read_json(folder / COST_NAME)
+def _read_cost(folder: RunFolder) -> StepCost | None:
+    raw = _read_json(folder.cost)
     if raw is None:
         return None
     return StepCost(float(raw["seconds"]), int(raw["tokens"]), raw.get("peak_rss_mb"))

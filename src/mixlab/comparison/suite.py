@@ -55,6 +55,7 @@ import yaml
 
 from mixlab.config import RunConfig, apply_override, read_yaml_mapping, set_path
 from mixlab.errors import ConfigError, MixlabError
+from mixlab.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ class Step:
     def tokens(self) -> int:
         """Tokens one training of this config consumes (a DoReMi stage trains several)."""
         return run_tokens(self.config)
+
+    @property
+    def folder(self) -> RunFolder:
+        """The files of ``dir`` (a DoReMi stage's holds its runs in subfolders)."""
+        return RunFolder(self.dir)
 
 
 def run_tokens(cfg: RunConfig) -> int:

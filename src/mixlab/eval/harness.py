@@ -36,11 +36,11 @@ from typing import Any
 
 from mixlab.errors import ConfigError
 from mixlab.files import dumps_json, write_text
+from mixlab.train.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_TASKS = Path(__file__).resolve().parent / "lm_eval_tasks"
-RESULT_NAME = "lm_eval.json"
 
 
 def force_offline() -> None:
@@ -199,4 +199,4 @@ def write_result(result: HarnessResult, path: str | Path) -> Path:
 def default_result_path(source: str | Path) -> Path:
     """``lm_eval.json`` in the run (or exported) folder; next to a checkpoint file."""
     p = Path(source)
-    return (p if p.is_dir() else p.parent) / RESULT_NAME
+    return RunFolder(p if p.is_dir() else p.parent).lm_eval

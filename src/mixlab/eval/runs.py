@@ -26,8 +26,9 @@ from mixlab.eval.perplexity import EvalResult, evaluate
 from mixlab.files import write_json
 from mixlab.tables import text_table
 from mixlab.train.build import model_from_config, resolve_precision
-from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, resolve_checkpoint
+from mixlab.train.checkpoint import load_checkpoint, resolve_checkpoint
 from mixlab.train.loop import eval_record
+from mixlab.train.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -80,11 +81,8 @@ def evaluate_run(
     )
     if write:
         record = eval_record(result, int(state["step"]))
-        write_json(ckpt_path.parent / "eval.json", record, nonfinite_key="nonfinite")
+        write_json(RunFolder(ckpt_path.parent).eval, record, nonfinite_key="nonfinite")
     return result
-
-
-MODES_NAME = "eval_modes.json"
 
 
 def evaluate_run_modes(
@@ -123,8 +121,11 @@ def evaluate_run_modes(
             "fixed_prefix": fixed if "cond_fixed" in modes else None,
             "modes": {mode: r.to_dict() for mode, r in results.items()},
         }
-        name = MODES_NAME if ckpt_path.name == CHECKPOINT_NAME else f"{ckpt_path.stem}.modes.json"
-        write_json(ckpt_path.parent / name, record)
+        folder = RunFolder(ckpt_path.parent)
+        if ckpt_path.name == folder.CHECKPOINT:
+            write_json(folder.eval_modes, record)
+        else:  # another checkpoint file of the folder: its own modes file
+            write_json(folder.path / f"{ckpt_path.stem}.modes.json", record)
     return results
 
 

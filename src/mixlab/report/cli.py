@@ -78,10 +78,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def default_out(first: str | Path) -> Path:
     """``<suite>/report`` for a suite folder, ``<parent>/report`` for a run folder."""
-    from mixlab.report.records import SUITE_NAME
+    from mixlab.comparison.runner import MANIFEST_NAME
 
     path = Path(first)
-    return path / "report" if (path / SUITE_NAME).is_file() else path.parent / "report"
+    return path / "report" if (path / MANIFEST_NAME).is_file() else path.parent / "report"
 
 
 def cmd_report(args: argparse.Namespace) -> int:

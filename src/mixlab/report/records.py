@@ -32,12 +32,11 @@ from typing import Any
 
 import yaml
 
+from mixlab.comparison.runner import MANIFEST_NAME
 from mixlab.errors import ConfigError, DataError
-from mixlab.train.callbacks import METRICS_NAME, read_metrics
+from mixlab.train.callbacks import read_metrics
+from mixlab.train.run_folder import RunFolder
 
-SUITE_NAME = "suite.json"
-EVAL_NAME = "eval.json"
-CONFIG_NAME = "config.yaml"
 EVAL_MARKER = "eval/mean_ppl"  # present in every eval line, absent from train lines
 TRAIN_MARKER = "train/loss"
 
@@ -161,14 +160,14 @@ def load_records(paths: Sequence[str | Path]) -> list[RunRecord]:
         path = Path(raw)
         if not path.is_dir():
             raise DataError(f"{path}: not a folder (expected a suite folder or a run folder)")
-        if (path / SUITE_NAME).is_file():
+        if (path / MANIFEST_NAME).is_file():
             records.extend(_load_suite(path))
-        elif (path / METRICS_NAME).is_file() or (path / EVAL_NAME).is_file():
+        elif _has_run_files(RunFolder(path)):
             records.append(load_run(path))
         else:
             raise DataError(
-                f"{path}: neither a suite folder (no {SUITE_NAME}) nor a run folder "
-                f"(no {METRICS_NAME} or {EVAL_NAME})"
+                f"{path}: neither a suite folder (no {MANIFEST_NAME}) nor a run folder "
+                f"(no {RunFolder.METRICS} or {RunFolder.EVAL})"
             )
     return records
 
@@ -186,7 +185,7 @@ def load_run(
         seed = 0
     if method is None:
         method = path.parent.name if _SEED_DIR.match(path.name) else path.name
-    rows = read_metrics(path) if (path / METRICS_NAME).is_file() else []
+    rows = read_metrics(path) if RunFolder(path).metrics.is_file() else []
     evals = [r for r in rows if EVAL_MARKER in r]
     train_log = [r for r in rows if TRAIN_MARKER in r]
     by_step: dict[int, dict[str, float]] = {}
@@ -213,13 +212,13 @@ def load_run(
     )
     if not record.final_eval:
         record.status = "missing"
-        record.note = f"{path}: no evaluation (no {EVAL_NAME} and no eval lines)"
+        record.note = f"{path}: no evaluation (no {RunFolder.EVAL} and no eval lines)"
     return record
 
 
 # ---------------------------------------------------------------------------- suite folders
 def _load_suite(folder: Path) -> list[RunRecord]:
-    suite_file = folder / SUITE_NAME
+    suite_file = folder / MANIFEST_NAME
     try:
         suite = json.loads(suite_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -234,8 +233,7 @@ def _load_suite(folder: Path) -> list[RunRecord]:
         run_dir = folder / str(entry["dir"])
         method, seed = str(entry["method"]), int(entry.get("seed", 0) or 0)
         status = str(entry.get("status", "done"))
-        has_files = (run_dir / METRICS_NAME).is_file() or (run_dir / EVAL_NAME).is_file()
-        if has_files:
+        if _has_run_files(RunFolder(run_dir)):
             record = load_run(run_dir, method=method, seed=seed)
         else:
             record = RunRecord(method=method, seed=seed, run_dir=run_dir, status="missing")
@@ -243,7 +241,7 @@ def _load_suite(folder: Path) -> list[RunRecord]:
         if status != "done":
             record.status = status
             error = entry.get("error")
-            record.note = f"status {status} in {SUITE_NAME}" + (f": {error}" if error else "")
+            record.note = f"status {status} in {MANIFEST_NAME}" + (f": {error}" if error else "")
         record.seconds = _opt_float(entry.get("seconds"), record.seconds)
         record.tokens = _opt_float(entry.get("tokens"), record.tokens)
         record.peak_rss_mb = _opt_float(entry.get("peak_rss_mb"), None)
@@ -266,8 +264,12 @@ def _load_suite(folder: Path) -> list[RunRecord]:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _has_run_files(folder: RunFolder) -> bool:
+    return folder.metrics.is_file() or folder.eval.is_file()
+
+
 def _read_config(path: Path) -> dict[str, Any]:
-    file = path / CONFIG_NAME
+    file = RunFolder(path).config
     if not file.is_file():
         return {}
     try:
@@ -278,7 +280,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _read_final_eval(path: Path) -> dict[str, Any] | None:
-    file = path / EVAL_NAME
+    file = RunFolder(path).eval
     if not file.is_file():
         return None
     try:

@@ -32,12 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from mixlab.errors import ConfigError
 from mixlab.files import dumps_json, write_text
+from mixlab.train.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from mixlab.eval.perplexity import EvalResult
     from mixlab.train.loop import Trainer
-
-METRICS_NAME = "metrics.jsonl"
 
 
 class Callback:
@@ -70,14 +69,14 @@ class Callback:
 
 
 class JsonlSink(Callback):
-    """Append one JSON object per record to ``<run>/metrics.jsonl`` (flushed per line).
+    """Append one JSON object per record to ``path`` (``<run>/metrics.jsonl``), flushed per line.
 
     On resume, records from steps after the checkpoint are dropped first, so the file always
     describes one consistent run.
     """
 
-    def __init__(self, run_dir: str | Path, name: str = METRICS_NAME) -> None:
-        self.path = Path(run_dir) / name
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
         self._fh: Any = None
 
     def open(self, step: int) -> None:
@@ -118,7 +117,7 @@ class TensorBoardSink(Callback):
             raise ConfigError(
                 "train.tensorboard=true needs TensorBoard: pip install 'mixlab[tensorboard]'"
             ) from exc
-        self._writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+        self._writer = SummaryWriter(log_dir=str(RunFolder(run_dir).tensorboard))
 
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         step = int(record.get("step", 0))
@@ -151,7 +150,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Read ``metrics.jsonl`` (a run folder or the file); a torn last line is ignored."""
     p = Path(path)
     if p.is_dir():
-        p = p / METRICS_NAME
+        p = RunFolder(p).metrics
     records = []
     with open(p, encoding="utf-8") as fh:
         for line in fh:

@@ -27,9 +27,9 @@ import torch
 
 from mixlab.errors import ResumeError
 from mixlab.files import remove_stale_temporaries, save_torch
+from mixlab.train.run_folder import RunFolder
 
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -58,10 +58,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a run folder or a checkpoint file; return the checkpoint file."""
     p = Path(path)
     if p.is_dir():
-        p = p / CHECKPOINT_NAME
+        p = RunFolder(p).checkpoint
     if not p.is_file():
         raise ResumeError(
-            f"no checkpoint at {p}; a run folder holds {CHECKPOINT_NAME} once its first "
+            f"no checkpoint at {p}; a run folder holds {RunFolder.CHECKPOINT} once its first "
             "checkpoint was written (train.checkpoint_every)"
         )
     return p

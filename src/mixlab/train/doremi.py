@@ -54,14 +54,14 @@ from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
 from mixlab.model.losses import per_domain_sums, target_mask
 from mixlab.tables import text_table
 from mixlab.train.callbacks import Callback, JsonlSink
-from mixlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from mixlab.train.loop import EVAL_NAME, Trainer, eval_record
+from mixlab.train.checkpoint import load_checkpoint
+from mixlab.train.loop import Trainer, eval_record
 from mixlab.train.objective import Objective
+from mixlab.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "doremi_weights.json"
-TRAJECTORY_NAME = "alpha_trajectory.jsonl"
 _TRAJECTORY_KEYS = ("alpha", "avg_alpha", "lambda")  # per step, keyed by domain
 _CHOICES = {
     "reference_mixture": ("natural", "uniform"),
@@ -201,7 +201,7 @@ class AlphaTrajectory(Callback):
 
     def __init__(self, dro: GroupDRO, run_dir: str | Path) -> None:
         self.dro = dro
-        self.sink = JsonlSink(run_dir, TRAJECTORY_NAME)
+        self.sink = JsonlSink(RunFolder(run_dir).alpha_trajectory)
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.sink.open(trainer.step)
@@ -367,7 +367,7 @@ def _train_or_reuse(
 ) -> None:
     """Skip a finished run, resume an unfinished one, or start it; refuse foreign folders."""
     resume = False
-    if (run_dir / CHECKPOINT_NAME).exists():
+    if RunFolder(run_dir).checkpoint.exists():
         state = load_checkpoint(run_dir)
         diff = _first_difference(state["config"], cfg.to_dict())
         if diff:
@@ -380,13 +380,15 @@ def _train_or_reuse(
             return
         resume = True
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
+    cfg.save(RunFolder(run_dir).config)
     trainer = make_trainer(cfg, run_dir, callbacks)
     if resume:
         trainer.load_state_dict(load_checkpoint(run_dir))
         log.info("%s: resuming at step %d", run_dir, trainer.step)
     result = trainer.fit()
-    write_json(run_dir / EVAL_NAME, eval_record(result, trainer.step), nonfinite_key="nonfinite")
+    write_json(
+        RunFolder(run_dir).eval, eval_record(result, trainer.step), nonfinite_key="nonfinite"
+    )
 
 
 def _first_difference(saved: Any, planned: Any, prefix: str = "") -> str:
@@ -432,7 +434,7 @@ def _write_weights(
         "l1_change": rnd.change,
         "reference_run": str(rnd.reference_run),
         "proxy_run": str(rnd.proxy_run),
-        "alpha_trajectory": str(rnd.proxy_run / TRAJECTORY_NAME),
+        "alpha_trajectory": str(RunFolder(rnd.proxy_run).alpha_trajectory),
         "eta": d.eta,
         "smoothing": d.smoothing,
         "loss_normalizer": d.loss_normalizer,

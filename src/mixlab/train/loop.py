@@ -64,29 +64,20 @@ from mixlab.sampling.sampler import MixtureSampler
 from mixlab.train import distributed as dist
 from mixlab.train.build import build_optimizer, lr_factor, model_from_config, resolve_precision
 from mixlab.train.callbacks import Callback, JsonlSink, PolicyFileExport, TensorBoardSink
-from mixlab.train.checkpoint import (
-    CHECKPOINT_NAME,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from mixlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from mixlab.train.evaluation import RunEvaluator, eval_record
-from mixlab.train.meco import CONDITION_END_NAME, MecoCallback
+from mixlab.train.meco import MecoCallback
 from mixlab.train.mixer import Mixer
 from mixlab.train.objective import Objective
 from mixlab.train.probes import ModelProbes
 from mixlab.train.reference import ReferenceScorer, clipped_excess_sums
+from mixlab.train.run_folder import RunFolder
 from mixlab.train.window import TrainWindow
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.yaml"
-EVAL_NAME = "eval.json"
-POLICY_FILE_NAME = "policy.acodm.pt"
 # Re-exported: the run's building blocks are part of the loop's public surface.
 __all__ = [
-    "CONDITION_END_NAME",
     "Trainer",
     "build_optimizer",
     "clipped_excess_sums",
@@ -114,6 +105,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
@@ -181,7 +173,7 @@ class Trainer:
         """Sinks (rank 0), the run's own hooks (MeCo, policy export), then the caller's."""
         out: list[Callback] = []
         if self.dist.is_main:  # one writer of metrics per run
-            out.append(JsonlSink(self.run_dir))
+            out.append(JsonlSink(self.folder.metrics))
             if self.cfg.train.tensorboard:
                 out.append(TensorBoardSink(self.run_dir))
         if isinstance(self.sampler, DocumentSampler):
@@ -192,7 +184,7 @@ class Trainer:
                 "model_params": count_parameters(self.raw_model),
                 "seed": self.cfg.train.seed,
             }
-            path = Path(policy_out) if policy_out else self.run_dir / POLICY_FILE_NAME
+            path = Path(policy_out) if policy_out else self.folder.policy_file
             out.append(PolicyFileExport(path, provenance))
         elif policy_out:
             raise ConfigError(
@@ -255,7 +247,7 @@ class Trainer:
 
     def save(self, finished: bool = False) -> Path:
         """Write the checkpoint (rank 0; the others only take part in gathering the state)."""
-        path = self.run_dir / CHECKPOINT_NAME
+        path = self.folder.checkpoint
         state = self.state_dict(finished)
         if self.dist.is_main:
             save_checkpoint(path, state)
@@ -456,7 +448,7 @@ def train(
     Under torchrun every rank calls this; rank 0 writes the run folder.
     """
     run_dir = Path(run_dir)
-    ckpt = run_dir / CHECKPOINT_NAME
+    ckpt = RunFolder(run_dir).checkpoint
     if resume:
         state = load_checkpoint(ckpt)
         saved = RunConfig.from_dict(state["config"])
@@ -470,7 +462,7 @@ def train(
     trainer = Trainer(cfg, run_dir, callbacks)
     if trainer.dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / CONFIG_NAME)
+        cfg.save(RunFolder(run_dir).config)
     if resume:
         trainer.load_state_dict(state)
         if state.get("finished"):
@@ -478,7 +470,7 @@ def train(
     trainer.fit()
     if trainer.dist.is_main:
         write_json(
-            run_dir / EVAL_NAME,
+            RunFolder(run_dir).eval,
             eval_record(trainer.last_eval, trainer.step) if trainer.last_eval else {},
             nonfinite_key="nonfinite",
         )

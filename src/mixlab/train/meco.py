@@ -19,13 +19,12 @@ from mixlab.files import copy_file
 from mixlab.model.meco import MecoLog
 from mixlab.sampling.documents import DocumentSampler
 from mixlab.train.callbacks import Callback
+from mixlab.train.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from mixlab.train.loop import Trainer
 
 log = logging.getLogger(__name__)
-
-CONDITION_END_NAME = "checkpoint_condition_end.pt"  # MeCo: the model at s_c, kept
 
 
 class MecoCallback(Callback):
@@ -52,5 +51,5 @@ class MecoCallback(Callback):
             return
         self._copied = True
         if trainer.dist.is_main:
-            kept = copy_file(path, path.with_name(CONDITION_END_NAME))
+            kept = copy_file(path, path.with_name(RunFolder.CONDITION_END))
             log.info("meco: conditioning ends at step %d; kept %s", trainer.step, kept.name)
