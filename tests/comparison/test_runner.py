@@ -80,7 +80,7 @@ def test_suite_runs_stages_records_costs_and_skips_finished(
     assert sum("finished before" in line for line in again) == 4
     # asking for other settings in a finished folder is an error, not a silent mix
     changed = parse_suite(tiny_suite(tiny_store, max_steps=9))
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"other settings \(train\.max_steps: 8 there, 9 now"):
         run_suite(changed, out)
 
 

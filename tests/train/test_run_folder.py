@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mixlab.train.run_folder import RunFolder
+from mixlab.errors import ConfigError
+from mixlab.train.run_folder import RunFolder, first_difference, next_action
 
 
 def test_paths_are_the_documented_names_inside_the_folder() -> None:
@@ -38,3 +39,25 @@ def test_a_run_folder_is_a_frozen_value() -> None:
     assert RunFolder(Path("x")) == RunFolder("x")
     with pytest.raises(dataclasses.FrozenInstanceError):
         RunFolder("x").path = Path("y")  # type: ignore[misc]
+
+
+PLAN = {"mixing": {"name": "odm", "odm": {"eta": 0.1}}, "train": {"max_steps": 12}}
+
+
+def test_start_resume_or_skip_by_what_the_folder_holds() -> None:
+    assert next_action("f", None, PLAN, finished=False, hint="h") == "start"
+    assert next_action("f", None, PLAN, finished=True, hint="h") == "start"
+    assert next_action("f", PLAN, PLAN, finished=False, hint="h") == "resume"
+    assert next_action("f", PLAN, PLAN, finished=True, hint="h") == "skip"
+
+
+def test_other_settings_are_refused_naming_the_first_differing_field() -> None:
+    other = {"mixing": {"name": "odm", "odm": {"eta": 0.2}}, "train": {"max_steps": 9}}
+    with pytest.raises(
+        ConfigError,
+        match=r"^runs/a holds a run made with other settings "
+        r"\(mixing\.odm\.eta: 0\.1 there, 0\.2 now\); delete it$",
+    ):
+        next_action("runs/a", PLAN, other, finished=True, hint="delete it")
+    assert first_difference(PLAN, PLAN) == ""
+    assert first_difference({"a": 1}, {"a": 1, "b": {"c": 2}}) == "b: None there, {'c': 2} now"

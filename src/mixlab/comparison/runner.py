@@ -41,7 +41,7 @@ from mixlab.config import RunConfig, read_yaml_mapping
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.files import remove_stale_temporaries, write_json
 from mixlab.interrupt import terminate_as_interrupt
-from mixlab.train.run_folder import RunFolder
+from mixlab.train.run_folder import Action, RunFolder, next_action
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def run_suite(
                 shutil.rmtree(job.dir)
     for job in plan:
         for step in job.steps:
-            _check_plan(step)
+            _action(step)  # a folder made with other settings fails the suite before it starts
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(root)
     states = [JobState(j) for j in plan]
@@ -128,13 +128,14 @@ def run_suite(
                 counter["started"] += 1
                 k = counter["started"]
                 state.status = "running"
-            cost = _read_cost(step.folder)
+            action = _action(step)
+            cost = _read_cost(step.folder) if action == "skip" else None
             if cost is not None:
                 say(f"[{k}/{n_steps}] {label}: finished before, reusing {_rel(step.dir, root)}")
             else:
                 say(f"[{k}/{n_steps}] {label}: running -> {_rel(step.folder.run_log, root)}")
                 try:
-                    cost = _execute(step, threads, running)
+                    cost = _execute(step, threads, running, resume=action == "resume")
                 except _StepError as exc:
                     if stop.is_set():  # interrupted with the suite: resumes next time
                         return
@@ -198,17 +199,20 @@ class _StepError(Exception):
     pass
 
 
-def _command(step: Step) -> list[str]:
+def _command(step: Step, resume: bool) -> list[str]:
+    """``mixlab doremi`` (which resumes its own runs) or ``mixlab train [--resume]``."""
     plan = str(step.folder.planned_config)
     if step.kind == "doremi":
         return [sys.executable, "-m", "mixlab", "doremi", "--config", plan, "--out", str(step.dir)]
     cmd = [sys.executable, "-m", "mixlab", "train", "--config", plan, "--out", str(step.dir)]
-    if step.folder.checkpoint.exists():
+    if resume:
         cmd.append("--resume")
     return cmd
 
 
-def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[bytes]]) -> StepCost:
+def _execute(
+    step: Step, threads: int | None, running: set[subprocess.Popen[bytes]], *, resume: bool
+) -> StepCost:
     step.dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(step.dir)
     folder = step.folder
@@ -217,7 +221,7 @@ def _execute(step: Step, threads: int | None, running: set[subprocess.Popen[byte
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="15")
     if threads is not None and step.config.train.threads == 0:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = _command(step)
+    cmd = _command(step, resume)
     with open(folder.run_log, "a", encoding="utf-8") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
@@ -280,18 +284,29 @@ def _tokens(step: Step) -> int:
     )
 
 
-def _check_plan(step: Step) -> None:
-    saved = step.folder.planned_config
-    if not saved.exists():
-        return
-    if read_yaml_mapping(saved) == step.config.to_dict():
-        return
-    if not _has_progress(step):  # an attempt that failed early: start over with the new plan
-        step.folder.partial_cost.unlink(missing_ok=True)
-        return
-    raise ConfigError(
-        f"{step.dir} was started with another config than the suite now asks for; "
-        "delete that folder to redo it with the new settings, or pass --fresh to redo all"
+def _action(step: Step) -> Action:
+    """Start, resume or skip a step's folder (:func:`~mixlab.train.resume.next_action`).
+
+    Its settings are ``planned_config.yaml``; it is finished once ``cost.json`` is written. An
+    attempt that failed before its first checkpoint starts over, with the new plan if the
+    suite changed since (the cost of the old attempts is dropped then).
+    """
+    folder = step.folder
+    planned = step.config.to_dict()
+    saved = read_yaml_mapping(folder.planned_config) if folder.planned_config.exists() else None
+    finished = _read_cost(folder) is not None
+    if saved is None and finished:
+        saved = planned  # a finished folder whose plan was deleted: reused
+    if saved is not None and not finished and not _has_progress(step):
+        if saved != planned:
+            folder.partial_cost.unlink(missing_ok=True)
+        saved = None
+    return next_action(
+        step.dir,
+        saved,
+        planned,
+        finished=finished,
+        hint="delete that folder to redo it with the new settings, or pass --fresh to redo all",
     )
 
 

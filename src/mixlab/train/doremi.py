@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,9 @@ from mixlab.model.losses import per_domain_sums, target_mask
 from mixlab.tables import text_table
 from mixlab.train.callbacks import Callback, JsonlSink
 from mixlab.train.checkpoint import load_checkpoint
-from mixlab.train.loop import Trainer, eval_record
+from mixlab.train.loop import Trainer
 from mixlab.train.objective import Objective
+from mixlab.train.resume import train_in_folder
 from mixlab.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -302,9 +303,11 @@ def run_doremi(
         else:
             assert ref_mix is not None
             ref_dir = rdir / "reference"
-            _train_or_reuse(_reference_config(cfg, ref_mix, domains), ref_dir, Trainer, callbacks)
+            reference = _reference_config(cfg, ref_mix, domains)
+            train_in_folder(reference, ref_dir, Trainer, existing="reuse", callbacks=callbacks)
         proxy_dir = rdir / "proxy"
-        _train_or_reuse(_proxy_config(cfg, ref_dir), proxy_dir, proxy_trainer, callbacks)
+        proxy = _proxy_config(cfg, ref_dir)
+        train_in_folder(proxy, proxy_dir, proxy_trainer, existing="reuse", callbacks=callbacks)
         state = load_checkpoint(proxy_dir)
         dro_state = (state.get("objective") or state["policy"])["group_dro"]  # policy: < 0.2
         avg = np.array([dro_state["avg_alpha"][x] for x in domains])
@@ -357,48 +360,6 @@ def _proxy_config(cfg: RunConfig, reference: Path) -> RunConfig:
     proxy.train.max_steps = d.proxy_steps or cfg.train.max_steps
     proxy.validate()
     return proxy
-
-
-def _train_or_reuse(
-    cfg: RunConfig,
-    run_dir: Path,
-    make_trainer: Callable[[RunConfig, Path, Sequence[Callback]], Trainer],
-    callbacks: Sequence[Callback],
-) -> None:
-    """Skip a finished run, resume an unfinished one, or start it; refuse foreign folders."""
-    resume = False
-    if RunFolder(run_dir).checkpoint.exists():
-        state = load_checkpoint(run_dir)
-        diff = _first_difference(state["config"], cfg.to_dict())
-        if diff:
-            raise ConfigError(
-                f"{run_dir} holds a run made with other settings ({diff}); rerun with the same "
-                "config, or choose a new --out"
-            )
-        if state.get("finished"):
-            log.info("%s finished at step %d: reused", run_dir, state["step"])
-            return
-        resume = True
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(RunFolder(run_dir).config)
-    trainer = make_trainer(cfg, run_dir, callbacks)
-    if resume:
-        trainer.load_state_dict(load_checkpoint(run_dir))
-        log.info("%s: resuming at step %d", run_dir, trainer.step)
-    result = trainer.fit()
-    write_json(
-        RunFolder(run_dir).eval, eval_record(result, trainer.step), nonfinite_key="nonfinite"
-    )
-
-
-def _first_difference(saved: Any, planned: Any, prefix: str = "") -> str:
-    if isinstance(saved, dict) and isinstance(planned, dict):
-        for key in sorted(set(saved) | set(planned)):
-            diff = _first_difference(saved.get(key), planned.get(key), f"{prefix}{key}.")
-            if diff:
-                return diff
-        return ""
-    return "" if saved == planned else f"{prefix[:-1]}: {saved!r} there, {planned!r} now"
 
 
 def _static_weights(run_dir: Path, domains: Sequence[str]) -> np.ndarray | None:

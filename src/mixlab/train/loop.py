@@ -38,9 +38,7 @@ s_c. ``eval.document_modes`` adds per-document evals with and without prefixes
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,7 +52,6 @@ from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.eval.perplexity import EvalResult
-from mixlab.files import write_json
 from mixlab.mixing.base import MixingPolicy, PolicyContext, PolicyNeeds, build_policy
 from mixlab.model.factory import count_parameters
 from mixlab.model.losses import per_domain_sums, token_losses
@@ -64,13 +61,14 @@ from mixlab.sampling.sampler import MixtureSampler
 from mixlab.train import distributed as dist
 from mixlab.train.build import build_optimizer, lr_factor, model_from_config, resolve_precision
 from mixlab.train.callbacks import Callback, JsonlSink, PolicyFileExport, TensorBoardSink
-from mixlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from mixlab.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from mixlab.train.evaluation import RunEvaluator, eval_record
 from mixlab.train.meco import MecoCallback
 from mixlab.train.mixer import Mixer
 from mixlab.train.objective import Objective
 from mixlab.train.probes import ModelProbes
 from mixlab.train.reference import ReferenceScorer, clipped_excess_sums
+from mixlab.train.resume import Existing, train_in_folder
 from mixlab.train.run_folder import RunFolder
 from mixlab.train.window import TrainWindow
 
@@ -87,6 +85,8 @@ __all__ = [
     "resolve_precision",
     "train",
 ]
+
+
 class Trainer:
     """Owns one run: store, model, policy, sampler, optimizer; ``fit()`` runs the loop.
 
@@ -445,61 +445,10 @@ def train(
 ) -> Trainer:
     """Train a run into ``run_dir`` (new, or continued with ``resume=True``).
 
-    Under torchrun every rank calls this; rank 0 writes the run folder.
+    Under torchrun every rank calls this; rank 0 writes the run folder. A new run refuses a
+    folder that holds one; see :func:`mixlab.train.resume.train_in_folder`.
     """
-    run_dir = Path(run_dir)
-    ckpt = RunFolder(run_dir).checkpoint
-    if resume:
-        state = load_checkpoint(ckpt)
-        saved = RunConfig.from_dict(state["config"])
-        if saved.to_dict() != cfg.to_dict():
-            log.warning("resuming with the config saved in %s (command-line config ignored)", ckpt)
-        cfg = _fit_world_size(saved, int(state.get("world_size", 1)))
-    elif ckpt.exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with --resume or choose a new --out"
-        )
-    trainer = Trainer(cfg, run_dir, callbacks)
-    if trainer.dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(RunFolder(run_dir).config)
-    if resume:
-        trainer.load_state_dict(state)
-        if state.get("finished"):
-            log.info("%s already finished at step %d", run_dir, trainer.step)
-    trainer.fit()
-    if trainer.dist.is_main:
-        write_json(
-            RunFolder(run_dir).eval,
-            eval_record(trainer.last_eval, trainer.step) if trainer.last_eval else {},
-            nonfinite_key="nonfinite",
-        )
+    existing: Existing = "resume" if resume else "refuse"
+    trainer = train_in_folder(cfg, run_dir, Trainer, existing=existing, callbacks=callbacks)
+    assert trainer is not None, "only existing='reuse' skips a run"
     return trainer
-
-
-def _fit_world_size(cfg: RunConfig, saved_world_size: int) -> RunConfig:
-    """Keep the global batch when resuming on another number of ranks (grad_accum absorbs it).
-
-    The sampler's step is defined by the global number of micro-batches M = world_size x
-    grad_accum, so any world size that divides M continues the same data order exactly.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == saved_world_size:
-        return cfg
-    total = saved_world_size * cfg.train.grad_accum
-    if total % world_size:
-        raise ResumeError(
-            f"the checkpoint was trained on {saved_world_size} rank(s) x train.grad_accum="
-            f"{cfg.train.grad_accum} = {total} micro-batches per step; {world_size} ranks "
-            f"cannot split that evenly. Resume with a number of ranks that divides {total}"
-        )
-    cfg = copy.deepcopy(cfg)
-    cfg.train.grad_accum = total // world_size
-    log.warning(
-        "resuming a %d-rank run on %d ranks: train.grad_accum %d -> %d keeps the global batch",
-        saved_world_size,
-        world_size,
-        total // saved_world_size,
-        cfg.train.grad_accum,
-    )
-    return cfg

@@ -20,13 +20,33 @@ A run folder is what ``mixlab train --out DIR`` (and every run of ``mixlab dorem
 
 ``RunFolder(path).checkpoint`` is the path of a file; ``RunFolder.CHECKPOINT`` its name (for
 globbing, temporaries and copies next to it).
+
+Whoever trains into a folder asks :func:`next_action` what to do with it:
+
+======================================  ==================================================
+the folder holds                        action
+======================================  ==================================================
+nothing (no saved settings)             ``start``
+a run with the same settings, finished  ``skip`` (reuse its results)
+a run with the same settings, not yet   ``resume`` (continue from its checkpoint)
+a run made with other settings          ConfigError naming the first field that differs
+======================================  ==================================================
+
+"Settings" are a resolved config as a nested dict: the checkpoint's ``config`` for a run
+trained in this process (:func:`mixlab.train.resume.train_in_folder`), ``planned_config.yaml``
+for a run that ``mixlab compare`` started as its own process.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
+
+from mixlab.errors import ConfigError
+
+Action = Literal["start", "resume", "skip"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +128,35 @@ class RunFolder:
     @property
     def partial_cost(self) -> Path:
         return self.path / self.PARTIAL_COST
+
+
+def next_action(
+    folder: str | Path,
+    saved: Mapping[str, Any] | None,
+    planned: Mapping[str, Any],
+    *,
+    finished: bool,
+    hint: str,
+) -> Action:
+    """``start`` / ``resume`` / ``skip`` for a folder whose run was made with ``saved``.
+
+    ``saved`` is None when the folder holds no run yet. A run made with other settings is a
+    ConfigError that names the first differing field and ends with ``hint`` (what to do).
+    """
+    if saved is None:
+        return "start"
+    diff = first_difference(saved, planned)
+    if diff:
+        raise ConfigError(f"{folder} holds a run made with other settings ({diff}); {hint}")
+    return "skip" if finished else "resume"
+
+
+def first_difference(saved: Any, planned: Any, prefix: str = "") -> str:
+    """``"train.max_steps: 12 there, 9 now"`` for the first differing leaf; "" if equal."""
+    if isinstance(saved, Mapping) and isinstance(planned, Mapping):
+        for key in sorted(set(saved) | set(planned)):
+            diff = first_difference(saved.get(key), planned.get(key), f"{prefix}{key}.")
+            if diff:
+                return diff
+        return ""
+    return "" if saved == planned else f"{prefix[:-1]}: {saved!r} there, {planned!r} now"
