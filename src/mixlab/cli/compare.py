@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mixlab.cli.options import add_set_option, add_suite_options
+from mixlab.cli.options import add_command, add_set_option, add_suite_options
 
+SUMMARY = "run a suite of mixing methods (same budget, seeds) and summarise it"
 DESCRIPTION = """\
 Run a suite of mixing methods on one budget, for one or more seeds, and summarise them.
 
@@ -38,13 +39,7 @@ example:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "compare",
-        help="run a suite of mixing methods (same budget, seeds) and summarise it",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "compare", SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("suite", help="suite YAML file, e.g. configs/suites/example.yaml")
     p.add_argument("--out", "-o", required=True, help="suite folder (runs, suite.json, report)")
     add_suite_options(p)

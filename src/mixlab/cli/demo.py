@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import argparse
 
-from mixlab.cli.options import add_suite_options
+from mixlab.cli.options import add_command, add_suite_options
+
+SUMMARY = "compare every mixing method on the built-in demo corpus (no data needed)"
+DESCRIPTION = """\
+Unpack the 8-domain corpus shipped with mixlab (Python stdlib source, C headers, docstrings,
+license texts, ...; the same on every machine, its fingerprint is printed), prepare shards,
+and run the demo suite: uniform, natural, odm, doremi (reference + proxy -> target), acodm
+(actor-critic learned on a tiny proxy, frozen on the target) and meco, with the same tiny
+model, seed and token budget (~10 min on 2 CPU cores). Prints the summary table and writes
+OUT/report/report.html. Interrupted demos resume.
+"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "demo",
-        help="compare every mixing method on the built-in demo corpus (no data needed)",
-        description=(
-            "Unpack the 8-domain corpus shipped with mixlab (Python stdlib source, C headers, "
-            "docstrings, license texts, ...; the same on every machine, its fingerprint is "
-            "printed), prepare shards, and run the "
-            "demo suite: uniform, natural, odm, doremi (reference + proxy -> target), acodm "
-            "(actor-critic learned on a tiny proxy, frozen on the target) and meco, with the "
-            "same tiny model, seed and token budget (~10 min on 2 CPU cores). Prints the "
-            "summary table and writes OUT/report/report.html. Interrupted demos resume."
-        ),
-    )
+    p = add_command(sub, "demo", SUMMARY, DESCRIPTION)
     p.add_argument(
         "--out",
         default="mixlab-demo",

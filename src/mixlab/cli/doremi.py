@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from mixlab.cli.options import add_set_option
+from mixlab.cli.options import add_command, add_set_option
 
+SUMMARY = "find static domain weights with DoReMi (reference -> proxy -> weights)"
 DESCRIPTION = """\
 DoReMi (arXiv 2305.10429) from one command:
   1. train a small reference model on the reference mixture (natural by default);
@@ -42,13 +43,7 @@ knobs (mixing.doremi.*, all listed by `mixlab train --help-config`):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "doremi",
-        help="find static domain weights with DoReMi (reference -> proxy -> weights)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "doremi", SUMMARY, DESCRIPTION, EPILOG)
     p.add_argument("--config", "-c", help="YAML recipe, e.g. configs/doremi.yaml")
     add_set_option(p, "override config fields, e.g. --set data.store=shards mixing.doremi.rounds=3")
     p.add_argument("--out", "-o", required=True, help="folder for the runs and the weights")

@@ -11,27 +11,26 @@ from __future__ import annotations
 import argparse
 import json
 
+from mixlab.cli.options import add_command
 from mixlab.errors import ConfigError
 from mixlab.files import write_json
 
+SUMMARY = "per-domain validation loss / perplexity of runs, or lm-eval tasks (--lm-eval)"
+DESCRIPTION = """\
+Evaluate saved runs (run folders or checkpoint files) on their store's validation split:
+per-domain loss and perplexity (token-weighted within a domain), the unweighted mean PPL,
+geometric mean, worst domain and the natural (token-weighted) loss. Several runs are
+compared side by side. Results are written as eval.json in each run folder (or --json FILE
+for all). With --lm-eval TASKS the runs (or exported HF model folders) are scored with
+lm-evaluation-harness instead (pip install 'mixlab[lm-eval]'), offline: mixlab bundles the
+local tasks mixlab_domain_cloze and mixlab_domain_text (tag: mixlab); add your own task YAML
+folders with --lm-eval-include. Results are printed as a table and written as lm_eval.json
+in each run folder (or --json FILE).
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "eval",
-        help="per-domain validation loss / perplexity of runs, or lm-eval tasks (--lm-eval)",
-        description=(
-            "Evaluate saved runs (run folders or checkpoint files) on their store's validation "
-            "split: per-domain loss and perplexity (token-weighted within a domain), the "
-            "unweighted mean PPL, geometric mean, worst domain and the natural (token-weighted) "
-            "loss. Several runs are compared side by side. Results are written as eval.json in "
-            "each run folder (or --json FILE for all). With --lm-eval TASKS the runs (or "
-            "exported HF model folders) are scored with lm-evaluation-harness instead "
-            "(pip install 'mixlab[lm-eval]'), offline: mixlab bundles the local tasks "
-            "mixlab_domain_cloze and mixlab_domain_text (tag: mixlab); add your own task YAML "
-            "folders with --lm-eval-include. Results are printed as a table and written as "
-            "lm_eval.json in each run folder (or --json FILE)."
-        ),
-    )
+    p = add_command(sub, "eval", SUMMARY, DESCRIPTION)
     p.add_argument("runs", nargs="+", help="run folders, checkpoint.pt files (or HF folders)")
     p.add_argument(
         "--max-tokens", type=int, help="validation tokens per domain (default: run's eval config)"

@@ -1,8 +1,33 @@
-"""Options shared by several subcommands: ``--set`` overrides and the suite selection."""
+"""What the subcommands share: how one is registered, ``--set`` overrides, suite selection."""
 
 from __future__ import annotations
 
 import argparse
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    summary: str,
+    description: str,
+    epilog: str | None = None,
+    *,
+    show_defaults: bool = False,
+) -> argparse.ArgumentParser:
+    """Register subcommand ``name`` (``summary`` in ``mixlab --help``, ``description`` in its own).
+
+    A description with an ``epilog`` (examples, knobs) is printed with its line breaks kept;
+    ``show_defaults`` appends each option's default to its help.
+    """
+    formatter: type[argparse.HelpFormatter] = argparse.HelpFormatter
+    if show_defaults:
+        formatter = argparse.ArgumentDefaultsHelpFormatter
+    elif epilog is not None:
+        formatter = argparse.RawDescriptionHelpFormatter
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=formatter
+    )
+    return parser
 
 
 def add_set_option(p: argparse.ArgumentParser, help_text: str) -> None:

@@ -10,23 +10,22 @@ import argparse
 import json
 from pathlib import Path
 
+from mixlab.cli.options import add_command
 from mixlab.errors import ConfigError
+
+SUMMARY = "ingest a corpus, train/load a tokenizer, write per-domain token shards"
+DESCRIPTION = """\
+Read documents (JSONL incl. .gz/.zst, Parquet, text files/folders, HF datasets saved with
+save_to_disk), assign each a domain, tokenize with both cores and write a shard store:
+per-domain uint16/uint32 token memmaps, document index, metadata, manifest with checksums,
+and a deterministic train/validation split. Malformed lines are reported with file and line
+and skipped (or fatal with --on-error fail); a per-domain summary is printed and saved as
+ingest_summary.json.
+"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "prepare",
-        help="ingest a corpus, train/load a tokenizer, write per-domain token shards",
-        description=(
-            "Read documents (JSONL incl. .gz/.zst, Parquet, text files/folders, HF datasets "
-            "saved with save_to_disk), assign each a domain, tokenize with both cores and write "
-            "a shard store: per-domain uint16/uint32 token memmaps, document index, metadata, "
-            "manifest with checksums, and a deterministic train/validation split. Malformed "
-            "lines are reported with file and line and skipped (or fatal with --on-error fail); "
-            "a per-domain summary is printed and saved as ingest_summary.json."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "prepare", SUMMARY, DESCRIPTION, show_defaults=True)
     p.add_argument("--input", "-i", nargs="+", required=True, help="files or folders to read")
     p.add_argument("--out", "-o", required=True, help="folder of the shard store to write")
     p.add_argument(

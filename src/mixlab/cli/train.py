@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import argparse
 
-from mixlab.cli.options import add_set_option
+from mixlab.cli.options import add_command, add_set_option
 from mixlab.errors import ConfigError
+
+SUMMARY = "train a causal LM on a shard store with a mixing policy"
+DESCRIPTION = """\
+Train a Hugging Face causal LM on a prepared shard store. The mixing policy (mixing.name)
+sets the domain weights and may update them from per-domain training losses. The run folder
+gets config.yaml (resolved config), metrics.jsonl, checkpoint.pt (atomic; --resume continues
+it exactly) and eval.json. Show every config field with --help-config.
+"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "train",
-        help="train a causal LM on a shard store with a mixing policy",
-        description=(
-            "Train a Hugging Face causal LM on a prepared shard store. The mixing policy "
-            "(mixing.name) sets the domain weights and may update them from per-domain "
-            "training losses. The run folder gets config.yaml (resolved config), metrics.jsonl, "
-            "checkpoint.pt (atomic; --resume continues it exactly) and eval.json. "
-            "Show every config field with --help-config."
-        ),
-    )
+    p = add_command(sub, "train", SUMMARY, DESCRIPTION)
     p.add_argument("--config", "-c", help="YAML recipe, e.g. configs/tiny_cpu.yaml")
     add_set_option(p, "override config fields, e.g. --set mixing.name=uniform train.max_steps=200")
     p.add_argument("--out", "-o", help="run folder (required unless --help-config)")
