@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from mixlab.demo import demo_suite, run_demo
+
+pytestmark = pytest.mark.slow  # ~50 s: every method of the suite, each its own process
 
 
 def test_demo_runs_every_method_and_writes_the_report(tmp_path: Path, tiny_store: Path) -> None:

@@ -57,6 +57,7 @@ def tiny_suite(store: Path, **train: int) -> dict:
     }
 
 
+@pytest.mark.slow  # ~30 s: 4 processes, twice
 def test_suite_runs_stages_records_costs_and_skips_finished(
     tmp_path: Path, tiny_store: Path
 ) -> None:
@@ -100,6 +101,7 @@ def test_a_failed_run_is_reported_and_the_rest_finishes(tmp_path: Path, tiny_sto
     assert any("FAILED" in line and "missing.json" in "\n".join(lines) for line in lines)
 
 
+@pytest.mark.slow  # ~17 s; the failed-run test above is the default run's suite check
 def test_interrupted_compare_resumes(tmp_path: Path, tiny_store: Path, dead_pid: int) -> None:
     """`kill` (SIGTERM) of `mixlab compare` mid-run, then the same command again.
 

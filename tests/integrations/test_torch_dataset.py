@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
-from mixlab.integrations import MixtureDataset
+from mixlab.integrations import MixtureDataset, torch_dataset
 from mixlab.sampling.sampler import MixtureSampler
 
 
@@ -60,6 +60,13 @@ def test_new_weights_apply_from_the_next_drawn_step(tiny_store):
     assert ds.stats()["mix/requested/code"] == pytest.approx((natural + 5) / 6)
 
 
+def test_iterating_in_a_worker_is_refused_with_a_clear_error(tiny_store, monkeypatch):
+    monkeypatch.setattr(torch_dataset, "get_worker_info", lambda: object())  # as in a worker
+    with pytest.raises(ConfigError, match="num_workers=0"):
+        next(iter(make(tiny_store)))
+
+
+@pytest.mark.slow  # a real worker process: torch's clean-up of it waits ~5 s
 def test_dataloader_workers_are_refused_with_a_clear_error(tiny_store):
     loader = DataLoader(make(tiny_store), batch_size=2, num_workers=1)
     with pytest.raises(ConfigError, match="num_workers=0"):

@@ -85,6 +85,7 @@ def _browser_body(page: Path, tmp_path: Path, chromium: str = CHROMIUM) -> dict[
     return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
 
 
+@pytest.mark.slow  # CI runs it (MIXLAB_REQUIRE_BROWSER=1): `pytest -m slow`
 def test_report_renders_in_a_headless_browser(report: dict[str, Path], tmp_path: Path) -> None:
     n_figures = len(json.loads(report["json"].read_text())["figures"])
     attrs = _browser_body(report["html"], tmp_path)
@@ -92,6 +93,7 @@ def test_report_renders_in_a_headless_browser(report: dict[str, Path], tmp_path:
     assert attrs.get("errors") == "0"
 
 
+@pytest.mark.slow
 def test_the_browser_check_sees_a_broken_image(report: dict[str, Path], tmp_path: Path) -> None:
     page = report["html"].read_text(encoding="utf-8")
     broken = page.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1)

@@ -2,6 +2,8 @@
 
 Each test launches ``python -m torch.distributed.run --standalone --nproc-per-node 2`` on
 :mod:`tests.train.ddp_worker` (or on ``-m mixlab``), so it exercises exactly what users run.
+Each takes 6-16 s, so all but ``test_cli_under_torchrun`` are ``slow`` (``pytest -m slow``);
+tests/integrations/test_controller.py checks the mixer's all-reduce on 2 ranks by default.
 """
 
 from __future__ import annotations
@@ -96,12 +98,14 @@ def check_ddp_run(run_dir: Path, raw: dict[str, Any], tmp_path: Path) -> None:
     assert load_checkpoint(run_dir)["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_ddp_odm_ranks_agree_and_match_one_process(
     odm_ddp: tuple[dict, Path], tmp_path: Path
 ) -> None:
     check_ddp_run(odm_ddp[1], odm_ddp[0], tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "mixing", [{"name": "uniform"}, {"name": "acodm", "acodm": ACODM}], ids=["uniform", "acodm"]
 )
@@ -113,6 +117,7 @@ def test_ddp_ranks_agree_and_match_one_process(
     check_ddp_run(tmp_path / "ddp", raw, tmp_path)
 
 
+@pytest.mark.slow
 def test_ddp_resume_and_resume_on_one_process(odm_ddp: tuple[dict, Path], tmp_path: Path) -> None:
     raw, full_dir = odm_ddp
     run_worker(tmp_path, raw, tmp_path / "part", kill_at=4)
@@ -136,6 +141,7 @@ def test_ddp_resume_and_resume_on_one_process(odm_ddp: tuple[dict, Path], tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_fsdp_with_acodm_trains_saves_and_resumes(tiny_store: Path, tmp_path: Path) -> None:
     raw = config(
         tiny_store,

@@ -132,6 +132,7 @@ def test_document_eval_modes_are_logged_during_training(tiny_store, tmp_path):
     assert _train_losses(tmp_path / "run")
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_meco_under_ddp_ranks_agree_and_match_one_process(tiny_store, tmp_path):
     """2 gloo ranks pack different documents of the same global step as one process does."""
