@@ -1,10 +1,23 @@
-"""Test helpers shared across test modules (fixtures live in the conftest.py files)."""
+"""Test helpers shared across test modules.
+
+Fixtures every test may use live in the conftest.py files; the ones here are opted into by a
+folder's conftest (``from tests.helpers import one_torch_thread``).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from mixlab.train.callbacks import Callback
+import pytest
+import torch
+
+from mixlab.config import RunConfig
+from mixlab.train.callbacks import Callback, read_metrics
+from mixlab.train.loop import train
+from tests.conftest import tiny_run_config
 
 
 class KillAt(Callback):
@@ -16,3 +29,50 @@ class KillAt(Callback):
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
         if record.get("step") == self.step and "train/loss" in record:
             raise KeyboardInterrupt
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread per test: tiny models gain nothing from a second thread, and on a busy
+    2-core machine OpenMP's spinning threads make each step many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_tiny_run(
+    store: Path,
+    out: Path,
+    *,
+    mixing: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    **train_options: Any,
+) -> Path:
+    """Train :func:`tests.conftest.tiny_run_config` into ``out``; returns ``out``.
+
+    ``mixing`` / ``model`` replace those sections, ``train_options`` override ``train.*``.
+    """
+    raw = tiny_run_config(store, **train_options)
+    if mixing is not None:
+        raw["mixing"] = mixing
+    if model is not None:
+        raw["model"] = model
+    cfg = RunConfig.from_dict(raw)
+    cfg.validate()
+    train(cfg, out)
+    return out
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """``step -> train/loss`` of a run folder's metrics.jsonl."""
+    return {r["step"]: r["train/loss"] for r in read_metrics(run_dir) if "train/loss" in r}
+
+
+def strict_loads(text: str) -> Any:
+    """json.loads that rejects NaN/Infinity like every strict JSON parser does."""
+
+    def reject(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=reject)

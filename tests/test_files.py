@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -30,15 +29,7 @@ from mixlab.files import (
     write_json,
     write_text,
 )
-
-
-def strict_loads(text: str) -> Any:
-    """json.loads that rejects NaN/Infinity like every strict JSON parser does."""
-
-    def reject(name: str) -> None:
-        raise ValueError(f"not JSON: {name}")
-
-    return json.loads(text, parse_constant=reject)
+from tests.helpers import strict_loads
 
 
 def test_writers_replace_the_target_and_leave_no_temporary(tmp_path: Path) -> None:

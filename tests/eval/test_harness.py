@@ -13,12 +13,10 @@ import huggingface_hub
 import pytest
 
 from mixlab.cli import main
-from mixlab.config import RunConfig
 from mixlab.errors import ConfigError
 from mixlab.eval.harness import BUNDLED_TASKS, parse_tasks, run_harness
 from mixlab.model.export import export_run
-from mixlab.train.loop import train
-from tests.conftest import tiny_run_config
+from tests.helpers import train_tiny_run
 
 USER_TASK = """\
 task: user_parity
@@ -40,16 +38,11 @@ metadata:
 """
 
 
-def _train(store, out, **overrides):
-    cfg = RunConfig.from_dict(tiny_run_config(store, eval_every=0, **overrides))
-    cfg.validate()
-    train(cfg, out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def run(tiny_store, tmp_path_factory):
-    return _train(tiny_store, tmp_path_factory.mktemp("lm_eval") / "run", max_steps=8)
+    return train_tiny_run(
+        tiny_store, tmp_path_factory.mktemp("lm_eval") / "run", max_steps=8, eval_every=0
+    )
 
 
 def test_lm_eval_scores_the_bundled_local_tasks(run, tiny_store, tmp_path, capsys):
@@ -68,7 +61,9 @@ def test_lm_eval_scores_the_bundled_local_tasks(run, tiny_store, tmp_path, capsy
     for key in ("bits_per_byte,none", "byte_perplexity,none", "word_perplexity,none"):
         assert math.isfinite(text[key]) and text[key] > 0
     # lm-eval scores *this* model: the trained run beats the same model barely trained.
-    untrained = _train(tiny_store, tmp_path / "untrained", max_steps=1, lr=1e-6, warmup_steps=0)
+    untrained = train_tiny_run(
+        tiny_store, tmp_path / "untrained", max_steps=1, lr=1e-6, warmup_steps=0, eval_every=0
+    )
     before = run_harness(untrained, ["mixlab_domain_text"], limit=8, batch_size=4)
     assert text["bits_per_byte,none"] < before.metrics()["mixlab_domain_text"]["bits_per_byte,none"]
 

@@ -1,17 +1,3 @@
-"""One torch thread for the adapter tests: tiny models gain nothing from a second thread, and
-on a busy 2-core machine OpenMP's spinning threads make each step many times slower."""
+"""The adapter tests run on one torch thread (tests.helpers.one_torch_thread)."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.helpers import one_torch_thread  # noqa: F401 (autouse fixture for this folder)

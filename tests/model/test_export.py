@@ -10,23 +10,23 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mixlab.cli import main
-from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
 from mixlab.eval.runs import load_run
 from mixlab.model.export import EXPORT_INFO, export_run
-from mixlab.train.loop import train
-from tests.conftest import tiny_run_config
+from tests.helpers import train_tiny_run
 
 
 def trained(store, out, preset: str):
-    raw = tiny_run_config(store, max_steps=3, eval_every=0, checkpoint_every=0)
-    raw["model"] = {"preset": preset}
-    raw["mixing"] = {"name": "uniform"}
-    cfg = RunConfig.from_dict(raw)
-    cfg.validate()
-    train(cfg, out)
-    return out
+    return train_tiny_run(
+        store,
+        out,
+        model={"preset": preset},
+        mixing={"name": "uniform"},
+        max_steps=3,
+        eval_every=0,
+        checkpoint_every=0,
+    )
 
 
 @pytest.mark.parametrize("preset", ["llama-tiny", "neox-tiny"])

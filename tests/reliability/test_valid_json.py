@@ -8,7 +8,6 @@ keys they were in ``"nonfinite"``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,7 @@ from mixlab.train.callbacks import JsonlSink
 from mixlab.train.loop import eval_record, train
 from mixlab.train.run_folder import RunFolder
 from tests.conftest import tiny_run_config
-
-
-def strict_loads(text: str) -> Any:
-    def reject(name: str) -> None:
-        raise ValueError(f"not JSON: {name}")
-
-    return json.loads(text, parse_constant=reject)
+from tests.helpers import strict_loads
 
 
 def nan_result(domains: tuple[str, ...]) -> EvalResult:

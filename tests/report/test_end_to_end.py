@@ -8,21 +8,16 @@ from typing import Any
 
 import pytest
 
-from mixlab.config import RunConfig
 from mixlab.report import load_records, summarize, write_report
-from mixlab.train.loop import train
-from tests.conftest import DOMAINS, tiny_run_config
+from tests.conftest import DOMAINS
+from tests.helpers import train_tiny_run
 
 AGENT = {"hidden": 16, "n_hidden": 1, "batch_size": 4, "buffer_size": 100, "warmup_steps": 3}
 
 
 def _train(store: Path, out: Path, mixing: dict[str, Any]) -> Path:
-    raw = tiny_run_config(store, max_steps=8, eval_every=4, log_every=2, checkpoint_every=100)
-    raw["mixing"] = mixing
-    cfg = RunConfig.from_dict(raw)
-    cfg.validate()
-    train(cfg, out)
-    return out
+    budget = {"max_steps": 8, "eval_every": 4, "log_every": 2, "checkpoint_every": 100}
+    return train_tiny_run(store, out, mixing=mixing, **budget)
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,13 @@ from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import lr_factor, train
 from tests.conftest import DOMAINS, tiny_run_config
-from tests.helpers import KillAt
+from tests.helpers import KillAt, train_losses
 
 
 def _cfg(store, **train_overrides) -> RunConfig:
     cfg = RunConfig.from_dict(tiny_run_config(store, **train_overrides))
     cfg.validate()
     return cfg
-
-
-def _train_losses(run_dir) -> dict[int, float]:
-    return {r["step"]: r["train/loss"] for r in read_metrics(run_dir) if "train/loss" in r}
 
 
 def test_train_writes_metrics_checkpoint_and_eval(tiny_store, tmp_path):
@@ -47,8 +43,6 @@ def test_train_writes_metrics_checkpoint_and_eval(tiny_store, tmp_path):
     assert train_recs[-1]["train/loss"] < train_recs[0]["train/loss"]
 
 
-
-
 def test_resume_gives_the_same_loss_curve(tiny_store, tmp_path):
     cfg = _cfg(tiny_store, max_steps=12, checkpoint_every=100, eval_every=0, log_every=1)
     train(cfg, tmp_path / "full")
@@ -62,7 +56,7 @@ def test_resume_gives_the_same_loss_curve(tiny_store, tmp_path):
         fh.write('{"step": 6, "train/loss": 123.0}\n{"step": 7, "tra')
 
     train(cfg, part, resume=True)
-    a, b = _train_losses(tmp_path / "full"), _train_losses(part)
+    a, b = train_losses(tmp_path / "full"), train_losses(part)
     assert sorted(a) == sorted(b) == list(range(1, 13))
     for step in range(1, 13):
         assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step

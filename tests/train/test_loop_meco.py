@@ -12,9 +12,8 @@ from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import lr_factor, train
 from mixlab.train.run_folder import RunFolder
 from tests.conftest import tiny_run_config
-from tests.helpers import KillAt
+from tests.helpers import KillAt, train_losses
 from tests.train.test_distributed import ACODM, check_ddp_run, run_worker
-from tests.train.test_loop import _train_losses
 
 S_C = 9  # floor(0.75 * 12)
 
@@ -129,7 +128,7 @@ def test_document_eval_modes_are_logged_during_training(tiny_store, tmp_path):
     for mode in ("uncond", "cond_true"):
         assert np.isfinite(final[f"eval_{mode}/natural_loss"])
     assert final["eval_uncond/natural_loss"] != final["eval_cond_true/natural_loss"]
-    assert _train_losses(tmp_path / "run")
+    assert train_losses(tmp_path / "run")
 
 
 @pytest.mark.slow

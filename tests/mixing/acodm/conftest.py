@@ -1,13 +1,3 @@
-from collections.abc import Iterator
+"""The AC-ODM agent tests run on one torch thread (tests.helpers.one_torch_thread)."""
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny networks: threads only add overhead (and noise on a shared 2-core box).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.helpers import one_torch_thread  # noqa: F401 (autouse fixture for this folder)
