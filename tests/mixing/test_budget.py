@@ -86,7 +86,7 @@ def test_cap_weights_infeasible_says_by_how_much_and_what_to_do():
         cap_weights([0.5, 0.5], [1.0, 2.0], 3000, [100, 1000])
     with pytest.raises(ConfigError, match="2 values for 3 domains"):
         cap_weights([0.2, 0.3, 0.5], [1.0, 2.0], 3000, [100, 1000, 5])
-    with pytest.raises(ConfigError, match="sum to 0.9"):
+    with pytest.raises(ConfigError, match=r"sum to 0\.9"):
         cap_weights([0.4, 0.5], 2.0, 100, [100, 1000])
 
 
