@@ -81,8 +81,8 @@ def test_fitted_law_optimum_respects_epoch_caps_and_beats_the_swarm():
 
 
 def test_runner_ups_are_distinct_and_ranked():
-    # A law with two separated basins: worst-case of two linear losses on 2 domains is a V
-    # with one minimum, so use a non-convex mean objective instead: c - exp(...) bumps.
+    # One basin at (0.5, 0.5); the runner-ups are the best candidates (optimised points and
+    # starts) at least 0.5 (L1) from the best and from each other.
     law = FittedLogLinear(c=np.array([0.0, 0.0]), s=np.array([[3.0, -3.0], [-3.0, 3.0]]))
     res = optimize_mixture(
         law, make_objective("mean", 2), [0.5, 0.5], n_runner_ups=3, min_l1=0.5, seed=0
@@ -90,6 +90,7 @@ def test_runner_ups_are_distinct_and_ranked():
     chosen = [res.best, *res.runner_ups]
     values = [c.penalised for c in chosen]
     assert values == sorted(values) and len(chosen) >= 2
+    np.testing.assert_allclose(res.best.weights, [0.5, 0.5], atol=1e-6)
     for i in range(len(chosen)):
         for j in range(i):
             assert np.abs(chosen[i].weights - chosen[j].weights).sum() >= 0.5

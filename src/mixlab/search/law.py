@@ -23,7 +23,10 @@ Three laws share one interface (``build_law(name).fit(R, Y).predict(R') -> (m', 
   run and the refinement stays in that basin (tests/search/test_law.py has the case).
 * ``linear``: ``L_i(r) = b_i + sum_j a_ij r_j`` by ``numpy.linalg.lstsq`` (minimum-norm: the
   intercept is collinear with the mixture on the simplex, the predictions are not affected).
-  Fewer effective parameters; the fallback when the swarm is small.
+  Fewer effective parameters; the fallback when the swarm is small. Mind that a linear law's
+  optimum is a vertex of the capped simplex (a linear programme): it predicts well inside
+  the swarm and extrapolates to an extreme mixture, so pair it with ``kl_weight > 0`` or caps
+  (benchmarks/bench_search.py measures the gap on a log-linear truth).
 * ``gbm``: one LightGBM regressor per domain (RegMix, arXiv 2407.01492), the optional extra
   ``pip install 'mixlab[search-gbm]'``. Piecewise constant in ``r``, so the optimiser searches
   it by sampling instead of gradients (``smooth = False``).
@@ -189,8 +192,8 @@ def _fit_one_loglinear(
         s0 = _robust_linear(x, z) if robust else np.linalg.lstsq(x, z, rcond=None)[0]
         starts.append(np.r_[c0, s0])
     fixed_scale = law.f_scale is not None
-    scale = law.f_scale if fixed_scale else 1.345 * _mad_sigma(residuals(starts[0]))
-    if not (scale is not None and scale > 0):
+    scale = 1.345 * _mad_sigma(residuals(starts[0])) if law.f_scale is None else law.f_scale
+    if not scale > 0:
         scale = 1.0  # the first start fits exactly: any scale will do
     params = min(starts, key=lambda p: _robust_cost(residuals(p), law.loss, scale))
     bounds = (np.r_[0.0, np.full(k, -S_MAX)], np.r_[np.inf, np.full(k, S_MAX)])
