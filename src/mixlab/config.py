@@ -39,6 +39,14 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class DataConfig:
     store: str = _f("", "Path of a shard store made by `mixlab prepare` (required).")
     seq_len: int = _f(128, "Tokens per training sequence (packed window).")
+    subsample: float = _f(
+        1.0,
+        "Fraction in (0, 1] of each domain's training documents this run sees (whole "
+        "documents, an index over the store, never a copy). `mixlab search` sets it to proxy "
+        "budget / target budget, so a proxy repeats every domain as often as the target will "
+        "(repetition matching, METHODS.md §7).",
+    )
+    subsample_seed: int = _f(0, "Seed of the document subsample (the same for every run).")
 
 
 @dataclass
@@ -279,6 +287,8 @@ class RunConfig:
     def validate(self) -> None:
         t, m = self.train, self.mixing
         _positive("data.seq_len", self.data.seq_len, minimum=2)
+        if not 0 < self.data.subsample <= 1:
+            raise ConfigError(f"data.subsample: must be in (0, 1], got {self.data.subsample}")
         for name in ("max_steps", "batch_size", "grad_accum"):
             _positive(f"train.{name}", getattr(t, name))
         for name in ("warmup_steps", "log_every", "eval_every", "checkpoint_every", "threads"):
