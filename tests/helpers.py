@@ -16,3 +16,10 @@ class KillAt(Callback):
     def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
         if record.get("step") == self.step and "train/loss" in record:
             raise KeyboardInterrupt
+
+
+def build(name: str, ctx: Any, **options: Any) -> Any:
+    """``build_policy`` from a ``mixing:`` mapping (``name`` plus that policy's options)."""
+    from mixlab.mixing.base import build_policy, parse_mixing
+
+    return build_policy(ctx, parse_mixing({"name": name, **options}))

@@ -29,7 +29,7 @@ logging (ARCHITECTURE rule 9: report achieved vs requested shares and repetition
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,6 +140,34 @@ def weight_caps(
     n = _domain_tokens(domain_tokens, "weight_caps")
     e = _max_epochs(max_epochs, n.size, "weight_caps")
     return _capacity_tokens(e, n) / _budget(budget_tokens, "weight_caps")
+
+
+def run_caps(
+    max_epochs: float | Mapping[str, float],
+    domains: Sequence[str],
+    budget_tokens: float,
+    domain_tokens: Sequence[float] | np.ndarray,
+) -> np.ndarray:
+    """Weight caps of a run from ``mixing.max_epochs`` (one number, or domain -> number).
+
+    Domains missing from a mapping are not capped; an unknown name is a ConfigError. Raises a
+    ConfigError when the caps cannot hold the budget (sum_d E_d N_d < B).
+    """
+    if isinstance(max_epochs, Mapping):
+        unknown = sorted(set(max_epochs) - set(domains))
+        if unknown:
+            raise ConfigError(
+                f"mixing.max_epochs: unknown domain(s) {', '.join(unknown)}; the store has "
+                f"{', '.join(domains)}"
+            )
+        values = np.array([float(max_epochs.get(d, np.inf)) for d in domains])
+    else:
+        values = np.full(len(domains), float(max_epochs))
+    if (values <= 0).any() or np.isnan(values).any():
+        raise ConfigError(f"mixing.max_epochs: every cap must be > 0, got {max_epochs!r}")
+    n = _domain_tokens(domain_tokens, "mixing.max_epochs")
+    _check_feasible(values, n, _budget(budget_tokens, "mixing.max_epochs"), "mixing.max_epochs")
+    return weight_caps(values, budget_tokens, n)
 
 
 def clip_to_caps(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,10 +28,10 @@ from mixlab.mixing.base import (
     MixingPolicy,
     PolicyContext,
     available_policies,
-    build_policy,
     validate_weights,
 )
 from mixlab.mixing.odm import OdmPolicy
+from tests.helpers import build
 
 DOMAINS = ("a", "b", "c")
 TOKENS = np.array([1, 2, 3])
@@ -48,8 +47,7 @@ def make(
     paths = {key: kw.pop(key, None) for key in ("policy_in", "policy_out")}
     opts = AcodmOptions(**{**SMALL, **kw})
     ctx = PolicyContext(domains, TOKENS[: len(domains)], seed, T)
-    cfg = SimpleNamespace(update_every=update_every, acodm=opts, **paths)
-    policy = build_policy("acodm", ctx, cfg)
+    policy = build("acodm", ctx, update_every=update_every, acodm=opts, **paths)
     assert isinstance(policy, AcodmPolicy)
     return policy
 
@@ -89,7 +87,9 @@ def test_registered_and_loop_facing_attributes() -> None:
     assert needs.gradients.blocks == (-1, -3, -5) and needs.gradients.role == "mlp_down"
     assert needs.weight_norms is not None
     assert needs.weight_norms.depth_points == (0.0, 0.5, 1.0)
-    assert needs.exports_policy_file
+    assert not needs.exports_policy_file
+    exporting = make(policy_out="p.acodm.pt").needs
+    assert exporting.exports_policy_file and exporting.policy_file == "p.acodm.pt"
     assert policy.warmup_steps == 16  # max(2N, 5% of 60)
     np.testing.assert_allclose(policy.weights(), TOKENS / TOKENS.sum())
     assert policy.phase == "warmup" and policy.last_state is None
@@ -306,6 +306,6 @@ def test_option_resolution() -> None:
     assert resolved.depth_points == [0.0, 1.0] and isinstance(resolved.depth_points[0], float)
     default = make()  # no mixing.acodm section at all
     ctx = PolicyContext(DOMAINS, TOKENS, 0, T)
-    bare = build_policy("acodm", ctx, SimpleNamespace(update_every=1))
+    bare = build("acodm", ctx)
     assert isinstance(bare, AcodmPolicy) and bare.opts.hidden == 128
     assert default.opts.hidden == 16

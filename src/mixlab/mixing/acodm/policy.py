@@ -33,7 +33,7 @@ What it needs from the trainer (``policy.needs``, :class:`~mixlab.mixing.base.Po
   With the one-backward hook capture ``extras["grad_count"]`` = the divisor that makes
   it the domain's mean gradient (e.g. token counts for summed per-token gradients);
 * ``floor_per_domain`` (forced micro-batches/sequences per domain per step), and
-  ``exports_policy_file`` in the training modes (:meth:`save_policy_file` at each checkpoint).
+  ``exports_policy_file`` in ``proxy_train`` (:meth:`save_policy_file` at each checkpoint).
 
 For the logs: :meth:`log_values` every step, :meth:`eval_log_values` (the K x K gradient
 cosines) at each eval, ``last_state`` (s_t) to replay a run.
@@ -42,14 +42,14 @@ cosines) at each eval, ``last_state`` (s_t) to replay a run.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from mixlab.errors import ConfigError, DataError, ResumeError
 from mixlab.mixing.acodm.agent import DdpgAgent
@@ -60,6 +60,7 @@ from mixlab.mixing.acodm.state import StateBuilder, StateSpec
 from mixlab.mixing.base import (
     Feedback,
     GradientNeeds,
+    MixingOptions,
     PolicyBase,
     PolicyContext,
     PolicyNeeds,
@@ -68,9 +69,7 @@ from mixlab.mixing.base import (
     validate_weights,
 )
 from mixlab.mixing.odm import OdmPolicy
-
-if TYPE_CHECKING:
-    from mixlab.config import MixingConfig
+from mixlab.schema import Str
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +102,7 @@ class AcodmPolicy(PolicyBase):
         seed: int = 0,
         update_every: int = 1,
         policy_file: PolicyFile | None = None,
+        policy_out: str | None = None,
     ) -> None:
         """``opts`` must be resolved (:func:`resolve_options`); ``policy_file`` is required
         for mode=frozen (its actor drives) and optional otherwise (fine-tune from it)."""
@@ -112,6 +112,7 @@ class AcodmPolicy(PolicyBase):
         k = len(self.domains)
         self.opts = opts
         self.update_every = update_every
+        self.policy_out = policy_out  # where proxy_train exports (None: the run folder)
         self.warmup_steps = resolve_warmup_steps(opts.warmup_steps, opts.batch_size, total_steps)
         self.spec = state_spec(opts, k)
         self.builder = StateBuilder(
@@ -130,11 +131,11 @@ class AcodmPolicy(PolicyBase):
         )
         agent_opts = opts
         if policy_file is not None:  # the file decides the network sizes
-            agent_opts = dataclasses.replace(
-                opts, hidden=policy_file.hidden, n_hidden=policy_file.n_hidden
+            agent_opts = opts.model_copy(
+                update={"hidden": policy_file.hidden, "n_hidden": policy_file.n_hidden}
             )
             if opts.mode == "frozen":  # replay is never used
-                agent_opts = dataclasses.replace(agent_opts, buffer_size=1, batch_size=1)
+                agent_opts = agent_opts.model_copy(update={"buffer_size": 1, "batch_size": 1})
         agent_seed = int(np.random.SeedSequence([int(seed), _SEED_SALT]).generate_state(1)[0])
         self.agent = DdpgAgent(self.builder.dim, k, agent_opts, seed=agent_seed)
         if policy_file is not None:
@@ -155,7 +156,7 @@ class AcodmPolicy(PolicyBase):
     # ------------------------------------------------------------------ what the loop reads
     @property
     def needs(self) -> PolicyNeeds:
-        """Weight norms always; gradients and a policy file to export in every mode but frozen."""
+        """Weight norms always; gradients in every mode but frozen; the file in proxy_train."""
         return PolicyNeeds(
             gradients=(
                 None
@@ -164,7 +165,8 @@ class AcodmPolicy(PolicyBase):
             ),
             weight_norms=WeightNormNeeds(self.spec.depth_points, self.opts.delta_reference),
             floor_per_domain=self.opts.floor_per_domain,
-            exports_policy_file=self.opts.mode != "frozen",
+            exports_policy_file=self.opts.mode == "proxy_train",
+            policy_file=self.policy_out,
         )
 
     @property
@@ -317,7 +319,7 @@ class AcodmPolicy(PolicyBase):
         prov = {
             "steps": self._step,
             "mode": self.opts.mode,
-            "options": dataclasses.asdict(self.opts),
+            "options": self.opts.model_dump(),
             **(provenance or {}),
         }
         return save_policy_file(
@@ -376,20 +378,33 @@ class AcodmPolicy(PolicyBase):
         self._gram = None if gram is None else np.array(gram, dtype=np.float64)
 
 
-@register_policy("acodm")
-def build_acodm(ctx: PolicyContext, cfg: MixingConfig) -> AcodmPolicy:
-    """AC-ODM from ``mixing.acodm`` (an :class:`AcodmOptions`) and ``mixing.update_every``."""
-    k = len(ctx.domains)
-    policy_in = getattr(cfg, "policy_in", None)
-    opts = resolve_options(
-        getattr(cfg, "acodm", None) or AcodmOptions(),
-        k,
-        policy_in=policy_in,
-        policy_out=getattr(cfg, "policy_out", None),
+class AcodmMixing(MixingOptions):
+    acodm: AcodmOptions = Field(default_factory=AcodmOptions)
+    policy_out: Str | None = Field(
+        None,
+        description="Write the learned actor to this file at each checkpoint and at the end (a "
+        "portable *.acodm.pt for a bigger target run).",
     )
-    every = getattr(cfg, "update_every", 1)
-    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
-        raise ConfigError(f"mixing.update_every: must be an integer >= 1, got {every!r}")
+    policy_in: Str | None = Field(
+        None,
+        description="Start from a saved policy file (drive this run with a proxy's actor, "
+        "frozen unless mixing.acodm.mode=online).",
+    )
+
+
+@register_policy("acodm", AcodmMixing)
+def build_acodm(ctx: PolicyContext, cfg: AcodmMixing) -> AcodmPolicy:
+    """AC-ODM: a DDPG actor maps the training state to the mixture (arXiv 2505.23878)."""
+    k = len(ctx.domains)
+    policy_in = cfg.policy_in
+    opts = resolve_options(cfg.acodm, k, policy_in=policy_in, policy_out=cfg.policy_out)
+    if opts.mode == "frozen" and cfg.policy_out:
+        raise ConfigError(
+            "mixing.policy_out: a frozen acodm run (mixing.policy_in) trains no actor, so there "
+            "is nothing to export; drop mixing.policy_out or set mixing.acodm.mode=online to "
+            "fine-tune the loaded actor"
+        )
+    every = cfg.update_every
     if not np.asarray(ctx.train_tokens).sum() > 0:
         raise DataError("acodm: the store has no training tokens, so natural weights are undefined")
     policy_file = None
@@ -403,4 +418,5 @@ def build_acodm(ctx: PolicyContext, cfg: MixingConfig) -> AcodmPolicy:
         seed=ctx.seed,
         update_every=every,
         policy_file=policy_file,
+        policy_out=cfg.policy_out,
     )
