@@ -4,6 +4,7 @@ and the mid-main-phase checkpoint round trip (next 20 mixtures bit-identical).""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,27 @@ def test_option_resolution() -> None:
     bare = build("acodm", ctx)
     assert isinstance(bare, AcodmPolicy) and bare.opts.hidden == 128
     assert default.opts.hidden == 16
+
+
+def test_non_finite_feedback_never_enters_replay_or_the_networks() -> None:
+    """One NaN used to poison the buffer, then the actor, then silently give uniform weights."""
+    policy = make()
+    rng = np.random.default_rng(0)
+    tw = policy.warmup_steps
+    run(policy, range(1, tw + 5))
+    size = len(policy.agent.buffer)
+    weights = policy.weights()
+    policy.update(dataclasses.replace(feedback(tw + 5, rng), param_norms=np.full(D, np.nan)))
+    assert np.array_equal(policy.weights(), weights)  # no action on a non-finite state
+    assert len(policy.agent.buffer) == size  # and no transition stored
+    assert policy.log_values()["acodm/skipped_nonfinite"] == 1
+    # Non-finite gradients mark their domains absent: the stored reward stays finite.
+    policy.update(dataclasses.replace(feedback(tw + 6, rng), grad_sum=np.full((K, 40), np.inf)))
+    stored = policy.agent.buffer.state_dict()
+    for key in ("s", "a", "r", "s2"):
+        assert torch.isfinite(stored[key]).all(), key
+    later = run(policy, range(tw + 7, tw + 40))
+    assert len(policy.agent.buffer) > size
+    actor = torch.cat([p.detach().flatten() for p in policy.agent.actor.parameters()])
+    assert torch.isfinite(actor).all() and policy.agent.drift()[0] > 0
+    assert not np.allclose(later[-1], np.full(K, 1 / K))  # still learning, not uniform

@@ -152,6 +152,7 @@ class AcodmPolicy(PolicyBase):
         self._step = 0
         self._logs: dict[str, float] = {}
         self._gram: np.ndarray | None = None  # K x K of the last step's mean gradients
+        self._skipped_nonfinite = 0  # steps whose state or reward was not finite
 
     # ------------------------------------------------------------------ what the loop reads
     @property
@@ -198,10 +199,15 @@ class AcodmPolicy(PolicyBase):
         )
         action = self._weights  # a_t: the mixture that drew step t
         warm = t <= self.warmup_steps
+        finite = bool(np.isfinite(state).all())
         if opts.mode != "frozen":
             reward, present = self._reward(feedback, action)
             prev = self._prev_state if self._prev_state is not None else state
-            self.agent.push(prev, action, reward, state, present)
+            transition = (prev, action, reward, state)
+            if all(np.isfinite(x).all() for x in transition):
+                self.agent.push(prev, action, reward, state, present)
+            else:  # never let a non-finite value into replay (it would poison the networks)
+                finite = False
             if t % opts.agent_update_every == 0 and self.agent.ready:
                 stats: dict[str, float] = {}
                 self.agent.set_lr_scale(self._lr_scale(t, int(feedback.total_steps)))
@@ -212,9 +218,16 @@ class AcodmPolicy(PolicyBase):
                 self.agent.hard_update_targets()
         if warm:
             self._odm.update(feedback)
+        if not finite:
+            self._skipped_nonfinite += 1
+            logger.warning(
+                "acodm: non-finite state or reward at step %d: not stored, the mixture is kept", t
+            )
         if t % self.update_every == 0:
             if t < self.warmup_steps:
                 self._weights = self._odm.weights()
+            elif not finite:
+                pass  # acting on a non-finite state would give a meaningless mixture
             else:
                 frozen = opts.mode == "frozen"
                 noise = opts.frozen_exploration if frozen else opts.exploration
@@ -225,7 +238,8 @@ class AcodmPolicy(PolicyBase):
                 )
         if t == self.warmup_steps:
             logger.info("acodm: warm-up over at step %d; the actor drives the mixture now", t)
-        self._prev_state = state
+        if finite:
+            self._prev_state = state
         self._step = t
 
     def _reward(self, feedback: Feedback, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,6 +322,8 @@ class AcodmPolicy(PolicyBase):
                 "acodm/phase": 0.0 if self.phase == "warmup" else 1.0,
                 "acodm/buffer_size": float(len(self.agent.buffer)),
                 "acodm/agent_updates": float(self.agent.updates),
+                "acodm/skipped_nonfinite": float(self._skipped_nonfinite),
+                "acodm/skipped_agent_steps": float(self.agent.skipped_steps),
                 "acodm/actor_drift": actor_drift,
                 "acodm/critic_drift": critic_drift,
             }
@@ -347,6 +363,7 @@ class AcodmPolicy(PolicyBase):
             "agent": self.agent.state_dict(),
             "logs": dict(self._logs),
             "gram": None if self._gram is None else self._gram.tolist(),
+            "skipped_nonfinite": self._skipped_nonfinite,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -376,6 +393,7 @@ class AcodmPolicy(PolicyBase):
         self._logs = copy.deepcopy(state["logs"])
         gram = state.get("gram")
         self._gram = None if gram is None else np.array(gram, dtype=np.float64)
+        self._skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
 
 
 class AcodmMixing(MixingOptions):
