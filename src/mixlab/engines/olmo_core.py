@@ -20,7 +20,8 @@ over it is warned about here and refused there), else the epochs the phase needs
 ``target_ratio`` is a share of tokens and OLMo-core selects whole ``sequence_length``
 instances, so no conversion is needed. A domain is one source with all its paths (OLMo-core
 spreads a source's tokens over its paths itself). Multi-phase plans get ``phase_<k>/`` folders,
-one dataset config per phase (``requested_tokens`` = the phase's tokens).
+one dataset config per phase (``requested_tokens`` = the phase's tokens); OLMo-core then caps
+each phase's repetition on its own, while mixlab's epoch warning counts the whole run.
 """
 
 from __future__ import annotations
