@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doremi(sub)
     _add_compare(sub)
     _add_report(sub)
+    from mixlab.engines.cli import add_parser as add_export_mix
+
+    add_export_mix(sub)
     _add_demo(sub)
     return parser
 
