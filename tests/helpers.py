@@ -76,3 +76,10 @@ def strict_loads(text: str) -> Any:
         raise ValueError(f"not JSON: {name}")
 
     return json.loads(text, parse_constant=reject)
+
+
+def build(name: str, ctx: Any, **options: Any) -> Any:
+    """``build_policy`` from a ``mixing:`` mapping (``name`` plus that policy's options)."""
+    from mixlab.mixing.base import build_policy, parse_mixing
+
+    return build_policy(ctx, parse_mixing({"name": name, **options}))

@@ -45,7 +45,7 @@ def test_overrides_parse_yaml_values():
         ("train.max_steps=0", "train.max_steps: must be an integer >= 1"),
         ("train.precision=fp8", "train.precision: 'fp8' is not one of auto, bf16, fp32"),
         ("mixing.sampling=random", "mixing.sampling"),
-        ("mixing.temperature=0", "mixing.temperature: must be > 0"),
+        ("mixing.temperature=0", "mixing.temperature: an option of temperature, not of"),
         ("train.lr=-1", "train.lr"),
         ("model.config_path=x.json", "exactly one of model.preset"),
         ("nodots", "section.field=value"),
@@ -94,7 +94,7 @@ def test_meco_can_be_switched_on_in_every_recipe():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("meco.cooldown_fraction=1.5", "meco.cooldown_fraction: must be in"),
+        ("meco.cooldown_fraction=1.5", "meco.cooldown_fraction: must be a number <= 1"),
         ("meco.packing=flat", "meco.packing: 'flat' is not one of doc_masked, pad, concat"),
         ("meco.fill=greedy", "meco.fill"),
         ("meco.metadata_variant=path", "meco.metadata_variant"),
@@ -128,4 +128,25 @@ def test_configs_of_earlier_versions_still_load():
     old = {"mixing": {"name": "acodm", "acodm": {"policy_in": "p.pt", "policy_out": None}}}
     cfg = RunConfig.from_dict(old)
     assert cfg.mixing.policy_in == "p.pt" and cfg.mixing.policy_out is None
-    assert RunConfig.from_dict({"mixing": {"acodm": {"policy_in": None}}}).mixing.policy_in is None
+    # 0.1 saved every policy's section with every run: only the chosen one is kept.
+    every = {"odm": {"alpha": 0.5}, "doremi": {"eta": 2.0}, "acodm": {"hidden": 8}}
+    cfg = RunConfig.from_dict({"mixing": {"name": "odm", "temperature": 1.0, **every}})
+    assert cfg.mixing.odm.alpha == 0.5 and set(cfg.to_dict()["mixing"]) >= {"odm", "name"}
+    assert "acodm" not in cfg.to_dict()["mixing"] and "temperature" not in cfg.to_dict()["mixing"]
+
+
+def test_mixing_is_tagged_by_policy():
+    cfg = RunConfig.load(None, ["mixing.name=temperature", "mixing.temperature=2"])
+    assert cfg.mixing.temperature == 2.0
+    common = {"name", "update_every", "sampling", "max_epochs"}
+    assert set(RunConfig().to_dict()["mixing"]) == common
+    with pytest.raises(ConfigError, match=r"mixing\.weights: an option of fixed, not of mixing"):
+        RunConfig.load(None, ["mixing.name=uniform", "mixing.weights={a: 1}"])
+    with pytest.raises(ConfigError, match=r"mixing\.policy_in: an option of acodm"):
+        RunConfig.load(None, ["mixing.name=odm", "mixing.policy_in=p.pt"])
+    # a section set to null is dropped: how a recipe's section is cleared for another policy
+    RunConfig.load(None, ["mixing.name=uniform", "mixing.doremi=null"])
+    with pytest.raises(ConfigError, match=r"mixing\.temperature: must be a number > 0"):
+        RunConfig.load(None, ["mixing.name=temperature", "mixing.temperature=0"])
+    with pytest.raises(ConfigError, match=r"mixing\.name: unknown policy 'odmm'"):
+        RunConfig.load(None, ["mixing.name=odmm"])

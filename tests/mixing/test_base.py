@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
@@ -14,12 +12,12 @@ from mixlab.mixing.base import (
     MixingPolicy,
     PolicyContext,
     available_policies,
-    build_policy,
     register_policy,
     validate_weights,
     weights_from_mapping,
 )
 from mixlab.mixing.static import StaticPolicy
+from tests.helpers import build
 
 DOMAINS = ("code", "news", "web")
 
@@ -67,7 +65,7 @@ def test_unknown_policy_lists_valid_names() -> None:
     with pytest.raises(
         ConfigError, match=r"mixing.name: unknown policy 'odmm'; choose one of "
     ) as e:
-        build_policy("odmm", ctx, SimpleNamespace())
+        build("odmm", ctx)
     for name in ("fixed", "natural", "temperature", "uniform"):
         assert name in str(e.value)
     assert {"fixed", "natural", "temperature", "uniform"} <= set(available_policies())
@@ -89,7 +87,7 @@ def test_registry_rejects_duplicates_and_checks_initial_weights(
     with pytest.raises(
         ConfigError, match=r"initial weights of policy 'broken': weights sum to 1.5"
     ):
-        build_policy("broken", ctx, SimpleNamespace())
+        build("broken", ctx)
     assert "broken" in available_policies()
 
 

@@ -4,7 +4,6 @@ domains, lambda_0, non-finite excess, state round trip, and the doremi-online po
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ from mixlab.mixing.base import (
     MixingPolicy,
     PolicyContext,
     available_policies,
-    build_policy,
 )
-from mixlab.mixing.doremi import DoremiOnlinePolicy, GroupDRO, group_dro_from_config
+from mixlab.mixing.doremi import DoremiOnlinePolicy, DoremiSection, GroupDRO, group_dro
+from tests.helpers import build
 
 TWO = ("a", "b")
 
@@ -134,8 +133,7 @@ def test_update_checks_shapes() -> None:
 # ------------------------------------------------------------------ doremi-online policy
 def online(reference: str | None = "runs/ref", **doremi: object) -> MixingPolicy:
     ctx = PolicyContext(("a", "b", "c"), np.array([10, 20, 70]), 0, 100)
-    cfg = SimpleNamespace(update_every=1, doremi=SimpleNamespace(reference=reference, **doremi))
-    return build_policy("doremi-online", ctx, cfg)
+    return build("doremi-online", ctx, doremi={"reference": reference, **doremi})
 
 
 def fb(step: int, excess_mean: list[float], tokens: int = 8) -> Feedback:
@@ -177,16 +175,15 @@ def test_online_policy_errors() -> None:
         online(eta=-1.0)
     with pytest.raises(ConfigError, match=r"mixing\.doremi\.smoothing"):
         online(smoothing=2.0)
-    with pytest.raises(ConfigError, match="log_vocab"):
-        online(lambda_init="log_vocab")
+    with pytest.raises(ConfigError, match=r"mixing\.doremi: unknown field\(s\) lambda_init"):
+        online(lambda_init="log_vocab")  # the proxy's option (mixing.name=doremi) only
     with pytest.raises(ConfigError, match="zero, log_vocab"):
-        online(lambda_init="ln")
+        DoremiSection(lambda_init="ln")
     no_excess = Feedback(1, 100, np.ones(3), np.ones(3), np.ones(3, dtype=np.int64))
     with pytest.raises(ConfigError, match="excess"):
         online().update(no_excess)
 
 
 def test_log_vocab_needs_the_vocabulary() -> None:
-    cfg = SimpleNamespace(doremi=SimpleNamespace(lambda_init="log_vocab"))
-    dro = group_dro_from_config(TWO, cfg, vocab_size=512)  # type: ignore[arg-type]
+    dro = group_dro(TWO, DoremiSection(lambda_init="log_vocab"), vocab_size=512)
     np.testing.assert_allclose(dro.lam, [math.log(512)] * 2)

@@ -7,21 +7,19 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from mixlab.config import MixingConfig
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.mixing.base import (
     Feedback,
     MixingPolicy,
     PolicyContext,
     available_policies,
-    build_policy,
 )
 from mixlab.mixing.odm import OdmPolicy, exploration_rate, resolve_warmup_steps
+from tests.helpers import build
 
 RULE_NAMES = ("odm", "odm-smoothed")
 
@@ -38,8 +36,7 @@ def make(
     ctx = PolicyContext(
         domains, np.array(tokens if tokens is not None else [1] * k), 0, total_steps
     )
-    cfg = SimpleNamespace(update_every=update_every, odm=SimpleNamespace(**odm))
-    policy = build_policy(name, ctx, cfg)
+    policy = build(name, ctx, update_every=update_every, odm=odm)
     assert isinstance(policy, OdmPolicy)
     return policy
 
@@ -283,7 +280,7 @@ def test_state_dict_round_trip_is_bit_identical(name: str, options: dict[str, st
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("alpha", 1.0), ("alpha", -0.1), ("alpha", float("nan")), ("alpha", "0.5"),
+        ("alpha", 1.0), ("alpha", -0.1), ("alpha", float("nan")), ("alpha", "half"),
         ("warmup_steps", -2), ("warmup_steps", 2.5), ("warmup_steps", True),
         ("initial", "zipf"), ("reward_scale", 0.0), ("reward_scale", float("inf")),
         ("accumulate", "mean"), ("temperature_eps", "previous"),
@@ -302,7 +299,7 @@ def test_registry_and_real_config() -> None:
     assert {"odm", "odm-smoothed"} <= set(available_policies())
     ctx = PolicyContext(("a", "b", "c"), np.array([2, 1, 1]), seed=3, total_steps=100)
     for name, rule in (("odm", "exp3"), ("odm-smoothed", "smoothed_mean")):
-        policy = build_policy(name, ctx, MixingConfig())
+        policy = build(name, ctx)
         assert isinstance(policy, MixingPolicy) and isinstance(policy, OdmPolicy)
         assert policy.rule == rule and policy.warmup_steps == 20 and policy.alpha == 0.9
         assert np.array_equal(policy.weights(), [0.5, 0.25, 0.25])

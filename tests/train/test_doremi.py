@@ -32,6 +32,8 @@ def _cfg(store: Path, mixing: dict | None = None, **train_overrides: object) -> 
         store, **{"max_steps": 4, "eval_every": 0, "log_every": 1, **train_overrides}
     )
     raw["mixing"].update(mixing or {})
+    if "doremi" in raw["mixing"] and raw["mixing"]["name"] == "natural":
+        raw["mixing"]["name"] = "doremi"  # the pipeline (and proxy) policy
     raw["eval"]["max_tokens_per_domain"] = 500
     cfg = RunConfig.from_dict(raw)
     cfg.validate()
@@ -46,7 +48,7 @@ def reference_run(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _proxy(store: Path, reference: Path, run_dir: Path, **doremi: object) -> Trainer:
-    mixing = {"name": "uniform", "sampling": "stratified", "doremi": {"reference": str(reference)}}
+    mixing = {"name": "doremi", "sampling": "stratified", "doremi": {"reference": str(reference)}}
     mixing["doremi"].update(doremi)  # type: ignore[attr-defined]
     run_dir.mkdir(parents=True)
     return proxy_trainer(_cfg(store, mixing, grad_clip=0.0), run_dir)
@@ -169,7 +171,7 @@ def test_mixlab_doremi_end_to_end(
 
     assert load_checkpoint(out / "round_1" / "reference")["finished"]
     proxy_state = load_checkpoint(out / "round_1" / "proxy")
-    dro = proxy_state["objective"]["group_dro"]
+    dro = proxy_state["policy"]["group_dro"]
     saved = json.loads((out / "doremi_weights.json").read_text())
     assert saved == json.loads((out / "round_1" / "doremi_weights.json").read_text()) | {
         "converged": saved["converged"]

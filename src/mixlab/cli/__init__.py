@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from mixlab import __version__
 from mixlab.cli import compare, demo, doremi, export, prepare, train
 from mixlab.cli import eval as evaluate
+from mixlab.engines import cli as export_mix
 from mixlab.errors import MixlabError
 from mixlab.interrupt import terminate_as_interrupt
 from mixlab.report import cli as report
@@ -79,5 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     doremi.add_parser(sub)
     compare.add_parser(sub)
     report.add_parser(sub)
+    export_mix.add_parser(sub)
     demo.add_parser(sub)
     return parser

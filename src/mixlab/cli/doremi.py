@@ -54,9 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def cmd_doremi(args: argparse.Namespace) -> int:
 
     from mixlab.config import RunConfig
-    from mixlab.train.doremi import run_doremi
+    from mixlab.train.doremi import doremi_options, run_doremi
 
-    cfg = RunConfig.load(args.config, args.set)
+    # The pipeline trains mixing.name=doremi proxies whatever the recipe's name says.
+    cfg = RunConfig.load(args.config, [*args.set, "mixing.name=doremi"])
     result = run_doremi(cfg, args.out)
     print("\nDoReMi domain weights (token shares; DoReMi = time-averaged proxy alpha):\n")
     print(result.format_table())
@@ -64,10 +65,10 @@ def cmd_doremi(args: argparse.Namespace) -> int:
     if result.converged:
         status = f"converged: L1 change {last.change:.4f} < mixing.doremi.tol"
     else:
-        status = f"mixing.doremi.rounds={cfg.mixing.doremi.rounds} done"
+        status = f"mixing.doremi.rounds={doremi_options(cfg).rounds} done"
     print(f"\n{len(result.rounds)} round(s), {status}; weights: {result.weights_path}")
     target = ["mixlab", "train"] + (["--config", args.config] if args.config else [])
-    target += ["--set", *args.set, "mixing.name=fixed"]
+    target += ["--set", *args.set, "mixing.name=fixed", "mixing.doremi=null"]
     target += [f"mixing.weights_file={result.weights_path}", "--out", "runs/doremi-target"]
     print("train the target with them:\n  " + shlex.join(target))
     return 0

@@ -70,7 +70,7 @@ def build_adapter_policy(
         seed=dataset.seed,
         total_steps=total_steps,
     )
-    return build_policy(name, ctx, cfg.mixing), cfg.mixing.update_every
+    return build_policy(ctx, cfg.mixing), cfg.mixing.update_every
 
 
 def check_adapter_support(policy: MixingPolicy, name: str) -> None:

@@ -31,7 +31,10 @@ sets up exactly that, nothing more:
 ``floor_per_domain``        gives every domain that many sequences (micro-batches when
                             sampling is ``homogeneous``) in every step
 ``exports_policy_file``     calls ``save_policy_file(path, provenance)`` with every
-                            checkpoint (``mixing.policy_out``)
+                            checkpoint, to ``policy_file`` (``mixing.policy_out``) or the
+                            run folder
+``objective``               trains on that loss (:mod:`mixlab.train.objective`): the token
+                            mean, or ``group_dro`` (DoReMi's proxy reweights domain losses)
 ==========================  =============================================================
 
 Besides the five methods of :class:`MixingPolicy`, ``eval_log_values()`` adds scalars to every
@@ -44,12 +47,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from mixlab.errors import ConfigError
-from mixlab.mixing.budget import natural_weights
+from mixlab.schema import Float, Int, Section, Str
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 
@@ -137,6 +141,8 @@ class PolicyNeeds:
     weight_norms: WeightNormNeeds | None = None
     floor_per_domain: int = 0
     exports_policy_file: bool = False
+    policy_file: str | None = None  # where to export it; None = <run>/policy.<name>.pt
+    objective: str = "token_mean"
 
     @property
     def looks_inside_model(self) -> bool:
@@ -218,29 +224,93 @@ class PolicyContext:
         train_tokens: (K,) training tokens per domain, for natural weights.
         seed: run seed; policies with randomness derive their own generator from it.
         total_steps: planned number of optimiser steps T.
+        tokens_per_step: tokens of one optimiser step over all ranks (budget = T x this).
+        vocab_size: the tokenizer's vocabulary size (None when unknown).
     """
 
     domains: tuple[str, ...]
     train_tokens: np.ndarray
     seed: int = 0
     total_steps: int = 1
+    tokens_per_step: int = 0
+    vocab_size: int | None = None
 
     @property
     def natural_weights(self) -> np.ndarray:
+        from mixlab.mixing.budget import natural_weights  # budget imports this module
+
         return natural_weights(self.train_tokens)
+
+    @property
+    def budget_tokens(self) -> int:
+        """Tokens the run will train on: total_steps x tokens_per_step."""
+        return self.total_steps * self.tokens_per_step
+
+
+class MixingOptions(Section):
+    """``mixing.*``: the options every policy has. A policy's own options class derives from
+    it and adds its fields (flat, e.g. ``mixing.temperature``, or a section named after the
+    policy, e.g. ``mixing.odm.*``). A resolved config stores only the chosen policy's options.
+    """
+
+    where: ClassVar[str] = "mixing"
+
+    name: Str = Field(
+        "natural",
+        description="Mixing policy; `mixlab train --help-config` lists every name and its options.",
+    )
+    update_every: Int = Field(
+        1, ge=1, description="Steps between reading new weights from the policy."
+    )
+    sampling: Literal["mixed", "stratified", "homogeneous"] = Field(
+        "mixed",
+        description="How a step's sequences get domains: mixed (i.i.d. per sequence), stratified "
+        "(exact shares per step), homogeneous (one domain per micro-batch).",
+    )
+    max_epochs: Float | dict[str, Float] | None = Field(
+        None,
+        description="Epoch caps for any policy: at most this many passes over a domain's "
+        "training tokens in the whole run (a number, or domain -> number); the mixture is "
+        "clipped to w_d <= E_d N_d / budget every step and the surplus goes to the other "
+        "domains (METHODS.md §7). null = no cap.",
+    )
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _positive_caps(cls, value: Any) -> Any:
+        caps = value.values() if isinstance(value, dict) else [] if value is None else [value]
+        if any(not c > 0 for c in caps):
+            raise ValueError("every epoch cap must be a number > 0 (null = no cap)")
+        return value
 
 
 PolicyFactory = Callable[[PolicyContext, Any], MixingPolicy]
-_REGISTRY: dict[str, PolicyFactory] = {}
 
 
-def register_policy(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
-    """Decorator: make ``factory(ctx, mixing_config)`` buildable as ``mixing.name=<name>``."""
+@dataclass(frozen=True)
+class _Entry:
+    factory: PolicyFactory
+    options: type[MixingOptions]
+    help: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_policy(
+    name: str, options: type[MixingOptions] = MixingOptions
+) -> Callable[[PolicyFactory], PolicyFactory]:
+    """Decorator: make ``factory(ctx, options)`` buildable as ``mixing.name=<name>``.
+
+    ``options`` is the policy's options class (``MixingOptions`` or a subclass); the factory
+    receives the validated instance. The factory's docstring is the policy's help line.
+    """
 
     def deco(factory: PolicyFactory) -> PolicyFactory:
         if name in _REGISTRY:
             raise ValueError(f"mixing policy {name!r} registered twice")
-        _REGISTRY[name] = factory
+        doc = (factory.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = _Entry(factory, options, doc[0] if doc else "")
         return factory
 
     return deco
@@ -252,15 +322,91 @@ def available_policies() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def build_policy(name: str, ctx: PolicyContext, config: Any) -> MixingPolicy:
-    """Build the policy registered as ``name``; ``config`` is the run's ``MixingConfig``."""
+def _entry(name: str) -> _Entry:
     _import_builtin_policies()
     if name not in _REGISTRY:
         raise ConfigError(
             f"mixing.name: unknown policy {name!r}; choose one of {', '.join(available_policies())}"
         )
-    policy = _REGISTRY[name](ctx, config)
-    validate_weights(policy.weights(), ctx.domains, where=f"initial weights of policy {name!r}")
+    return _REGISTRY[name]
+
+
+def options_class(name: str) -> type[MixingOptions]:
+    """The options class of policy ``name`` (ConfigError listing the names if unknown)."""
+    return _entry(name).options
+
+
+def parse_mixing(raw: Mapping[str, Any] | MixingOptions | None) -> MixingOptions:
+    """Validate a ``mixing:`` mapping as the options of the policy it names.
+
+    Options of another policy are an error that says so (``mixing.odm`` with
+    ``mixing.name=uniform``), never silently ignored; set to null they are dropped (so
+    ``--set mixing.doremi=null`` clears a recipe's section for a run of another policy).
+    """
+    if isinstance(raw, MixingOptions):
+        return raw
+    raw = dict(raw or {})
+    name = raw.get("name", "natural")
+    if not isinstance(name, str):
+        raise ConfigError(f"mixing.name: expected a policy name, got {name!r}")
+    cls = options_class(name)
+    for key in list(raw):
+        if key in cls.model_fields:
+            continue
+        if raw[key] is None:
+            del raw[key]
+            continue
+        owners = sorted(n for n, e in _REGISTRY.items() if key in e.options.model_fields)
+        if owners:
+            raise ConfigError(
+                f"mixing.{key}: an option of {' / '.join(owners)}, not of mixing.name={name}; "
+                f"remove it or choose mixing.name={owners[0]}"
+            )
+    return cls.parse(raw)
+
+
+def describe_policies() -> str:
+    """Every policy (name and help line), then every policy's own options (for --help-config)."""
+    from mixlab.schema import describe
+
+    base = set(MixingOptions.model_fields)
+    lines = ["", "[mixing.name] policies:"]
+    own: dict[str, tuple[list[str], Any]] = {}  # option -> (policies, its widest declaration)
+    for name in available_policies():
+        entry = _REGISTRY[name]
+        lines.append(f"  {name:<14} {entry.help}")
+        for field_name, info in entry.options.model_fields.items():
+            if field_name in base:
+                continue
+            names, widest = own.get(field_name, ([], info))
+            wide = _width(info) > _width(widest)
+            own[field_name] = ([*names, name], info if wide else widest)
+    for field_name, (names, info) in own.items():
+        tp = info.annotation
+        if isinstance(tp, type) and issubclass(tp, Section):
+            lines.append(f"\n[mixing.{field_name}] options of {', '.join(names)}")
+            lines.append(describe(tp, prefix=f"mixing.{field_name}."))
+        else:
+            default = info.get_default(call_default_factory=True)
+            lines.append(f"\n  mixing.{field_name} = {default!r}   ({', '.join(names)})")
+            lines.append(f"      {info.description or ''}")
+    return "\n".join(lines)
+
+
+def _width(info: Any) -> int:
+    tp = info.annotation
+    return len(tp.model_fields) if isinstance(tp, type) and issubclass(tp, Section) else 0
+
+
+def build_policy(ctx: PolicyContext, options: MixingOptions) -> MixingPolicy:
+    """Build the policy ``options.name`` from its validated options."""
+    entry = _entry(options.name)
+    if not isinstance(options, entry.options):
+        options = parse_mixing(options.model_dump())
+    policy = entry.factory(ctx, options)
+    validate_weights(
+        policy.weights(), ctx.domains, where=f"initial weights of policy {options.name!r}"
+    )
     return policy
 
 

@@ -1,4 +1,4 @@
-"""DoReMi's Group-DRO weight update (arXiv 2305.10429) and the ``doremi-online`` policy.
+"""DoReMi's Group-DRO weight update (arXiv 2305.10429): policies ``doremi`` and ``doremi-online``.
 
 DoReMi finds domain weights by training a small *proxy* model with Group DRO against a frozen
 *reference* model. The mixture follows the domains where the proxy is furthest behind the
@@ -21,11 +21,14 @@ Knobs (``mixing.doremi.*``): ``eta`` (step size, 1.0; use 0.1 if alpha collapses
 domain), ``smoothing`` c (1e-3), ``lambda_init`` (``zero``: lambda_0 = 0; ``log_vocab``: the
 release's lambda_0 = ln V, which lets a domain missing at step 1 grab almost all the weight).
 
-:class:`GroupDRO` is the pure update (numpy, float64). The offline pipeline
-(:mod:`mixlab.train.doremi`) drives it from the proxy's training step and reweights the loss by
-alpha_t. :class:`DoremiOnlinePolicy` (``mixing.name=doremi-online``, a mixlab extension, not in
-the paper) drives it from the target run's own batches, scored by a frozen reference run
-(``mixing.doremi.reference``), and uses alpha_t as the *sampling* distribution of the next
+:class:`GroupDRO` is the pure update (numpy, float64). :class:`DoremiProxyPolicy`
+(``mixing.name=doremi``) is DoReMi's proxy: it samples uniformly and the trainer's ``group_dro``
+objective drives the update from the proxy's training step and reweights the loss by alpha_t;
+the offline pipeline (:mod:`mixlab.train.doremi`, ``mixlab doremi``) trains the reference and
+this proxy and writes the averaged alpha. :class:`DoremiOnlinePolicy`
+(``mixing.name=doremi-online``, a mixlab extension, not in the paper) drives it from the
+target run's own batches, scored by a frozen reference run (``mixing.doremi.reference``), and
+uses alpha_t as the *sampling* distribution of the next
 step, with no loss reweighting. Caveat: once the target beats the reference on a domain its
 clipped excess is 0 and its weight decays toward the floor c/K; a small or under-trained
 reference makes that happen early.
@@ -36,22 +39,22 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.mixing.base import (
     Feedback,
+    MixingOptions,
     PolicyBase,
     PolicyContext,
     PolicyNeeds,
     register_policy,
     validate_weights,
 )
-
-if TYPE_CHECKING:
-    from mixlab.config import MixingConfig
+from mixlab.schema import Float, Int, Section, Str
 
 logger = logging.getLogger(__name__)
 
@@ -207,45 +210,163 @@ class DoremiOnlinePolicy(PolicyBase):
         return self.dro.log_values()
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+class DoremiOnlineSection(Section):
+    """``mixing.doremi.*`` of ``doremi-online``."""
+
+    where: ClassVar[str] = "mixing.doremi"
+
+    eta: Float = Field(
+        1.0,
+        ge=0,
+        description="Group-DRO step size: log alpha += eta * excess loss (0.1 if alpha collapses).",
+    )
+    smoothing: Float = Field(
+        1e-3,
+        ge=0,
+        le=1,
+        description="Mix c of the uniform distribution into alpha each step; every alpha_i >= c/K.",
+    )
+    reference: Str | None = Field(
+        None,
+        description="Run folder or checkpoint of a trained reference model (same tokenizer). "
+        "Required by doremi-online and by a doremi proxy run; for `mixlab doremi` it is "
+        "reused instead of training round 1's reference.",
+    )
 
 
-def group_dro_from_config(
-    domains: Sequence[str], cfg: MixingConfig, vocab_size: int | None = None
+class DoremiSection(DoremiOnlineSection):
+    """``mixing.doremi.*`` of ``doremi``: the proxy run and the `mixlab doremi` pipeline."""
+
+    reference_mixture: Literal["natural", "uniform"] = Field(
+        "natural", description="Mixture the reference model is trained on: natural | uniform."
+    )
+    rounds: Int = Field(
+        1,
+        ge=1,
+        description="Max DoReMi rounds; round k+1 trains its reference on round k's weights.",
+    )
+    tol: Float = Field(
+        0.01,
+        ge=0,
+        description="Stop iterating when the L1 change of the averaged weights between "
+        "rounds < tol.",
+    )
+    loss_normalizer: Literal["per_domain", "token_weighted"] = Field(
+        "per_domain",
+        description="Proxy loss: per_domain (sum_i alpha_i * domain-mean loss; paper) | "
+        "token_weighted (sum_i alpha_i loss_sum_i / sum_i alpha_i n_i; release).",
+    )
+    alpha_timing: Literal["exact", "lagged"] = Field(
+        "exact",
+        description="exact (forward all micro-batches, update alpha, then backward) | lagged "
+        "(weight by the previous alpha; backward per micro-batch; release behaviour, less memory).",
+    )
+    proxy_sampling: Literal["stratified", "random"] = Field(
+        "stratified",
+        description="Proxy batches: stratified (B/K sequences per domain per step) | random "
+        "(i.i.d. uniform; release).",
+    )
+    lambda_init: Literal["zero", "log_vocab"] = Field(
+        "zero", description="lambda_0 of absent domains: zero | log_vocab (release)."
+    )
+    reference_steps: Int = Field(
+        0, ge=0, description="Optimiser steps of each reference run; 0 = train.max_steps."
+    )
+    proxy_steps: Int = Field(
+        0, ge=0, description="Optimiser steps of each proxy run; 0 = train.max_steps."
+    )
+
+
+class DoremiOnlineOptions(MixingOptions):
+    doremi: DoremiOnlineSection = Field(default_factory=DoremiOnlineSection)
+
+
+class DoremiOptions(MixingOptions):
+    doremi: DoremiSection = Field(default_factory=DoremiSection)
+
+
+class DoremiProxyPolicy(PolicyBase):
+    """``doremi``: DoReMi's proxy. Samples uniformly; Group DRO reweights its *loss*.
+
+    The trainer scores every micro-batch with the reference (``needs.reference``) and its
+    ``group_dro`` objective (:class:`~mixlab.train.objective.GroupDroObjective`) updates
+    ``dro`` inside the step, from the step's excess, before the backward pass. The result of a
+    proxy run is ``dro.avg_alpha`` (``mixlab doremi`` writes it as ``doremi_weights.json``).
+    """
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        dro: GroupDRO,
+        reference_path: str,
+        *,
+        loss_normalizer: str = "per_domain",
+        alpha_timing: str = "exact",
+    ) -> None:
+        self.domains: tuple[str, ...] = tuple(domains)
+        self.dro = dro
+        self.reference_path = reference_path
+        self.loss_normalizer = loss_normalizer
+        self.alpha_timing = alpha_timing
+        self._sampling = np.full(len(self.domains), 1.0 / len(self.domains))
+
+    @property
+    def needs(self) -> PolicyNeeds:
+        return PolicyNeeds(reference=self.reference_path, objective="group_dro")
+
+    def weights(self) -> np.ndarray:
+        return self._sampling.copy()
+
+    def update(self, feedback: Feedback) -> None:
+        """alpha was already updated from this step's excess by the group_dro objective."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"group_dro": self.dro.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dro.load_state_dict(state["group_dro"])
+
+    def log_values(self) -> dict[str, float]:
+        return self.dro.log_values()
+
+
+def group_dro(
+    domains: Sequence[str], doremi: DoremiOnlineSection, vocab_size: int | None = None
 ) -> GroupDRO:
-    """Validate ``mixing.doremi.{eta, smoothing, lambda_init}`` and build the update."""
-    doremi = getattr(cfg, "doremi", None)
-    eta = getattr(doremi, "eta", 1.0)
-    if not (_number(eta) and eta >= 0):
-        raise ConfigError(f"mixing.doremi.eta: must be a finite number >= 0, got {eta!r}")
-    smoothing = getattr(doremi, "smoothing", 1e-3)
-    if not (_number(smoothing) and 0 <= smoothing <= 1):
-        raise ConfigError(f"mixing.doremi.smoothing: must be a number in [0, 1], got {smoothing!r}")
-    init = getattr(doremi, "lambda_init", "zero")
-    if init not in LAMBDA_INITS:
-        raise ConfigError(
-            f"mixing.doremi.lambda_init: got {init!r}; choose one of {', '.join(LAMBDA_INITS)}"
-        )
+    """The Group-DRO update of ``mixing.doremi`` (``lambda_init`` of the proxy's section)."""
     lambda_0 = 0.0
-    if init == "log_vocab":
+    if isinstance(doremi, DoremiSection) and doremi.lambda_init == "log_vocab":
         if vocab_size is None:
-            raise ConfigError(
-                "mixing.doremi.lambda_init=log_vocab is the offline release's start and is only "
-                "supported by `mixlab doremi`; doremi-online starts from lambda_init=zero"
-            )
+            raise ConfigError("mixing.doremi.lambda_init=log_vocab needs the vocabulary size")
         lambda_0 = math.log(vocab_size)
-    return GroupDRO(domains, eta=float(eta), smoothing=float(smoothing), lambda_init=lambda_0)
+    return GroupDRO(domains, eta=doremi.eta, smoothing=doremi.smoothing, lambda_init=lambda_0)
 
 
-@register_policy("doremi-online")
-def build_doremi_online(ctx: PolicyContext, cfg: MixingConfig) -> DoremiOnlinePolicy:
-    """Online DoReMi (``mixing.name=doremi-online``; needs ``mixing.doremi.reference``)."""
-    reference = getattr(getattr(cfg, "doremi", None), "reference", None)
-    if not reference:
+def _reference(cfg: DoremiOnlineSection, name: str) -> str:
+    if not cfg.reference:
         raise ConfigError(
-            "mixing.name=doremi-online needs mixing.doremi.reference: the run folder (or "
+            f"mixing.name={name} needs mixing.doremi.reference: the run folder (or "
             "checkpoint.pt) of a reference model trained on the same store, e.g. "
             "--set mixing.doremi.reference=runs/doremi/round_1/reference"
         )
-    return DoremiOnlinePolicy(ctx.domains, group_dro_from_config(ctx.domains, cfg), str(reference))
+    return str(cfg.reference)
+
+
+@register_policy("doremi-online", DoremiOnlineOptions)
+def build_doremi_online(ctx: PolicyContext, cfg: DoremiOnlineOptions) -> DoremiOnlinePolicy:
+    """Online DoReMi: sample from alpha_t, scored by a frozen reference (mixlab extension)."""
+    reference = _reference(cfg.doremi, "doremi-online")
+    return DoremiOnlinePolicy(ctx.domains, group_dro(ctx.domains, cfg.doremi), reference)
+
+
+@register_policy("doremi", DoremiOptions)
+def build_doremi(ctx: PolicyContext, cfg: DoremiOptions) -> DoremiProxyPolicy:
+    """DoReMi's Group-DRO proxy (arXiv 2305.10429); `mixlab doremi` runs the whole pipeline."""
+    reference = _reference(cfg.doremi, "doremi")
+    return DoremiProxyPolicy(
+        ctx.domains,
+        group_dro(ctx.domains, cfg.doremi, ctx.vocab_size),
+        reference,
+        loss_normalizer=cfg.doremi.loss_normalizer,
+        alpha_timing=cfg.doremi.alpha_timing,
+    )

@@ -42,21 +42,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from mixlab.errors import ConfigError, DataError, ResumeError
 from mixlab.mixing.base import (
     Feedback,
+    MixingOptions,
     PolicyBase,
     PolicyContext,
     register_policy,
     validate_weights,
 )
-
-if TYPE_CHECKING:
-    from mixlab.config import MixingConfig
+from mixlab.schema import Float, Int, Section
 
 logger = logging.getLogger(__name__)
 
@@ -236,69 +236,80 @@ class OdmPolicy(PolicyBase):
         self._skipped_nonfinite = int(state["skipped_nonfinite"])
 
 
-def _choice(field: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"mixing.odm.{field}: got {value!r}; choose one of {', '.join(allowed)}")
-    return str(value)
+class OdmSection(Section):
+    """Online data mixing (arXiv 2312.02406), policies ``odm`` (EXP3) and ``odm-smoothed``."""
+
+    where: ClassVar[str] = "mixing.odm"
+
+    alpha: Float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description="EMA factor of the per-domain reward estimate (0.5 in some release scripts).",
+    )
+    warmup_steps: Int = Field(
+        -1,
+        ge=-1,
+        description="Steps on the initial mixture before the bandit updates; "
+        "-1 = max(20, 2% of T).",
+    )
+    initial: Literal["natural", "uniform"] = Field(
+        "natural", description="Mixture used during warm-up: natural | uniform."
+    )
+    reward_scale: Float = Field(
+        1.0, gt=0, description="Scale s of the importance-weighted reward s*loss/pi (exp3 only)."
+    )
+    accumulate: Literal["ema", "sum"] = Field(
+        "ema", description="exp3 reward estimate: ema (paper) | sum (textbook EXP3 in the release)."
+    )
+    temperature_eps: Literal["schedule", "last_update"] = Field(
+        "schedule",
+        description="exp3 softmax temperature: schedule (eps_{t-1}) | last_update (release).",
+    )
+    constant_eps: Float | None = Field(
+        None,
+        gt=0,
+        description="Fixed exploration rate in (0, 1/K] instead of the schedule (tests).",
+    )
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+class OdmOptions(MixingOptions):
+    odm: OdmSection = Field(default_factory=OdmSection)
 
 
-def _from_config(ctx: PolicyContext, cfg: MixingConfig, rule: str) -> OdmPolicy:
-    odm = getattr(cfg, "odm", None)
+def _from_config(ctx: PolicyContext, cfg: OdmOptions, rule: str) -> OdmPolicy:
+    odm = cfg.odm
     k = len(ctx.domains)
-    alpha = getattr(odm, "alpha", 0.9)
-    if not (_number(alpha) and 0 <= alpha < 1):
-        raise ConfigError(f"mixing.odm.alpha: must be a number in [0, 1), got {alpha!r}")
-    warmup = getattr(odm, "warmup_steps", -1)
-    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= -1):
-        raise ConfigError(
-            f"mixing.odm.warmup_steps: must be an integer >= 0, or -1 for max(20, 2% of "
-            f"train.max_steps); got {warmup!r}"
-        )
-    scale = getattr(odm, "reward_scale", 1.0)
-    if not (_number(scale) and scale > 0):
-        raise ConfigError(f"mixing.odm.reward_scale: must be a finite number > 0, got {scale!r}")
-    constant = getattr(odm, "constant_eps", None)
-    if constant is not None and not (_number(constant) and 0 < constant <= 1 / k):
+    constant = odm.constant_eps
+    if constant is not None and not constant <= 1 / k:
         raise ConfigError(
             f"mixing.odm.constant_eps: must be null or a number in (0, 1/K] = (0, {1 / k:.6g}] "
             f"for K={k} domains; got {constant!r}"
         )
-    every = getattr(cfg, "update_every", 1)
-    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
-        raise ConfigError(f"mixing.update_every: must be an integer >= 1, got {every!r}")
-    initial = _choice("initial", getattr(odm, "initial", "natural"), ("natural", "uniform"))
-    if initial == "natural" and not np.asarray(ctx.train_tokens).sum() > 0:
+    if odm.initial == "natural" and not np.asarray(ctx.train_tokens).sum() > 0:
         raise DataError("odm: the store has no training tokens, so natural weights are undefined")
-    start = ctx.natural_weights if initial == "natural" else np.full(k, 1.0 / k)
+    start = ctx.natural_weights if odm.initial == "natural" else np.full(k, 1.0 / k)
     return OdmPolicy(
         ctx.domains,
         start,
         rule=rule,
-        alpha=float(alpha),
-        warmup_steps=resolve_warmup_steps(warmup, ctx.total_steps),
-        reward_scale=float(scale),
-        accumulate=_choice("accumulate", getattr(odm, "accumulate", "ema"), ("ema", "sum")),
-        temperature_eps=_choice(
-            "temperature_eps",
-            getattr(odm, "temperature_eps", "schedule"),
-            ("schedule", "last_update"),
-        ),
-        constant_eps=None if constant is None else float(constant),
-        update_every=every,
+        alpha=odm.alpha,
+        warmup_steps=resolve_warmup_steps(odm.warmup_steps, ctx.total_steps),
+        reward_scale=odm.reward_scale,
+        accumulate=odm.accumulate,
+        temperature_eps=odm.temperature_eps,
+        constant_eps=constant,
+        update_every=cfg.update_every,
     )
 
 
-@register_policy("odm")
-def build_odm(ctx: PolicyContext, cfg: MixingConfig) -> OdmPolicy:
-    """ODM with the paper's EXP3 rule (``mixing.name=odm``)."""
+@register_policy("odm", OdmOptions)
+def build_odm(ctx: PolicyContext, cfg: OdmOptions) -> OdmPolicy:
+    """ODM, EXP3 bandit on the training loss (arXiv 2312.02406, paper rule)."""
     return _from_config(ctx, cfg, "exp3")
 
 
-@register_policy("odm-smoothed")
-def build_odm_smoothed(ctx: PolicyContext, cfg: MixingConfig) -> OdmPolicy:
-    """ODM with the release's smoothed-mean rule (``mixing.name=odm-smoothed``)."""
+@register_policy("odm-smoothed", OdmOptions)
+def build_odm_smoothed(ctx: PolicyContext, cfg: OdmOptions) -> OdmPolicy:
+    """ODM with the release's smoothed-mean rule (the 1B results)."""
     return _from_config(ctx, cfg, "smoothed_mean")

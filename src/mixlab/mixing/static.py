@@ -10,6 +10,10 @@ Each is registered by name (``mixing.name``) and built from the run's mixing con
 * ``fixed``        weights given by the user: ``mixing.weights`` (a YAML mapping name ->
   weight) or ``mixing.weights_file`` (a JSON file with that mapping, or DoReMi-style
   ``{"weights": {...}}`` as written by ``doremi_weights.json``).
+* ``unimax``       UniMax (Chung et al. 2023, arXiv 2304.09151): uniform, but no domain gets
+  more than ``mixing.unimax.max_epochs`` epochs over the run's token budget; visiting domains
+  from the smallest, each gets min(equal share of what is left, E N_d)
+  (:func:`~mixlab.mixing.budget.unimax_weights`). With E large it is ``uniform``.
 
 User weights are **never renormalised silently**: every domain must be named, every value must
 be a finite number >= 0 and they must sum to 1 within 1e-6, else a ConfigError names the domain
@@ -22,19 +26,23 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from mixlab.errors import ConfigError, DataError
 from mixlab.mixing.base import (
     Feedback,
+    MixingOptions,
     PolicyBase,
     PolicyContext,
     register_policy,
     validate_weights,
     weights_from_mapping,
 )
+from mixlab.mixing.budget import unimax_weights
+from mixlab.schema import Float, Section, Str
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +141,11 @@ def mapping_to_weights(
     return weights_from_mapping({k: v / total for k, v in raw.items()}, domains, where=where)
 
 
-def fixed_weights(cfg: Any, domains: Sequence[str], *, normalise: bool = False) -> np.ndarray:
+def fixed_weights(
+    cfg: FixedOptions, domains: Sequence[str], *, normalise: bool = False
+) -> np.ndarray:
     """The ``fixed`` policy's weights from ``cfg.weights`` or ``cfg.weights_file`` (one of)."""
-    mapping = getattr(cfg, "weights", None)
-    path = getattr(cfg, "weights_file", None)
+    mapping, path = cfg.weights, cfg.weights_file
     if mapping is not None and path is not None:
         raise ConfigError(
             "mixing.weights and mixing.weights_file are both set; give exactly one of them"
@@ -155,25 +164,69 @@ def fixed_weights(cfg: Any, domains: Sequence[str], *, normalise: bool = False) 
     return mapping_to_weights(mapping, domains, where="mixing.weights", normalise=normalise)
 
 
+class TemperatureOptions(MixingOptions):
+    temperature: Float = Field(
+        1.0, gt=0, description="weights ∝ natural^(1/T): 1 = natural, large = near uniform."
+    )
+
+
+class FixedOptions(MixingOptions):
+    weights: dict[str, Any] | None = Field(
+        None, description="domain -> weight, every domain named, summing to 1."
+    )
+    weights_file: Str | None = Field(
+        None,
+        description='JSON file domain -> weight, or {"weights": {...}} as written by '
+        "`mixlab doremi` and `mixlab search`.",
+    )
+
+
+class UnimaxSection(Section):
+    where: ClassVar[str] = "mixing.unimax"
+
+    max_epochs: Float = Field(
+        4.0,
+        gt=0,
+        description="At most this many epochs of any domain over the run's token budget "
+        "(Chung et al. 2023); 4 is where repeated data stops helping (arXiv 2305.16264).",
+    )
+
+
+class UnimaxOptions(MixingOptions):
+    unimax: UnimaxSection = Field(default_factory=UnimaxSection)
+
+
 @register_policy("uniform")
-def build_uniform(ctx: PolicyContext, cfg: Any) -> StaticPolicy:
+def build_uniform(ctx: PolicyContext, cfg: MixingOptions) -> StaticPolicy:
+    """w_i = 1/K."""
     k = len(ctx.domains)
     return StaticPolicy(ctx.domains, np.full(k, 1.0 / k), name="uniform")
 
 
 @register_policy("natural")
-def build_natural(ctx: PolicyContext, cfg: Any) -> StaticPolicy:
+def build_natural(ctx: PolicyContext, cfg: MixingOptions) -> StaticPolicy:
+    """w_i = N_i / sum_j N_j (token-proportional)."""
     return StaticPolicy(ctx.domains, ctx.natural_weights, name="natural")
 
 
-@register_policy("temperature")
-def build_temperature(ctx: PolicyContext, cfg: Any) -> StaticPolicy:
-    temperature = getattr(cfg, "temperature", 1.0)
+@register_policy("temperature", TemperatureOptions)
+def build_temperature(ctx: PolicyContext, cfg: TemperatureOptions) -> StaticPolicy:
+    """w_i ∝ natural_i^(1/T) (mixing.temperature = T)."""
     return StaticPolicy(
-        ctx.domains, temperature_weights(ctx.natural_weights, temperature), name="temperature"
+        ctx.domains, temperature_weights(ctx.natural_weights, cfg.temperature), name="temperature"
     )
 
 
-@register_policy("fixed")
-def build_fixed(ctx: PolicyContext, cfg: Any) -> StaticPolicy:
+@register_policy("fixed", FixedOptions)
+def build_fixed(ctx: PolicyContext, cfg: FixedOptions) -> StaticPolicy:
+    """Your weights (mixing.weights or mixing.weights_file), never renormalised silently."""
     return StaticPolicy(ctx.domains, fixed_weights(cfg, ctx.domains), name="fixed")
+
+
+@register_policy("unimax", UnimaxOptions)
+def build_unimax(ctx: PolicyContext, cfg: UnimaxOptions) -> StaticPolicy:
+    """Uniform up to mixing.unimax.max_epochs per domain, surplus to the rest (2304.09151)."""
+    if ctx.budget_tokens <= 0:
+        raise ConfigError("unimax: the run's token budget is unknown (tokens_per_step = 0)")
+    weights = unimax_weights(ctx.train_tokens, ctx.budget_tokens, cfg.unimax.max_epochs)
+    return StaticPolicy(ctx.domains, weights, name="unimax")

@@ -5,7 +5,7 @@ One round (METHODS.md §3):
 1. **Reference.** Train a small model on the reference mixture (``mixing.doremi.
    reference_mixture``: natural or uniform), or reuse ``mixing.doremi.reference``.
 2. **Proxy.** Train a model of the same recipe on *uniform* domain sampling with Group DRO
-   (a :class:`Trainer` with the :class:`GroupDroObjective`). Each step it forwards the proxy
+   (policy ``doremi``, whose trainer objective is ``group_dro``). Each step it forwards the proxy
    and the frozen reference on the same micro-batches, takes the per-token excess
    ``max(l_proxy - l_ref, 0)``, turns its per-domain means into lambda_t, updates alpha_t
    (:class:`~mixlab.mixing.doremi.GroupDRO`) and then back-propagates
@@ -34,7 +34,6 @@ never silently overwritten.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -43,20 +42,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from mixlab.config import DoremiConfig, RunConfig
+from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
 from mixlab.files import write_json
+from mixlab.mixing.base import MixingOptions
 from mixlab.mixing.budget import natural_weights
-from mixlab.mixing.doremi import LAMBDA_INITS, GroupDRO, group_dro_from_config
-from mixlab.model.losses import per_domain_sums, target_mask
+from mixlab.mixing.doremi import DoremiOptions, DoremiProxyPolicy, DoremiSection
+from mixlab.mixing.static import FixedOptions
 from mixlab.tables import text_table
 from mixlab.train.callbacks import Callback, JsonlSink
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import Trainer
-from mixlab.train.objective import Objective
 from mixlab.train.resume import train_in_folder
 from mixlab.train.run_folder import RunFolder
 
@@ -64,33 +62,21 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "doremi_weights.json"
 _TRAJECTORY_KEYS = ("alpha", "avg_alpha", "lambda")  # per step, keyed by domain
-_CHOICES = {
-    "reference_mixture": ("natural", "uniform"),
-    "loss_normalizer": ("per_domain", "token_weighted"),
-    "alpha_timing": ("exact", "lagged"),
-    "proxy_sampling": ("stratified", "random"),
-    "lambda_init": LAMBDA_INITS,
-}
+
+
+def doremi_options(cfg: RunConfig) -> DoremiSection:
+    """``mixing.doremi`` of a ``mixing.name=doremi`` config (ConfigError for another policy)."""
+    if not isinstance(cfg.mixing, DoremiOptions):
+        raise ConfigError(
+            f"mixlab doremi runs mixing.name=doremi (got {cfg.mixing.name!r}); set "
+            "mixing.name: doremi in the recipe (its mixing.doremi section holds the options)"
+        )
+    return cfg.mixing.doremi
 
 
 def validate_doremi(cfg: RunConfig, store: ShardStore) -> None:
-    """Check ``mixing.doremi.*`` up front; errors name the field, value and allowed values."""
-    d = cfg.mixing.doremi
-    for name, allowed in _CHOICES.items():
-        if getattr(d, name) not in allowed:
-            raise ConfigError(
-                f"mixing.doremi.{name}: {getattr(d, name)!r} is not one of {', '.join(allowed)}"
-            )
-    if d.rounds < 1:
-        raise ConfigError(f"mixing.doremi.rounds: must be an integer >= 1, got {d.rounds}")
-    for name in ("reference_steps", "proxy_steps"):
-        if getattr(d, name) < 0:
-            raise ConfigError(
-                f"mixing.doremi.{name}: must be >= 0 (0 = train.max_steps), got {getattr(d, name)}"
-            )
-    if not d.tol >= 0:
-        raise ConfigError(f"mixing.doremi.tol: must be a number >= 0, got {d.tol}")
-    group_dro_from_config(store.domains, cfg.mixing, store.vocab_size)  # eta, smoothing
+    """Check the pipeline's settings up front; errors name the field and what to do."""
+    d = doremi_options(cfg)
     per_step = cfg.train.batch_size * cfg.train.grad_accum
     if d.proxy_sampling == "stratified":
         k = len(store.domains)
@@ -102,113 +88,18 @@ def validate_doremi(cfg: RunConfig, store: ShardStore) -> None:
             )
 
 
-class GroupDroObjective(Objective):
-    """DoReMi's proxy objective: Group DRO on the excess loss over a frozen reference.
-
-    Per step (``alpha_timing=exact``): forward every micro-batch, keep its per-domain loss sums
-    (with graph); with the reference's clipped excess of the whole step, ``dro.update`` turns
-    lambda_t into alpha_t; then back-propagate ``L = sum_i alpha_t,i * mean loss of domain i``
-    (``loss_normalizer=per_domain``) or the token-weighted variant. ``lagged`` weights each
-    micro-batch by alpha_{t-1} and back-propagates it at once (less memory, the release).
-
-    ``sampling`` are the proxy's sampling weights (uniform in DoReMi); alpha reweights the
-    loss, never the sampling. The Group-DRO state is checkpointed with the run.
-    """
-
-    def __init__(
-        self,
-        dro: GroupDRO,
-        reference: str,
-        sampling: np.ndarray,
-        *,
-        loss_normalizer: str = "per_domain",
-        alpha_timing: str = "exact",
-    ) -> None:
-        self.dro = dro
-        self.reference = reference
-        self.sampling = np.asarray(sampling, dtype=np.float64)
-        self.loss_normalizer = loss_normalizer
-        self.exact = alpha_timing == "exact"
-        self._count = torch.zeros(0, dtype=torch.int64)
-        self._alpha_prev = dro.alpha.copy()
-        self._kept: list[torch.Tensor] = []
-
-    @classmethod
-    def from_config(cls, cfg: RunConfig, store: ShardStore) -> GroupDroObjective:
-        d = cfg.mixing.doremi
-        if not d.reference:
-            raise ConfigError("the DoReMi proxy needs mixing.doremi.reference (a run folder)")
-        k = len(store.domains)
-        return cls(
-            group_dro_from_config(store.domains, cfg.mixing, store.vocab_size),
-            str(d.reference),
-            np.full(k, 1.0 / k),
-            loss_normalizer=d.loss_normalizer,
-            alpha_timing=d.alpha_timing,
-        )
-
-    def weighted_loss(
-        self, loss_sum: torch.Tensor, count: torch.Tensor, alpha: np.ndarray
-    ) -> torch.Tensor:
-        """L = sum_i alpha_i * loss_sum_i / n_i (per_domain), or the token-weighted variant.
-
-        ``token_weighted`` (the release) weighs token j by v = alpha_d / s_d (s = sampling
-        weights) and normalises by sum_j v_j. Absent domains (n_i = 0) contribute nothing.
-        """
-        a = torch.as_tensor(alpha, dtype=loss_sum.dtype)
-        present = count > 0
-        if self.loss_normalizer == "per_domain":
-            return (a * loss_sum / count.clamp(min=1)).where(present, 0).sum()
-        s = torch.as_tensor(self.sampling, dtype=loss_sum.dtype)
-        v = (a / s).where(s > 0, 0)
-        return (v * loss_sum).sum() / (v * count).sum().clamp(min=1e-12)
-
-    def begin_step(self, batches: list[dict[str, torch.Tensor]], num_domains: int) -> None:
-        self._count = torch.zeros(num_domains, dtype=torch.int64)  # target tokens per domain
-        for b in batches:
-            self._count.index_add_(0, b["domain_id"], target_mask(b["labels"]).sum(dim=1))
-        self._alpha_prev = self.dro.alpha.copy()
-        self._kept = []
-
-    def micro_batch(
-        self, tok_loss: torch.Tensor, batch: dict[str, torch.Tensor], scale: float
-    ) -> None:
-        k = len(self._count)
-        sums, _ = per_domain_sums(tok_loss, target_mask(batch["labels"]), batch["domain_id"], k)
-        if self.exact:
-            self._kept.append(sums)
-        else:  # lagged: alpha_t-1 is known, so this micro-batch's graph can go now
-            self.weighted_loss(sums, self._count.to(sums.dtype), self._alpha_prev).backward()
-
-    def end_step(self, reference_sums: dict[str, torch.Tensor]) -> None:
-        alpha = self.dro.update(reference_sums["excess_sum"].numpy(), self._count.numpy())
-        if self.exact:
-            total = torch.stack(self._kept).sum(dim=0)
-            self.weighted_loss(total, self._count.to(total.dtype), alpha).backward()
-            self._kept = []
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"group_dro": self.dro.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.dro.load_state_dict(state["group_dro"])
-
-    def log_values(self) -> dict[str, float]:
-        return self.dro.log_values()
-
-
 class AlphaTrajectory(Callback):
     """``alpha_trajectory.jsonl``: alpha_t, avg alpha_t and lambda_t of every proxy step."""
 
-    def __init__(self, dro: GroupDRO, run_dir: str | Path) -> None:
-        self.dro = dro
+    def __init__(self, run_dir: str | Path) -> None:
         self.sink = JsonlSink(RunFolder(run_dir).alpha_trajectory)
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.sink.open(trainer.step)
 
     def on_step_end(self, trainer: Trainer) -> None:
-        state = self.dro.state_dict()
+        assert isinstance(trainer.policy, DoremiProxyPolicy)
+        state = trainer.policy.dro.state_dict()
         self.sink.write({"step": state["step"], **{k: state[k] for k in _TRAJECTORY_KEYS}})
 
     def on_close(self, trainer: Trainer) -> None:
@@ -218,19 +109,16 @@ class AlphaTrajectory(Callback):
 def proxy_trainer(
     cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
 ) -> Trainer:
-    """A :class:`Trainer` whose objective is DoReMi's Group-DRO proxy update.
+    """A :class:`Trainer` of the ``doremi`` proxy policy that also writes its alpha trajectory.
 
-    ``cfg.mixing.name`` sets the sampling distribution (``uniform`` in the pipeline) and
-    ``cfg.mixing.doremi.reference`` the frozen reference run.
+    ``cfg.mixing.doremi.reference`` is the frozen reference run.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
             "mixlab doremi trains its small reference and proxy in one process; run it "
             "without torchrun (the target run may use torchrun)"
         )
-    objective = GroupDroObjective.from_config(cfg, ShardStore(cfg.data.store))
-    trajectory = AlphaTrajectory(objective.dro, run_dir)
-    return Trainer(cfg, run_dir, [trajectory, *callbacks], objective=objective)
+    return Trainer(cfg, run_dir, [AlphaTrajectory(run_dir), *callbacks])
 
 
 # ------------------------------------------------------------------------------ pipeline
@@ -282,12 +170,19 @@ class DoremiResult:
 def run_doremi(
     cfg: RunConfig, out_dir: str | Path, callbacks: Sequence[Callback] = ()
 ) -> DoremiResult:
-    """Reference -> proxy -> weights (-> further rounds) into ``out_dir``; resumable."""
+    """Reference -> proxy -> weights (-> further rounds) into ``out_dir``; resumable.
+
+    ``cfg.mixing`` is ``mixing.name=doremi`` (a plain uniform/natural config is taken as one
+    with default DoReMi options).
+    """
     if not cfg.data.store:
         raise ConfigError("data.store: path of a prepared store is required (mixlab prepare)")
     store = ShardStore(cfg.data.store)
+    if type(cfg.mixing) is MixingOptions:  # uniform/natural have no options to lose
+        cfg = cfg.model_copy(deep=True)
+        cfg.mixing = DoremiOptions(**{**cfg.mixing.model_dump(), "name": "doremi"})
     validate_doremi(cfg, store)
-    d = cfg.mixing.doremi
+    d = doremi_options(cfg)
     out = Path(out_dir).resolve()
     domains = store.domains
     natural = natural_weights(store.train_tokens_per_domain())
@@ -308,8 +203,7 @@ def run_doremi(
         proxy_dir = rdir / "proxy"
         proxy = _proxy_config(cfg, ref_dir)
         train_in_folder(proxy, proxy_dir, proxy_trainer, existing="reuse", callbacks=callbacks)
-        state = load_checkpoint(proxy_dir)
-        dro_state = (state.get("objective") or state["policy"])["group_dro"]  # policy: < 0.2
+        dro_state = load_checkpoint(proxy_dir)["policy"]["group_dro"]
         avg = np.array([dro_state["avg_alpha"][x] for x in domains])
         avg = avg / avg.sum()
         last = np.array([dro_state["alpha"][x] for x in domains])
@@ -339,23 +233,28 @@ _PROXY_FIELDS = (
 
 
 def _reference_config(cfg: RunConfig, mixture: np.ndarray, domains: Sequence[str]) -> RunConfig:
-    ref = copy.deepcopy(cfg)
-    m = ref.mixing
-    m.name, m.weights_file = "fixed", None
-    m.weights = dict(zip(domains, mixture.tolist(), strict=True))  # inline: no path to go stale
-    m.doremi = DoremiConfig()
-    ref.train.max_steps = cfg.mixing.doremi.reference_steps or cfg.train.max_steps
+    ref = cfg.model_copy(deep=True)
+    ref.mixing = FixedOptions(
+        name="fixed",
+        update_every=cfg.mixing.update_every,
+        sampling=cfg.mixing.sampling,
+        weights=dict(zip(domains, mixture.tolist(), strict=True)),  # inline: no path to go stale
+    )
+    ref.train.max_steps = doremi_options(cfg).reference_steps or cfg.train.max_steps
     ref.validate()
     return ref
 
 
 def _proxy_config(cfg: RunConfig, reference: Path) -> RunConfig:
-    proxy = copy.deepcopy(cfg)
-    m, d = proxy.mixing, cfg.mixing.doremi
-    m.name, m.weights, m.weights_file = "uniform", None, None
-    m.sampling = "stratified" if d.proxy_sampling == "stratified" else "mixed"
-    m.doremi = DoremiConfig(
-        reference=str(reference), **{name: getattr(d, name) for name in _PROXY_FIELDS}
+    proxy = cfg.model_copy(deep=True)
+    d = doremi_options(cfg)
+    proxy.mixing = DoremiOptions(
+        name="doremi",
+        update_every=cfg.mixing.update_every,
+        sampling="stratified" if d.proxy_sampling == "stratified" else "mixed",
+        doremi=DoremiSection(
+            reference=str(reference), **{name: getattr(d, name) for name in _PROXY_FIELDS}
+        ),
     )
     proxy.train.max_steps = d.proxy_steps or cfg.train.max_steps
     proxy.validate()
@@ -386,7 +285,7 @@ def _write_weights(
     converged: bool | None = None,
 ) -> None:
     """``{"weights": {domain: avg alpha_T}, ...}``: the format ``mixing.weights_file`` reads."""
-    d = cfg.mixing.doremi
+    d = doremi_options(cfg)
     record: dict[str, Any] = {
         "weights": _named(rnd.weights, domains),
         "round": rnd.round,

@@ -53,6 +53,7 @@ from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.eval.perplexity import EvalResult
 from mixlab.mixing.base import MixingPolicy, PolicyContext, PolicyNeeds, build_policy
+from mixlab.mixing.budget import run_caps
 from mixlab.model.factory import count_parameters
 from mixlab.model.losses import per_domain_sums, token_losses
 from mixlab.model.meco import model_inputs
@@ -65,7 +66,7 @@ from mixlab.train.checkpoint import capture_rng, restore_rng, save_checkpoint
 from mixlab.train.evaluation import RunEvaluator, eval_record
 from mixlab.train.meco import MecoCallback
 from mixlab.train.mixer import Mixer
-from mixlab.train.objective import Objective
+from mixlab.train.objective import build_objective
 from mixlab.train.probes import ModelProbes
 from mixlab.train.reference import ReferenceScorer, clipped_excess_sums
 from mixlab.train.resume import Existing, train_in_folder
@@ -92,16 +93,11 @@ class Trainer:
 
     Under torchrun every rank builds its own Trainer; ``self.dist`` says which rank it is.
     ``self.model`` is what trains (DDP-wrapped or FSDP-sharded), ``self.raw_model`` the
-    Hugging Face module itself. ``objective`` replaces the token-mean loss (DoReMi's proxy).
+    Hugging Face module itself.
     """
 
     def __init__(
-        self,
-        cfg: RunConfig,
-        run_dir: str | Path,
-        callbacks: Sequence[Callback] = (),
-        *,
-        objective: Objective | None = None,
+        self, cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = ()
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -117,20 +113,22 @@ class Trainer:
         self.raw_model = model_from_config(cfg, self.store).to(self.dist.device)
         self.autocast_dtype = resolve_precision(t.precision, self.raw_model)
         self.raw_model.train()
+        tokens_per_step = t.batch_size * t.grad_accum * self.dist.world_size * cfg.data.seq_len
         ctx = PolicyContext(
             domains=self.domains,
             train_tokens=self.store.train_tokens_per_domain(),
             seed=t.seed,
             total_steps=t.max_steps,
+            tokens_per_step=tokens_per_step,
+            vocab_size=self.store.vocab_size,
         )
-        self.policy: MixingPolicy = build_policy(cfg.mixing.name, ctx, cfg.mixing)
-        self.objective = objective or Objective()
+        self.policy: MixingPolicy = build_policy(ctx, cfg.mixing)
         needs = self.policy.needs
-        reference = needs.reference or self.objective.reference
+        self.objective = build_objective(needs.objective, self.policy)
         self.reference: ReferenceScorer | None = None
-        if reference is not None:
+        if needs.reference is not None:
             self.reference = ReferenceScorer(
-                reference, self.store, cfg.data.seq_len, self.dist.device
+                needs.reference, self.store, cfg.data.seq_len, self.dist.device
             )
         # Hooks go on the module itself, before DDP/FSDP wrap it (they see local values).
         self.probes = ModelProbes.for_needs(needs, self.raw_model, len(self.domains))
@@ -151,12 +149,18 @@ class Trainer:
             if cfg.meco.enabled
             else MixtureSampler(self.store, **sampling)
         )
+        caps = None
+        if cfg.mixing.max_epochs is not None:  # epoch caps, whatever the policy
+            caps = run_caps(
+                cfg.mixing.max_epochs, self.domains, ctx.budget_tokens, ctx.train_tokens
+            )
         self.mixer = Mixer(
             self.policy,
             self.sampler,
             dist=self.dist,
             update_every=cfg.mixing.update_every,
             total_steps=t.max_steps,
+            caps=caps,
         )
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -178,19 +182,13 @@ class Trainer:
                 out.append(TensorBoardSink(self.run_dir))
         if isinstance(self.sampler, DocumentSampler):
             out.append(MecoCallback(self.sampler))
-        policy_out = self.cfg.mixing.policy_out
         if needs.exports_policy_file:
             provenance = {
                 "model_params": count_parameters(self.raw_model),
                 "seed": self.cfg.train.seed,
             }
-            path = Path(policy_out) if policy_out else self.folder.policy_file
+            path = Path(needs.policy_file or self.folder.policy_file)
             out.append(PolicyFileExport(path, provenance))
-        elif policy_out:
-            raise ConfigError(
-                f"mixing.policy_out: policy {self.cfg.mixing.name!r} has nothing to export "
-                "here; only acodm writes a policy file, in its training modes"
-            )
         return [*out, *extra]
 
     # ------------------------------------------------------------------ state
@@ -212,7 +210,6 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "policy": self.policy.state_dict(),
-            "objective": self.objective.state_dict(),
             "probes": {} if self.probes is None else self.probes.state_dict(),
             "rng": capture_rng(),
             "elapsed_seconds": self.elapsed,
@@ -236,10 +233,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.policy.load_state_dict(state["policy"])
-        # Before 0.2 the DoReMi proxy's alpha and AC-ODM's weight-norm references were kept in
-        # the policy's state.
-        self.objective.load_state_dict(state.get("objective") or state["policy"])
-        if self.probes is not None:
+        if self.probes is not None:  # before 0.2, AC-ODM's policy state held the references
             self.probes.load_state_dict(state.get("probes") or state["policy"])
         restore_rng(state["rng"])
         self.step = int(state["step"])
@@ -399,8 +393,8 @@ class Trainer:
 
     def _train_record(self, window: TrainWindow) -> dict[str, Any]:
         lr = float(self.scheduler.get_last_lr()[0])
-        record = window.record(self.step, lr, self.sampler, self.policy)
-        record.update({f"mix/{key}": v for key, v in self.objective.log_values().items()})
+        capped = None if self.mixer.caps is None else self.mixer.weights
+        record = window.record(self.step, lr, self.sampler, self.policy, capped)
         for cb in self.callbacks:
             record.update(cb.log_values(self))
         return record

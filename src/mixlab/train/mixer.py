@@ -8,11 +8,16 @@ Every training front end closes the same loop after each optimiser step — mixl
     feedback = Feedback(step, sums ...)
     rank 0:    policy.update(feedback)                         # the mixture learns
     every update_every steps:
-               sampler.set_weights(broadcast(policy.weights()))  # identical on every rank
+               sampler.set_weights(broadcast(capped(policy.weights())))  # same on every rank
 
-Rank 0 owns the policy: only it updates, and it alone writes checkpoints, so other ranks'
-policy objects may lag (they only ever use the broadcast weights). Keys summed over ranks are
-those in :data:`REDUCED`; anything else (weight norms, the same on every rank) passes through.
+``capped`` applies the run's epoch caps (``mixing.max_epochs``, METHODS.md §7): every weight is
+clipped to ``w_d <= E_d N_d / B`` and the surplus handed to the other domains
+(:func:`~mixlab.mixing.budget.clip_to_caps`), so no policy can repeat a domain more than its cap
+over the run.
+
+Rank 0 owns the policy: only it updates, and it alone writes checkpoints, so other ranks' policy
+objects may lag (they only ever use the broadcast weights). Keys summed over ranks are those in
+:data:`REDUCED`; anything else (weight norms, the same on every rank) passes through.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mixlab.mixing.base import Feedback, MixingPolicy
+from mixlab.mixing.budget import clip_to_caps
 from mixlab.train.distributed import DistContext, all_reduce_sum, broadcast_weights
 
 # Feedback arrays that are per-rank sums and must be added up before the policy sees them.
@@ -57,6 +63,7 @@ class Mixer:
         dist: this process among the ranks (a default ``DistContext()`` is one process).
         update_every: steps between reading new weights from the policy.
         total_steps: planned optimiser steps T (``Feedback.total_steps``).
+        caps: (K,) upper bounds on the weights from epoch caps (None = no caps).
     """
 
     def __init__(
@@ -67,14 +74,22 @@ class Mixer:
         dist: DistContext,
         update_every: int,
         total_steps: int,
+        caps: np.ndarray | None = None,
     ) -> None:
         self.policy = policy
         self.sink = sink
+        self.caps = caps
         self.dist = dist
         self.update_every = update_every
         self.total_steps = total_steps
         self.seconds = 0.0  # time in the last step's policy update and broadcast
         self.sums: dict[str, np.ndarray] = {}  # the last step's sums over ranks
+        self.weights = self.capped(policy.weights())  # what the sink draws from
+        sink.set_weights(self.weights)
+
+    def capped(self, weights: np.ndarray) -> np.ndarray:
+        """``weights`` within the epoch caps (unchanged without caps)."""
+        return weights if self.caps is None else clip_to_caps(weights, self.caps)
 
     def reduce(self, sums: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The :data:`REDUCED` arrays among ``sums``, summed over ranks."""
@@ -101,6 +116,7 @@ class Mixer:
         if self.dist.is_main:
             self.policy.update(feedback)  # <- the mixture learns from this step
         if step % self.update_every == 0:
-            self.sink.set_weights(broadcast_weights(self.dist, self.policy.weights()))
+            self.weights = broadcast_weights(self.dist, self.capped(self.policy.weights()))
+            self.sink.set_weights(self.weights)
         self.seconds = time.perf_counter() - start
         return feedback

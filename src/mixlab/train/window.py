@@ -4,7 +4,8 @@ Every ``train.log_every`` steps the loop writes one record averaged over the win
 gradient norm, throughput, time in the mixing policy (and in AC-ODM's gradient capture and
 DoReMi's reference forward), the mixture (``mix/weight/<d>``, ``mix/p_eff/<d>`` with a
 per-domain floor, ``mix/entropy``), the sampler's token accounting (tokens, epochs, achieved vs
-requested shares) and each domain's train loss; with a reference model also the reference loss,
+requested shares), the weights after the epoch caps (``mix/capped/<d>``) and each domain's
+train loss; with a reference model also the reference loss,
 the clipped and unclipped excess per domain and the share of clipped tokens.
 """
 
@@ -52,8 +53,14 @@ class TrainWindow:
         self.policy_seconds += out["policy_seconds"]
 
     def record(
-        self, step: int, lr: float, sampler: MixtureSampler, policy: MixingPolicy
+        self,
+        step: int,
+        lr: float,
+        sampler: MixtureSampler,
+        policy: MixingPolicy,
+        capped: np.ndarray | None = None,
     ) -> dict[str, Any]:
+        """The record; ``capped``: the weights after the epoch caps (``mix/capped/<d>``)."""
         n = max(1, self.steps)
         rec: dict[str, Any] = {
             "step": step,
@@ -74,6 +81,8 @@ class TrainWindow:
         p_eff = sampler.effective_weights() if sampler.floor_per_domain else None
         for i, d in enumerate(self.domains):
             rec[f"mix/weight/{d}"] = float(w[i])
+            if capped is not None:
+                rec[f"mix/capped/{d}"] = float(capped[i])
             if p_eff is not None:
                 rec[f"mix/p_eff/{d}"] = float(p_eff[i])
             if self.token_count[i] > 0:

@@ -4,9 +4,9 @@ and the mid-main-phase checkpoint round trip (next 20 mixtures bit-identical).""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,10 @@ from mixlab.mixing.base import (
     MixingPolicy,
     PolicyContext,
     available_policies,
-    build_policy,
     validate_weights,
 )
 from mixlab.mixing.odm import OdmPolicy
+from tests.helpers import build
 
 DOMAINS = ("a", "b", "c")
 TOKENS = np.array([1, 2, 3])
@@ -48,8 +48,7 @@ def make(
     paths = {key: kw.pop(key, None) for key in ("policy_in", "policy_out")}
     opts = AcodmOptions(**{**SMALL, **kw})
     ctx = PolicyContext(domains, TOKENS[: len(domains)], seed, T)
-    cfg = SimpleNamespace(update_every=update_every, acodm=opts, **paths)
-    policy = build_policy("acodm", ctx, cfg)
+    policy = build("acodm", ctx, update_every=update_every, acodm=opts, **paths)
     assert isinstance(policy, AcodmPolicy)
     return policy
 
@@ -89,7 +88,9 @@ def test_registered_and_loop_facing_attributes() -> None:
     assert needs.gradients.blocks == (-1, -3, -5) and needs.gradients.role == "mlp_down"
     assert needs.weight_norms is not None
     assert needs.weight_norms.depth_points == (0.0, 0.5, 1.0)
-    assert needs.exports_policy_file
+    assert not needs.exports_policy_file
+    exporting = make(policy_out="p.acodm.pt").needs
+    assert exporting.exports_policy_file and exporting.policy_file == "p.acodm.pt"
     assert policy.warmup_steps == 16  # max(2N, 5% of 60)
     np.testing.assert_allclose(policy.weights(), TOKENS / TOKENS.sum())
     assert policy.phase == "warmup" and policy.last_state is None
@@ -306,6 +307,30 @@ def test_option_resolution() -> None:
     assert resolved.depth_points == [0.0, 1.0] and isinstance(resolved.depth_points[0], float)
     default = make()  # no mixing.acodm section at all
     ctx = PolicyContext(DOMAINS, TOKENS, 0, T)
-    bare = build_policy("acodm", ctx, SimpleNamespace(update_every=1))
+    bare = build("acodm", ctx)
     assert isinstance(bare, AcodmPolicy) and bare.opts.hidden == 128
     assert default.opts.hidden == 16
+
+
+def test_non_finite_feedback_never_enters_replay_or_the_networks() -> None:
+    """One NaN used to poison the buffer, then the actor, then silently give uniform weights."""
+    policy = make()
+    rng = np.random.default_rng(0)
+    tw = policy.warmup_steps
+    run(policy, range(1, tw + 5))
+    size = len(policy.agent.buffer)
+    weights = policy.weights()
+    policy.update(dataclasses.replace(feedback(tw + 5, rng), param_norms=np.full(D, np.nan)))
+    assert np.array_equal(policy.weights(), weights)  # no action on a non-finite state
+    assert len(policy.agent.buffer) == size  # and no transition stored
+    assert policy.log_values()["acodm/skipped_nonfinite"] == 1
+    # Non-finite gradients mark their domains absent: the stored reward stays finite.
+    policy.update(dataclasses.replace(feedback(tw + 6, rng), grad_sum=np.full((K, 40), np.inf)))
+    stored = policy.agent.buffer.state_dict()
+    for key in ("s", "a", "r", "s2"):
+        assert torch.isfinite(stored[key]).all(), key
+    later = run(policy, range(tw + 7, tw + 40))
+    assert len(policy.agent.buffer) > size
+    actor = torch.cat([p.detach().flatten() for p in policy.agent.actor.parameters()])
+    assert torch.isfinite(actor).all() and policy.agent.drift()[0] > 0
+    assert not np.allclose(later[-1], np.full(K, 1 / K))  # still learning, not uniform

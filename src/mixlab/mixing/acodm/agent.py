@@ -198,6 +198,7 @@ class DdpgAgent:
         self.buffer = ReplayBuffer(opts.buffer_size, state_dim, num_domains)
         self._actor0, self._critic0 = _flat(self.actor), _flat(self.critic)
         self.updates = 0
+        self.skipped_steps = 0  # optimiser steps skipped for a non-finite gradient
 
     # ------------------------------------------------------------------ replay
     def push(
@@ -300,9 +301,12 @@ class DdpgAgent:
         self._clip_and_step(opt, net)
 
     def _clip_and_step(self, opt: torch.optim.Optimizer, net: nn.Module) -> None:
-        if self.opts.grad_clip > 0:
-            nn.utils.clip_grad_norm_(net.parameters(), self.opts.grad_clip)
-        opt.step()
+        max_norm = self.opts.grad_clip if self.opts.grad_clip > 0 else float("inf")
+        norm = nn.utils.clip_grad_norm_(net.parameters(), max_norm)
+        if torch.isfinite(norm):
+            opt.step()
+        else:  # a non-finite gradient never reaches the network's parameters
+            self.skipped_steps += 1
         opt.zero_grad(set_to_none=True)  # no stale gradients between steps
 
     @torch.no_grad()
@@ -387,6 +391,7 @@ class DdpgAgent:
             actor_init=self._actor0.clone(),
             critic_init=self._critic0.clone(),
             updates=self.updates,
+            skipped_steps=self.skipped_steps,
         )
         return state
 
@@ -400,3 +405,4 @@ class DdpgAgent:
         self._actor0 = state["actor_init"].clone()
         self._critic0 = state["critic_init"].clone()
         self.updates = int(state["updates"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))

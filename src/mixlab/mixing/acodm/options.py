@@ -16,12 +16,13 @@ Network sizes (hidden, n_hidden, tau) are not part of the preset: they are scale
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from mixlab.errors import ConfigError
+from mixlab.schema import Float, Int, Section
 
 MODES = ("auto", "online", "proxy_train", "frozen")
 ROLES = ("mlp_down", "attn_out")
@@ -35,154 +36,106 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 PRESETS = ("acodm_release",)
 
 
-@dataclass
-class AcodmOptions:
+class AcodmOptions(Section):
     """Actor-critic online data mixing (arXiv 2505.23878), policy ``acodm``."""
 
-    mode: str = field(
-        default="auto",
-        metadata={
-            "help": "auto | online (train the actor-critic next to this LM) | proxy_train "
-            "(same, and write the policy file mixing.policy_out, default <run>/policy.acodm.pt) "
-            "| frozen (drive this LM with the actor of mixing.policy_in; no gradient capture, "
-            "no agent updates). auto = frozen if mixing.policy_in is set, proxy_train if "
-            "mixing.policy_out is set, else online. online/proxy_train with mixing.policy_in "
-            "fine-tune the loaded actor (and critic) online."
-        },
+    where: ClassVar[str] = "mixing.acodm"
+
+    mode: str = Field(
+        "auto",
+        description="auto | online (train the actor-critic next to this LM) | proxy_train "
+        "(same, and write the policy file mixing.policy_out, default <run>/policy.acodm.pt) "
+        "| frozen (drive this LM with the actor of mixing.policy_in; no gradient capture, "
+        "no agent updates). auto = frozen if mixing.policy_in is set, proxy_train if "
+        "mixing.policy_out is set, else online. online/proxy_train with mixing.policy_in "
+        "fine-tune the loaded actor (and critic) online.",
     )
-    preset: str | None = field(
-        default=None,
-        metadata={"help": "null | acodm_release: set every release switch of §2.6 at once."},
+    preset: str | None = Field(
+        None, description="null | acodm_release: set every release switch of §2.6 at once."
     )
-    preset_except: list[str] = field(
+    preset_except: list[str] = Field(
         default_factory=list,
-        metadata={"help": "Switch names the preset leaves at your value, e.g. [train_actor]."},
+        description="Switch names the preset leaves at your value, e.g. [train_actor].",
     )
-    hidden: int = field(default=128, metadata={"help": "Width H of actor and critic (128)."})
-    n_hidden: int = field(
-        default=2, metadata={"help": "Hidden [Linear-LayerNorm-ReLU] blocks per network (2)."}
+    hidden: Int = Field(128, description="Width H of actor and critic (128).")
+    n_hidden: Int = Field(2, description="Hidden [Linear-LayerNorm-ReLU] blocks per network (2).")
+    gamma: Float = Field(0.95, description="Discount factor in [0, 1) (0.95).")
+    tau: Float = Field(0.005, description="Soft target update rate in (0, 1] (0.005).")
+    buffer_size: Int = Field(10_000, description="Replay capacity C in transitions, FIFO (10000).")
+    batch_size: Int = Field(32, description="Replay minibatch N, drawn without replacement (32).")
+    updates_per_step: Int = Field(1, description="DDPG updates per agent update (1).")
+    agent_update_every: Int = Field(
+        1, description="Run the agent updates only every k LM steps (cost knob; 1)."
     )
-    gamma: float = field(default=0.95, metadata={"help": "Discount factor in [0, 1) (0.95)."})
-    tau: float = field(
-        default=0.005, metadata={"help": "Soft target update rate in (0, 1] (0.005)."}
+    agent_threads: Int = Field(
+        1,
+        description="torch intra-op threads while the agent computes (its matrices are tiny, "
+        "so thread sync costs more than it saves); restored afterwards; 0 = torch's.",
     )
-    buffer_size: int = field(
-        default=10_000, metadata={"help": "Replay capacity C in transitions, FIFO (10000)."}
+    actor_lr: Float = Field(1e-4, description="Actor AdamW learning rate (1e-4).")
+    critic_lr: Float = Field(1e-3, description="Critic AdamW learning rate (1e-3).")
+    weight_decay: Float = Field(0.0, description="AdamW weight decay of both networks (0).")
+    grad_clip: Float = Field(1.0, description="Max grad norm per network update; 0 disables (1.0).")
+    lr_schedule: str = Field(
+        "constant",
+        description="constant | warmup_cosine (linear warm-up over T_w, cosine to "
+        "min_lr_ratio*lr at T; the release schedule). Default constant.",
     )
-    batch_size: int = field(
-        default=32, metadata={"help": "Replay minibatch N, drawn without replacement (32)."}
+    min_lr_ratio: Float = Field(0.1, description="Final lr / peak lr of warmup_cosine (0.1).")
+    warmup_steps: Int = Field(
+        -1,
+        description="LM steps T_w on the ODM smoothed_mean mixer while replay fills; "
+        "-1 = max(2N, floor(0.05 T)).",
     )
-    updates_per_step: int = field(
-        default=1, metadata={"help": "DDPG updates per agent update (1)."}
+    warmup_alpha: Float = Field(0.5, description="EMA factor of the ODM warm-up mixer (0.5).")
+    exploration: str = Field(
+        "logit_gaussian",
+        description="Noise on the actor's mixture in the training modes: logit_gaussian "
+        "(N(0, sigma^2) on log w) | release (subtract U(0, 1e-3)) | none.",
     )
-    agent_update_every: int = field(
-        default=1,
-        metadata={"help": "Run the agent updates only every k LM steps (cost knob; 1)."},
-    )
-    agent_threads: int = field(
-        default=1,
-        metadata={
-            "help": "torch intra-op threads while the agent computes (its matrices are tiny, "
-            "so thread sync costs more than it saves); restored afterwards; 0 = torch's."
-        },
-    )
-    actor_lr: float = field(default=1e-4, metadata={"help": "Actor AdamW learning rate (1e-4)."})
-    critic_lr: float = field(default=1e-3, metadata={"help": "Critic AdamW learning rate (1e-3)."})
-    weight_decay: float = field(
-        default=0.0, metadata={"help": "AdamW weight decay of both networks (0)."}
-    )
-    grad_clip: float = field(
-        default=1.0, metadata={"help": "Max grad norm per network update; 0 disables (1.0)."}
-    )
-    lr_schedule: str = field(
-        default="constant",
-        metadata={
-            "help": "constant | warmup_cosine (linear warm-up over T_w, cosine to "
-            "min_lr_ratio*lr at T; the release schedule). Default constant."
-        },
-    )
-    min_lr_ratio: float = field(
-        default=0.1, metadata={"help": "Final lr / peak lr of warmup_cosine (0.1)."}
-    )
-    warmup_steps: int = field(
-        default=-1,
-        metadata={
-            "help": "LM steps T_w on the ODM smoothed_mean mixer while replay fills; "
-            "-1 = max(2N, floor(0.05 T))."
-        },
-    )
-    warmup_alpha: float = field(
-        default=0.5, metadata={"help": "EMA factor of the ODM warm-up mixer (0.5)."}
-    )
-    exploration: str = field(
-        default="logit_gaussian",
-        metadata={
-            "help": "Noise on the actor's mixture in the training modes: logit_gaussian "
-            "(N(0, sigma^2) on log w) | release (subtract U(0, 1e-3)) | none."
-        },
-    )
-    frozen_exploration: str = field(
-        default="none", metadata={"help": "Exploration in mode=frozen (none)."}
-    )
-    sigma: float = field(
-        default=0.1, metadata={"help": "Std of the logit_gaussian noise, in nats (0.1)."}
-    )
-    depth_points: list[float] = field(
+    frozen_exploration: str = Field("none", description="Exploration in mode=frozen (none).")
+    sigma: Float = Field(0.1, description="Std of the logit_gaussian noise, in nats (0.1).")
+    depth_points: list[Float] = Field(
         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
-        metadata={
-            "help": "Relative depths q in [0, 1] of the tracked MLP down-projections; block "
-            "b = floor(q (L-1) + 0.5). D = len. Default [0, .25, .5, .75, 1]."
-        },
+        description="Relative depths q in [0, 1] of the tracked MLP down-projections; block "
+        "b = floor(q (L-1) + 0.5). D = len. Default [0, .25, .5, .75, 1].",
     )
-    reward_layers: list[int] = field(
+    reward_layers: list[Int] = Field(
         default_factory=lambda: [-1, -3, -5],
-        metadata={
-            "help": "Blocks whose MLP down-projection gradients form the reward; negative = "
-            "from the end, out-of-range dropped. Default [-1, -3, -5]."
-        },
+        description="Blocks whose MLP down-projection gradients form the reward; negative = "
+        "from the end, out-of-range dropped. Default [-1, -3, -5].",
     )
-    reward_role: str = field(
-        default="mlp_down",
-        metadata={
-            "help": "Which weight matrix of each reward block gives the gradients: mlp_down "
-            "(MLP down-projection, the paper) | attn_out (attention output projection)."
-        },
+    reward_role: str = Field(
+        "mlp_down",
+        description="Which weight matrix of each reward block gives the gradients: mlp_down "
+        "(MLP down-projection, the paper) | attn_out (attention output projection).",
     )
-    reward_weighting: str = field(
-        default="uniform",
-        metadata={"help": "uniform (sum_j A_ij, release) | mixture (sum_j w_j A_ij)."},
+    reward_weighting: str = Field(
+        "uniform", description="uniform (sum_j A_ij, release) | mixture (sum_j w_j A_ij)."
     )
-    critic_output: str = field(
-        default="vector", metadata={"help": "vector (one Q per domain) | scalar."}
+    critic_output: str = Field("vector", description="vector (one Q per domain) | scalar.")
+    train_actor: bool = Field(True, description="Step the actor optimiser (release: false).")
+    actor_objective: str = Field(
+        "weighted", description="weighted (-sum_i a_i Q_i) | mean (-mean_i Q_i, release)."
     )
-    train_actor: bool = field(
-        default=True, metadata={"help": "Step the actor optimiser (release: false)."}
+    critic_grad_leak: bool = Field(
+        False, description="Let the actor loss step the critic, ascent on Q (release: true)."
     )
-    actor_objective: str = field(
-        default="weighted",
-        metadata={"help": "weighted (-sum_i a_i Q_i) | mean (-mean_i Q_i, release)."},
+    warmup_critic_target: str = Field(
+        "td", description="Warm-up critic target: td | r_plus_gamma_r (release)."
     )
-    critic_grad_leak: bool = field(
-        default=False,
-        metadata={"help": "Let the actor loss step the critic, ascent on Q (release: true)."},
+    delta_reference: str = Field(
+        "previous",
+        description="Loss / weight-norm change against: previous step | first (release).",
     )
-    warmup_critic_target: str = field(
-        default="td", metadata={"help": "Warm-up critic target: td | r_plus_gamma_r (release)."}
+    progress_scale: Float = Field(
+        1.0, description="Progress feature = progress_scale * t/T (release 100)."
     )
-    delta_reference: str = field(
-        default="previous",
-        metadata={"help": "Loss / weight-norm change against: previous step | first (release)."},
+    pre_clip: Float | None = Field(
+        None, description="Clamp the raw reward to [-c, c] before z (release 999); null = off."
     )
-    progress_scale: float = field(
-        default=1.0, metadata={"help": "Progress feature = progress_scale * t/T (release 100)."}
-    )
-    pre_clip: float | None = field(
-        default=None,
-        metadata={"help": "Clamp the raw reward to [-c, c] before z (release 999); null = off."},
-    )
-    floor_per_domain: int = field(
-        default=1,
-        metadata={"help": "Micro-batches (sequences) per domain forced every step; 0 = off."},
+    floor_per_domain: Int = Field(
+        1, description="Micro-batches (sequences) per domain forced every step; 0 = off."
     )
 
 
@@ -212,7 +165,7 @@ def apply_release_preset(opts: AcodmOptions) -> AcodmOptions:
     """
     keep = set(opts.preset_except)
     changes = {k: v for k, v in RELEASE_SWITCHES.items() if k not in keep}
-    return dataclasses.replace(opts, **changes)
+    return opts.model_copy(update=changes)
 
 
 def resolve_warmup_steps(warmup_steps: int, batch_size: int, total_steps: int) -> int:
@@ -340,13 +293,14 @@ def resolve_options(
 ) -> AcodmOptions:
     """Validate, resolve the mode and the preset; return a copy with typed lists."""
     validate(opts, num_domains)
-    opts = dataclasses.replace(opts, mode=resolve_mode(opts.mode, policy_in, policy_out))
+    opts = opts.model_copy(update={"mode": resolve_mode(opts.mode, policy_in, policy_out)})
     if opts.preset == "acodm_release":
         opts = apply_release_preset(opts)
         validate(opts, num_domains)
-    return dataclasses.replace(
-        opts,
-        depth_points=[float(q) for q in opts.depth_points],
-        reward_layers=[int(b) for b in opts.reward_layers],
-        preset_except=list(opts.preset_except),
+    return opts.model_copy(
+        update={
+            "depth_points": [float(q) for q in opts.depth_points],
+            "reward_layers": [int(b) for b in opts.reward_layers],
+            "preset_except": list(opts.preset_except),
+        }
     )

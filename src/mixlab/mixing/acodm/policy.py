@@ -33,7 +33,7 @@ What it needs from the trainer (``policy.needs``, :class:`~mixlab.mixing.base.Po
   With the one-backward hook capture ``extras["grad_count"]`` = the divisor that makes
   it the domain's mean gradient (e.g. token counts for summed per-token gradients);
 * ``floor_per_domain`` (forced micro-batches/sequences per domain per step), and
-  ``exports_policy_file`` in the training modes (:meth:`save_policy_file` at each checkpoint).
+  ``exports_policy_file`` in ``proxy_train`` (:meth:`save_policy_file` at each checkpoint).
 
 For the logs: :meth:`log_values` every step, :meth:`eval_log_values` (the K x K gradient
 cosines) at each eval, ``last_state`` (s_t) to replay a run.
@@ -42,14 +42,14 @@ cosines) at each eval, ``last_state`` (s_t) to replay a run.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from mixlab.errors import ConfigError, DataError, ResumeError
 from mixlab.mixing.acodm.agent import DdpgAgent
@@ -60,6 +60,7 @@ from mixlab.mixing.acodm.state import StateBuilder, StateSpec
 from mixlab.mixing.base import (
     Feedback,
     GradientNeeds,
+    MixingOptions,
     PolicyBase,
     PolicyContext,
     PolicyNeeds,
@@ -68,9 +69,7 @@ from mixlab.mixing.base import (
     validate_weights,
 )
 from mixlab.mixing.odm import OdmPolicy
-
-if TYPE_CHECKING:
-    from mixlab.config import MixingConfig
+from mixlab.schema import Str
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +102,7 @@ class AcodmPolicy(PolicyBase):
         seed: int = 0,
         update_every: int = 1,
         policy_file: PolicyFile | None = None,
+        policy_out: str | None = None,
     ) -> None:
         """``opts`` must be resolved (:func:`resolve_options`); ``policy_file`` is required
         for mode=frozen (its actor drives) and optional otherwise (fine-tune from it)."""
@@ -112,6 +112,7 @@ class AcodmPolicy(PolicyBase):
         k = len(self.domains)
         self.opts = opts
         self.update_every = update_every
+        self.policy_out = policy_out  # where proxy_train exports (None: the run folder)
         self.warmup_steps = resolve_warmup_steps(opts.warmup_steps, opts.batch_size, total_steps)
         self.spec = state_spec(opts, k)
         self.builder = StateBuilder(
@@ -130,11 +131,11 @@ class AcodmPolicy(PolicyBase):
         )
         agent_opts = opts
         if policy_file is not None:  # the file decides the network sizes
-            agent_opts = dataclasses.replace(
-                opts, hidden=policy_file.hidden, n_hidden=policy_file.n_hidden
+            agent_opts = opts.model_copy(
+                update={"hidden": policy_file.hidden, "n_hidden": policy_file.n_hidden}
             )
             if opts.mode == "frozen":  # replay is never used
-                agent_opts = dataclasses.replace(agent_opts, buffer_size=1, batch_size=1)
+                agent_opts = agent_opts.model_copy(update={"buffer_size": 1, "batch_size": 1})
         agent_seed = int(np.random.SeedSequence([int(seed), _SEED_SALT]).generate_state(1)[0])
         self.agent = DdpgAgent(self.builder.dim, k, agent_opts, seed=agent_seed)
         if policy_file is not None:
@@ -151,11 +152,12 @@ class AcodmPolicy(PolicyBase):
         self._step = 0
         self._logs: dict[str, float] = {}
         self._gram: np.ndarray | None = None  # K x K of the last step's mean gradients
+        self._skipped_nonfinite = 0  # steps whose state or reward was not finite
 
     # ------------------------------------------------------------------ what the loop reads
     @property
     def needs(self) -> PolicyNeeds:
-        """Weight norms always; gradients and a policy file to export in every mode but frozen."""
+        """Weight norms always; gradients in every mode but frozen; the file in proxy_train."""
         return PolicyNeeds(
             gradients=(
                 None
@@ -164,7 +166,8 @@ class AcodmPolicy(PolicyBase):
             ),
             weight_norms=WeightNormNeeds(self.spec.depth_points, self.opts.delta_reference),
             floor_per_domain=self.opts.floor_per_domain,
-            exports_policy_file=self.opts.mode != "frozen",
+            exports_policy_file=self.opts.mode == "proxy_train",
+            policy_file=self.policy_out,
         )
 
     @property
@@ -196,10 +199,15 @@ class AcodmPolicy(PolicyBase):
         )
         action = self._weights  # a_t: the mixture that drew step t
         warm = t <= self.warmup_steps
+        finite = bool(np.isfinite(state).all())
         if opts.mode != "frozen":
             reward, present = self._reward(feedback, action)
             prev = self._prev_state if self._prev_state is not None else state
-            self.agent.push(prev, action, reward, state, present)
+            transition = (prev, action, reward, state)
+            if all(np.isfinite(x).all() for x in transition):
+                self.agent.push(prev, action, reward, state, present)
+            else:  # never let a non-finite value into replay (it would poison the networks)
+                finite = False
             if t % opts.agent_update_every == 0 and self.agent.ready:
                 stats: dict[str, float] = {}
                 self.agent.set_lr_scale(self._lr_scale(t, int(feedback.total_steps)))
@@ -210,9 +218,16 @@ class AcodmPolicy(PolicyBase):
                 self.agent.hard_update_targets()
         if warm:
             self._odm.update(feedback)
+        if not finite:
+            self._skipped_nonfinite += 1
+            logger.warning(
+                "acodm: non-finite state or reward at step %d: not stored, the mixture is kept", t
+            )
         if t % self.update_every == 0:
             if t < self.warmup_steps:
                 self._weights = self._odm.weights()
+            elif not finite:
+                pass  # acting on a non-finite state would give a meaningless mixture
             else:
                 frozen = opts.mode == "frozen"
                 noise = opts.frozen_exploration if frozen else opts.exploration
@@ -223,7 +238,8 @@ class AcodmPolicy(PolicyBase):
                 )
         if t == self.warmup_steps:
             logger.info("acodm: warm-up over at step %d; the actor drives the mixture now", t)
-        self._prev_state = state
+        if finite:
+            self._prev_state = state
         self._step = t
 
     def _reward(self, feedback: Feedback, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -306,6 +322,8 @@ class AcodmPolicy(PolicyBase):
                 "acodm/phase": 0.0 if self.phase == "warmup" else 1.0,
                 "acodm/buffer_size": float(len(self.agent.buffer)),
                 "acodm/agent_updates": float(self.agent.updates),
+                "acodm/skipped_nonfinite": float(self._skipped_nonfinite),
+                "acodm/skipped_agent_steps": float(self.agent.skipped_steps),
                 "acodm/actor_drift": actor_drift,
                 "acodm/critic_drift": critic_drift,
             }
@@ -317,7 +335,7 @@ class AcodmPolicy(PolicyBase):
         prov = {
             "steps": self._step,
             "mode": self.opts.mode,
-            "options": dataclasses.asdict(self.opts),
+            "options": self.opts.model_dump(),
             **(provenance or {}),
         }
         return save_policy_file(
@@ -345,6 +363,7 @@ class AcodmPolicy(PolicyBase):
             "agent": self.agent.state_dict(),
             "logs": dict(self._logs),
             "gram": None if self._gram is None else self._gram.tolist(),
+            "skipped_nonfinite": self._skipped_nonfinite,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -374,22 +393,36 @@ class AcodmPolicy(PolicyBase):
         self._logs = copy.deepcopy(state["logs"])
         gram = state.get("gram")
         self._gram = None if gram is None else np.array(gram, dtype=np.float64)
+        self._skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
 
 
-@register_policy("acodm")
-def build_acodm(ctx: PolicyContext, cfg: MixingConfig) -> AcodmPolicy:
-    """AC-ODM from ``mixing.acodm`` (an :class:`AcodmOptions`) and ``mixing.update_every``."""
-    k = len(ctx.domains)
-    policy_in = getattr(cfg, "policy_in", None)
-    opts = resolve_options(
-        getattr(cfg, "acodm", None) or AcodmOptions(),
-        k,
-        policy_in=policy_in,
-        policy_out=getattr(cfg, "policy_out", None),
+class AcodmMixing(MixingOptions):
+    acodm: AcodmOptions = Field(default_factory=AcodmOptions)
+    policy_out: Str | None = Field(
+        None,
+        description="Write the learned actor to this file at each checkpoint and at the end (a "
+        "portable *.acodm.pt for a bigger target run).",
     )
-    every = getattr(cfg, "update_every", 1)
-    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
-        raise ConfigError(f"mixing.update_every: must be an integer >= 1, got {every!r}")
+    policy_in: Str | None = Field(
+        None,
+        description="Start from a saved policy file (drive this run with a proxy's actor, "
+        "frozen unless mixing.acodm.mode=online).",
+    )
+
+
+@register_policy("acodm", AcodmMixing)
+def build_acodm(ctx: PolicyContext, cfg: AcodmMixing) -> AcodmPolicy:
+    """AC-ODM: a DDPG actor maps the training state to the mixture (arXiv 2505.23878)."""
+    k = len(ctx.domains)
+    policy_in = cfg.policy_in
+    opts = resolve_options(cfg.acodm, k, policy_in=policy_in, policy_out=cfg.policy_out)
+    if opts.mode == "frozen" and cfg.policy_out:
+        raise ConfigError(
+            "mixing.policy_out: a frozen acodm run (mixing.policy_in) trains no actor, so there "
+            "is nothing to export; drop mixing.policy_out or set mixing.acodm.mode=online to "
+            "fine-tune the loaded actor"
+        )
+    every = cfg.update_every
     if not np.asarray(ctx.train_tokens).sum() > 0:
         raise DataError("acodm: the store has no training tokens, so natural weights are undefined")
     policy_file = None
@@ -403,4 +436,5 @@ def build_acodm(ctx: PolicyContext, cfg: MixingConfig) -> AcodmPolicy:
         seed=ctx.seed,
         update_every=every,
         policy_file=policy_file,
+        policy_out=cfg.policy_out,
     )

@@ -1,0 +1,73 @@
+"""Mixture search from a swarm of small runs: propose -> (train) -> fit -> judge -> optimise.
+
+The numerical core of ``mixlab search`` (issue 15; METHODS.md §7). Pure functions on numpy
+arrays: no config, training loop, store or files here.
+
+```
+prior p0, epoch caps u  --propose.propose_mixtures-->  swarm mixtures R (n, K)
+R  --one small proxy run each (the caller's runner)-->  per-domain validation losses Y (n, D)
+(R, Y)  --law.build_law(name).fit-->  L(r): mixture -> (D,) losses
+        --validate.cross_validate / verdict-->  held-out R^2, Spearman rho, recommend or not
+L  --optimize.optimize_mixture-->  argmin objective(L(w)) + lam KL(w || p0), w <= u
+(R, Y)  --bootstrap.bootstrap-->  intervals on the predictions and the spread of the optimum
+```
+
+:func:`search_mixture` runs fit -> judge -> optimise -> bootstrap in one call. Papers: RegMix
+(arXiv 2407.01492), Data Mixing Laws (arXiv 2403.16952), olmix (arXiv 2602.12237), UniMax
+(arXiv 2304.09151, in :mod:`mixlab.mixing.budget` with the epoch caps).
+"""
+
+from __future__ import annotations
+
+from mixlab.search.bootstrap import BootstrapResult, bootstrap
+from mixlab.search.law import (
+    DifferentiableLaw,
+    FittedLaw,
+    FittedLinear,
+    FittedLogLinear,
+    GBMLaw,
+    LinearLaw,
+    LogLinearLaw,
+    MixingLaw,
+    available_laws,
+    build_law,
+    check_swarm,
+)
+from mixlab.search.objective import OBJECTIVES, Objective, make_objective
+from mixlab.search.optimize import Candidate, OptimizeResult, kl_divergence, optimize_mixture
+from mixlab.search.propose import Proposals, default_swarm_size, propose_mixtures
+from mixlab.search.recommend import SearchResult, search_mixture
+from mixlab.search.validate import CrossValidation, Verdict, cross_validate, r2_score, verdict
+
+__all__ = [
+    "OBJECTIVES",
+    "BootstrapResult",
+    "Candidate",
+    "CrossValidation",
+    "DifferentiableLaw",
+    "FittedLaw",
+    "FittedLinear",
+    "FittedLogLinear",
+    "GBMLaw",
+    "LinearLaw",
+    "LogLinearLaw",
+    "MixingLaw",
+    "Objective",
+    "OptimizeResult",
+    "Proposals",
+    "SearchResult",
+    "Verdict",
+    "available_laws",
+    "bootstrap",
+    "build_law",
+    "check_swarm",
+    "cross_validate",
+    "default_swarm_size",
+    "kl_divergence",
+    "make_objective",
+    "optimize_mixture",
+    "propose_mixtures",
+    "r2_score",
+    "search_mixture",
+    "verdict",
+]

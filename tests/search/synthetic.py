@@ -1,0 +1,35 @@
+"""A known log-linear mixing law and noisy swarms drawn from it, for the search tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TrueLaw:
+    """``L_i(r) = c_i + k_i exp(t_i . r)``: each domain's own share lowers its loss most."""
+
+    c: np.ndarray  # (D,)
+    k: np.ndarray  # (D,)
+    t: np.ndarray  # (D, K)
+
+    def __call__(self, mixtures: np.ndarray) -> np.ndarray:
+        r = np.atleast_2d(mixtures)
+        return np.asarray(self.c + self.k * np.exp(r @ self.t.T))
+
+
+def true_law(n_domains: int, seed: int = 0) -> TrueLaw:
+    rng = np.random.default_rng(seed)
+    t = -np.diag(rng.uniform(1.0, 3.0, n_domains)) + rng.normal(0, 0.2, (n_domains, n_domains))
+    return TrueLaw(c=rng.uniform(1.5, 3.0, n_domains), k=rng.uniform(0.5, 1.5, n_domains), t=t)
+
+
+def swarm(
+    law: TrueLaw, n: int, *, noise: float = 0.005, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` flat-Dirichlet mixtures and their losses plus Gaussian noise of std ``noise``."""
+    rng = np.random.default_rng(seed)
+    x = rng.dirichlet(np.ones(law.t.shape[1]), size=n)
+    return x, law(x) + rng.normal(0, noise, (n, law.t.shape[0]))
