@@ -399,8 +399,8 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
                     f"{swhere}: unknown key(s) search.{', search.'.join(sorted(unknown))}; "
                     f"valid: {', '.join(sorted(_SEARCH_KEYS))}"
                 )
-        name = _check_name(s["name"], swhere)
-        stages.append(StageSpec(name, kind, _overrides(s, swhere), search))
+        stage_name = _check_name(s["name"], swhere)
+        stages.append(StageSpec(stage_name, kind, _overrides(s, swhere), search))
     if len({s.name for s in stages}) != len(stages):
         raise ConfigError(f"{where}: stage names must be unique")
     return RunSpec(name, _overrides(raw, where), tuple(stages))
