@@ -180,3 +180,26 @@ def test_search_end_to_end_resumes_refuses_and_refits(tiny_store: Path, tmp_path
     code = main(["search", str(spec_path), "--out", str(out)])
     assert code == (0 if outcome.recommended else 3)
     assert main(["search", str(spec_path), "--out", str(out), "--allow-unrecommended"]) == 0
+
+
+def test_fit_swarm_recommends_the_optimum_of_a_clear_law(tiny_store: Path, tmp_path: Path) -> None:
+    from mixlab.search.run import fit_swarm
+    from mixlab.search.summary import format_outcome
+    from tests.search.synthetic import true_law, write_finished_swarm
+
+    spec = _spec(tiny_store, swarm={"runs": 16, "max_epochs": None, "corners": True})
+    plan = plan_search(parse_search_spec(spec))
+    law = true_law(4, seed=2)
+    write_finished_swarm(plan, tmp_path, law)
+    outcome = fit_swarm(plan, tmp_path)
+    assert outcome.recommended and outcome.weights is not None
+    chosen = np.array([outcome.weights[d] for d in plan.domains])
+    assert law(chosen).mean() < law(plan.prior).mean()  # better than the prior, truly
+    record = outcome.record
+    assert record is not None and record["budget"]["swarm_seconds"] == 2.0 * len(plan.names)
+    assert record["prior_objective"] == pytest.approx(
+        np.mean(list(record["prior_predicted"].values()))
+    )
+    text = format_outcome(outcome)
+    assert "verdict: recommended" in text and "runner-ups:" in text
+    assert f"mixing.weights_file={tmp_path / WEIGHTS_NAME}" in text
