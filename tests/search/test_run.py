@@ -203,3 +203,15 @@ def test_fit_swarm_recommends_the_optimum_of_a_clear_law(tiny_store: Path, tmp_p
     text = format_outcome(outcome)
     assert "verdict: recommended" in text and "runner-ups:" in text
     assert f"mixing.weights_file={tmp_path / WEIGHTS_NAME}" in text
+
+
+def test_shipped_specs_plan(tiny_store: Path) -> None:
+    from mixlab.search.spec import load_search_spec
+
+    specs = sorted((Path(__file__).parents[2] / "configs" / "search").glob("*.yaml"))
+    assert specs
+    for path in specs:
+        # the tiny store is far smaller than the demo store: loosen the caps
+        spec = load_search_spec(path, [f"base.data.store={tiny_store}", "swarm.max_epochs=40"])
+        plan = plan_search(spec)
+        assert plan.subsample < 1 and len(plan.names) >= 3 * len(plan.domains)
