@@ -134,7 +134,7 @@ def test_subsampled_run_trains_on_the_subset_and_refuses_another_on_resume(tiny_
     trainer = train(cfg, tmp_path / "half")
     kept = trainer.train_data.train_tokens_per_domain()
     full = trainer.store.train_tokens_per_domain()
-    assert (kept < full).all() and (kept >= 0.5 * full).all()
+    assert (kept < full).all() and np.allclose(kept / full, 0.5, atol=0.05)
     served = trainer.sampler.tokens_served()
     last = [r for r in read_metrics(tmp_path / "half") if "train/loss" in r][-1]
     for i, d in enumerate(trainer.domains):  # epochs are relative to the subsample

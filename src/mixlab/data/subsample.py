@@ -12,11 +12,12 @@ Why (METHODS.md §7; arXiv 2606.07597)
 Which documents
     Document ``i`` of domain ``d`` gets the key ``h_i = splitmix64(k_d + (i + 1) * phi)``, a
     64-bit hash of ``(subsample_seed, d, i)`` (``k_d`` = blake2b of the seed and the domain
-    name, ``phi`` the 64-bit golden ratio). Documents are taken in increasing key order until
-    they hold at least ``f * N_d`` tokens (at least one document). The order does not depend on
-    ``f``, so subsets are *nested* (``f < f'`` gives a subset of ``f'``'s) and every run with
-    the same seed sees the same documents whatever its mixture, model or training seed.
-    Whole documents only: the subsample holds ``f * N_d`` tokens up to one document.
+    name, ``phi`` the 64-bit golden ratio). Documents are taken in increasing key order, as
+    many as brings their token count closest to ``f * N_d`` (at least one document). The order
+    does not depend on ``f``, so subsets are *nested* (``f < f'`` gives a subset of ``f'``'s)
+    and every run with the same seed sees the same documents whatever its mixture, model or
+    training seed. Whole documents only: the subsample holds ``f * N_d`` tokens up to half a
+    document.
 
 An index, never a copy
     :class:`SubsampledStore` presents the selected documents of the ``train`` split, in store
@@ -72,8 +73,9 @@ def select_documents(
 ) -> np.ndarray:
     """Sorted indices of the documents of the subsample (see the module docstring).
 
-    ``lengths`` are the documents' token counts; the result holds at least ``fraction`` of
-    their sum (at least one document when there is any).
+    ``lengths`` are the documents' token counts; the result holds the prefix of the hash order
+    whose token count is closest to ``fraction`` of their sum (ties: the larger; at least one
+    document when there is any).
     """
     if not 0 < fraction <= 1:
         raise ConfigError(f"data.subsample: must be in (0, 1], got {fraction}")
@@ -84,7 +86,9 @@ def select_documents(
         return np.arange(n.size, dtype=np.int64)
     order = np.argsort(document_keys(seed, domain, n.size), kind="stable")
     held = np.cumsum(n[order])
-    count = int(np.searchsorted(held, fraction * float(held[-1]), side="left")) + 1
+    target = fraction * float(held[-1])
+    k = int(np.searchsorted(held, target, side="left"))  # the first k + 1 docs reach it
+    count = k if k > 0 and target - held[k - 1] < held[k] - target else k + 1
     return np.sort(order[: min(count, n.size)])
 
 
