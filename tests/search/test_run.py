@@ -92,6 +92,9 @@ def test_plan_errors_name_the_field(tiny_store: Path) -> None:
     long_windows["base"]["data"]["seq_len"] = 512  # longer than any one document
     with pytest.raises(ConfigError, match=r"data\.seq_len \+ 1 = 513"):  # subsample too small
         plan_search(parse_search_spec(long_windows))
+    weighted = {"objective": "weighted", "objective_weights": {"web": 1.0}}
+    with pytest.raises(ConfigError, match=r"fit\.objective_weights: web"):
+        plan_search(parse_search_spec(_spec(tiny_store, fit=weighted)))
     with pytest.raises(ConfigError, match=r"swarm\.runs"):
         plan_search(parse_search_spec(_spec(tiny_store, swarm={"runs": 0})))
 

@@ -236,7 +236,7 @@ def plan_search(spec: SearchSpec) -> SearchPlan:
         f"{i:0{width}d}-{_UNSAFE.sub('_', label.replace('/', '-'))}"
         for i, label in enumerate(proposals.labels)
     )
-    return SearchPlan(
+    plan = SearchPlan(
         spec=spec,
         domains=domains,
         domain_tokens=n_tokens,
@@ -253,6 +253,8 @@ def plan_search(spec: SearchSpec) -> SearchPlan:
         proposals=proposals,
         names=names,
     )
+    _objective(plan)  # fit.objective_weights must name evaluation domains: fail before training
+    return plan
 
 
 def _kept_tokens(store: Any, domain: str, fraction: float, seed: int) -> float:
