@@ -73,7 +73,7 @@ def runs_vs_plain(work: Path, base: dict, args: argparse.Namespace) -> None:
     from mixlab.comparison.runner import run_suite
     from mixlab.comparison.suite import Suite
     from mixlab.config import RunConfig
-    from mixlab.search.run import plan_search
+    from mixlab.search.plan import plan_search
     from mixlab.search.spec import parse_search_spec
 
     proxy_tokens = args.steps * args.batch_size * args.seq_len
@@ -159,7 +159,7 @@ def sampler_throughput(store_path: Path, args: argparse.Namespace) -> None:
 
 def fit_seconds(base: dict, args: argparse.Namespace) -> None:
     from mixlab.search import search_mixture
-    from mixlab.search.run import plan_search
+    from mixlab.search.plan import plan_search
     from mixlab.search.spec import parse_search_spec
 
     proxy_tokens = args.steps * args.batch_size * args.seq_len

@@ -10,7 +10,8 @@ import pytest
 from mixlab.cli import main
 from mixlab.report import load_records, write_report
 from mixlab.report.search import is_search_folder, load_search_section
-from mixlab.search.run import fit_swarm, plan_search
+from mixlab.search.plan import plan_search
+from mixlab.search.run import fit_swarm
 from mixlab.search.spec import parse_search_spec
 from tests.conftest import tiny_run_config
 from tests.report.conftest import make_fake_suite

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.conftest import tiny_run_config
+
 
 @dataclass(frozen=True)
 class TrueLaw:
@@ -55,3 +57,23 @@ def write_finished_swarm(plan: Any, out: Path, law: TrueLaw, *, noise: float = 0
             runs.append({"method": name, "seed": seed, "dir": f"{name}/seed{seed}",
                          "status": "done", "seconds": 2.0, "stages": []})  # fmt: skip
     (swarm_dir / "suite.json").write_text(json.dumps({"version": 1, "runs": runs}))
+
+
+PROXY_STEPS = 6
+
+
+def tiny_spec(store: Path, **sections: dict) -> dict:
+    """A search spec for the tiny store: 6-step proxies, a 4x target (subsample 0.25), 4 runs."""
+    base = tiny_run_config(
+        store, max_steps=PROXY_STEPS, eval_every=0, checkpoint_every=3, log_every=3
+    )
+    raw: dict = {
+        "name": "tiny-search",
+        "base": base,
+        "target": {"max_steps": 4 * PROXY_STEPS},
+        "swarm": {"runs": 3, "corners": False, "prior": "uniform", "max_epochs": 4},
+        "fit": {"bootstrap": 5},
+    }
+    for key, value in sections.items():  # target is replaced, the other sections updated
+        raw[key] = value if key == "target" else {**raw.get(key, {}), **value}
+    return raw

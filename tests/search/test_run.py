@@ -18,90 +18,20 @@ import yaml
 
 from mixlab.cli import main
 from mixlab.comparison.runner import COST_NAME
-from mixlab.comparison.suite import run_tokens
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
-from mixlab.mixing.budget import epochs, unimax_weights
 from mixlab.mixing.static import read_weights_file
-from mixlab.search.run import (
-    PLAN_NAME,
-    SWARM_DIR,
-    SWARM_NAME,
-    WEIGHTS_NAME,
-    plan_search,
-    run_search,
-)
+from mixlab.search.plan import plan_search
+from mixlab.search.run import PLAN_NAME, SWARM_DIR, SWARM_NAME, WEIGHTS_NAME, run_search
 from mixlab.search.spec import parse_search_spec
 from tests.conftest import tiny_run_config
-
-PROXY_STEPS = 6
-
-
-def _spec(store: Path, **sections: dict) -> dict:
-    base = tiny_run_config(
-        store, max_steps=PROXY_STEPS, eval_every=0, checkpoint_every=3, log_every=3
-    )
-    raw: dict = {
-        "name": "tiny-search",
-        "base": base,
-        "target": {"max_steps": 4 * PROXY_STEPS},
-        "swarm": {"runs": 3, "corners": False, "prior": "uniform", "max_epochs": 4},
-        "fit": {"bootstrap": 5},
-    }
-    for key, value in sections.items():  # target is replaced, the other sections updated
-        raw[key] = value if key == "target" else {**raw.get(key, {}), **value}
-    return raw
-
-
-def test_plan_matches_repetition_and_respects_caps(tiny_store: Path) -> None:
-    plan = plan_search(parse_search_spec(_spec(tiny_store)))
-    proxy = RunConfig.from_dict(_spec(tiny_store)["base"])
-    assert plan.proxy_tokens == run_tokens(proxy) and plan.target_tokens == 4 * plan.proxy_tokens
-    assert plan.subsample == pytest.approx(0.25)
-    # the proxies repeat every domain about as often as the target (whole documents)
-    assert np.allclose(plan.proxy_epochs(plan.prior), plan.target_epochs(plan.prior), rtol=0.1)
-    assert len(plan.names) == 4 and plan.names[0] == "0-prior"
-    suite = plan.suite()
-    assert suite.seeds == [0] and [r.name for r in suite.runs] == list(plan.names)
-    settings = dict(suite.runs[1].overrides)
-    assert settings["mixing.name"] == "fixed" and settings["data.subsample"] == plan.subsample
-    assert settings["train.eval_every"] == 0
-    assert sum(settings["mixing.weights"].values()) == pytest.approx(1.0)
-
-    # tight caps: every proposal stays within them at the target budget
-    tight = plan_search(
-        parse_search_spec(_spec(tiny_store, swarm={"max_epochs": 0.1, "prior": "unimax"}))
-    )
-    n = ShardStore(tiny_store).train_tokens_per_domain()
-    assert np.allclose(tight.prior, unimax_weights(n, tight.target_tokens, 0.1))
-    for w in tight.proposals.weights:
-        assert (epochs(w, tight.target_tokens, n) <= 0.1 + 1e-9).all()
-    off = plan_search(parse_search_spec(_spec(tiny_store, swarm={"repetition_matching": False})))
-    assert off.subsample == 1.0
-
-
-def test_plan_errors_name_the_field(tiny_store: Path) -> None:
-    with pytest.raises(ConfigError, match=r"swarm\.max_epochs: nope"):
-        plan_search(parse_search_spec(_spec(tiny_store, swarm={"max_epochs": {"nope": 2}})))
-    with pytest.raises(ConfigError, match=r"eval\.domains: web"):
-        plan_search(parse_search_spec(_spec(tiny_store, eval={"domains": ["web"]})))
-    with pytest.raises(ConfigError, match="max_epochs"):  # the caps cannot fill the target
-        plan_search(parse_search_spec(_spec(tiny_store, swarm={"max_epochs": 1e-4})))
-    long_windows = _spec(tiny_store, target={"tokens": 10**9}, swarm={"max_epochs": None})
-    long_windows["base"]["data"]["seq_len"] = 512  # longer than any one document
-    with pytest.raises(ConfigError, match=r"data\.seq_len \+ 1 = 513"):  # subsample too small
-        plan_search(parse_search_spec(long_windows))
-    weighted = {"objective": "weighted", "objective_weights": {"web": 1.0}}
-    with pytest.raises(ConfigError, match=r"fit\.objective_weights: web"):
-        plan_search(parse_search_spec(_spec(tiny_store, fit=weighted)))
-    with pytest.raises(ConfigError, match=r"swarm\.runs"):
-        plan_search(parse_search_spec(_spec(tiny_store, swarm={"runs": 0})))
+from tests.search.synthetic import tiny_spec
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_store: Path, tmp_path: Path) -> None:
     lines: list[str] = []
-    outcome = run_search(_spec(tiny_store), tmp_path / "s", dry_run=True, echo=lines.append)
+    outcome = run_search(tiny_spec(tiny_store), tmp_path / "s", dry_run=True, echo=lines.append)
     text = "\n".join(lines)
     assert "4 mixtures x 1 proxy seed(s) = 4 proxy runs" in text
     assert "data.subsample = 768 / 3,072 = 0.25" in text
@@ -113,7 +43,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_store: Path, tmp_path: 
 def test_search_end_to_end_resumes_refuses_and_refits(tiny_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "search"
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(_spec(tiny_store)))
+    spec_path.write_text(yaml.safe_dump(tiny_spec(tiny_store)))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     cmd = [sys.executable, "-m", "mixlab", "search", str(spec_path), "--out", str(out)]
     proc = subprocess.Popen(
@@ -190,7 +120,7 @@ def test_fit_swarm_recommends_the_optimum_of_a_clear_law(tiny_store: Path, tmp_p
     from mixlab.search.summary import format_outcome
     from tests.search.synthetic import true_law, write_finished_swarm
 
-    spec = _spec(tiny_store, swarm={"runs": 16, "max_epochs": None, "corners": True})
+    spec = tiny_spec(tiny_store, swarm={"runs": 16, "max_epochs": None, "corners": True})
     plan = plan_search(parse_search_spec(spec))
     law = true_law(4, seed=2)
     write_finished_swarm(plan, tmp_path, law)
@@ -206,15 +136,3 @@ def test_fit_swarm_recommends_the_optimum_of_a_clear_law(tiny_store: Path, tmp_p
     text = format_outcome(outcome)
     assert "verdict: recommended" in text and "runner-ups:" in text
     assert f"mixing.weights_file={tmp_path / WEIGHTS_NAME}" in text
-
-
-def test_shipped_specs_plan(tiny_store: Path) -> None:
-    from mixlab.search.spec import load_search_spec
-
-    specs = sorted((Path(__file__).parents[2] / "configs" / "search").glob("*.yaml"))
-    assert specs
-    for path in specs:
-        # the tiny store is far smaller than the demo store: loosen the caps
-        spec = load_search_spec(path, [f"base.data.store={tiny_store}", "swarm.max_epochs=40"])
-        plan = plan_search(spec)
-        assert plan.subsample < 1 and len(plan.names) >= 3 * len(plan.domains)

@@ -3,8 +3,9 @@
 The numerical core of ``mixlab search`` (issue 15; METHODS.md §7) is pure functions on numpy
 arrays (propose, law, objective, validate, optimize, bootstrap, recommend): no config, training
 loop, store or files there. The driver is apart: :mod:`~mixlab.search.spec` (the search spec),
-:mod:`~mixlab.search.run` (:func:`~mixlab.search.run.run_search`: plan, train the proxy swarm
-through the suite runner with repetition matching, fit, write ``search_weights.json``),
+:mod:`~mixlab.search.plan` (budgets, epoch caps, prior, proposals, repetition-matched subsample),
+:mod:`~mixlab.search.run` (:func:`~mixlab.search.run.run_search`: train the proxy swarm through
+the suite runner, fit, write ``search_weights.json``),
 :mod:`~mixlab.search.summary` (what it prints) and :mod:`~mixlab.search.cli`.
 
 ```

@@ -22,7 +22,8 @@ import numpy as np
 from mixlab.report.summary import fmt_tokens, text_table
 
 if TYPE_CHECKING:
-    from mixlab.search.run import SearchOutcome, SearchPlan
+    from mixlab.search.plan import SearchPlan
+    from mixlab.search.run import SearchOutcome
 
 Rows = tuple[list[str], list[list[str]]]
 
