@@ -28,9 +28,16 @@ def test_plan_matches_repetition_and_respects_caps(tiny_store: Path) -> None:
     suite = plan.suite()
     assert suite.seeds == [0] and [r.name for r in suite.runs] == list(plan.names)
     settings = dict(suite.runs[1].overrides)
-    assert settings["mixing.name"] == "fixed" and settings["data.subsample"] == plan.subsample
+    assert settings["mixing"]["name"] == "fixed" and settings["data.subsample"] == plan.subsample
     assert settings["train.eval_every"] == 0
-    assert sum(settings["mixing.weights"].values()) == pytest.approx(1.0)
+    assert sum(settings["mixing"]["weights"].values()) == pytest.approx(1.0)
+    # another policy's settings in the base do not reach the proxies; the sampling mode does
+    raw = tiny_spec(tiny_store)
+    raw["base"]["mixing"] = {"name": "odm", "sampling": "stratified", "odm": {"alpha": 0.5}}
+    (job, *_) = plan_search(parse_search_spec(raw)).suite().plan("/tmp/never-written")
+    mixing = job.main.config.to_dict()["mixing"]
+    assert mixing["name"] == "fixed" and (mixing.get("odm") or {}).get("alpha") != 0.5
+    assert job.main.config.mixing.sampling == "stratified"
 
     # tight caps: every proposal stays within them at the target budget
     tight = plan_search(

@@ -92,14 +92,19 @@ class SearchPlan:
         return {d: float(v) for d, v in zip(names or self.domains, values, strict=True)}
 
     def suite(self) -> Suite:
-        """The swarm as a suite: one method per proposal, the proxy seeds as seeds."""
+        """The swarm as a suite: one method per proposal, the proxy seeds as seeds.
+
+        Each run's ``mixing`` section is replaced by ``{name: fixed, weights: ...}`` (keeping
+        the base's ``sampling`` mode), so settings of another policy in the base cannot leak
+        into the proxies.
+        """
+        base_mixing = self.spec.base.get("mixing") or {}
+        kept = {k: base_mixing[k] for k in ("sampling",) if k in base_mixing}
         runs = [
             RunSpec(
                 name,
                 (
-                    ("mixing.name", "fixed"),
-                    ("mixing.weights", self.named(w)),
-                    ("mixing.weights_file", None),
+                    ("mixing", {**kept, "name": "fixed", "weights": self.named(w)}),
                     ("data.subsample", self.subsample),
                     ("train.eval_every", self.spec.eval.every),
                 ),
