@@ -19,6 +19,7 @@ from pathlib import Path
 from mixlab import __version__
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.files import write_json
+from mixlab.search.cli import add_parser as add_search_parser
 
 log = logging.getLogger("mixlab")
 
@@ -34,6 +35,7 @@ typical use:
   mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
   mixlab compare configs/suites/example.yaml --set data.store=shards --out runs/suite
   mixlab report runs/suite         # report.html / report.md / results.json
+  mixlab search configs/search/demo.yaml --out runs/search   # a mixture from a proxy swarm
   mixlab demo                      # every method compared on the built-in demo corpus
 """
 
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_mix(sub)
     _add_demo(sub)
+    add_search_parser(sub)
     return parser
 
 
