@@ -11,8 +11,9 @@ The data flow, one folder per stage::
     mixlab.comparison (suites of runs, seeds) --> mixlab.report (tables, plots, HTML)
 
 ``mixlab.compare(suite_file, out)`` runs a comparison suite and returns its summary (see
-:func:`mixlab.comparison.compare`). Nothing runs at import time; heavy modules (torch,
-transformers) load when first used.
+:func:`mixlab.comparison.compare`); ``mixlab.run_search(spec_file, out)`` searches a mixture
+from a swarm of small repetition-matched proxy runs (see :func:`mixlab.search.run.run_search`).
+Nothing runs at import time; heavy modules (torch, transformers) load when first used.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "compare"]
+__all__ = ["__version__", "compare", "run_search"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from mixlab.comparison import compare
 
         return compare
+    if name == "run_search":
+        from mixlab.search.run import run_search
+
+        return run_search
     raise AttributeError(f"module 'mixlab' has no attribute {name!r}")

@@ -147,3 +147,49 @@ def test_interrupted_compare_resumes(tmp_path: Path, tiny_store: Path, dead_pid:
     steps = [r["step"] for r in read_metrics(out / "uniform" / "seed0") if "train/loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 150
     assert json.loads((out / MANIFEST_NAME).read_text())["runs"][0]["status"] == "done"
+
+
+@pytest.mark.slow  # five processes (~1 min on 2 busy cores); the search itself: tests/search
+def test_search_stage_runs_its_swarm_and_feeds_the_main_run(
+    tmp_path: Path, tiny_store: Path
+) -> None:
+    raw = tiny_suite(tiny_store, max_steps=4, eval_every=0, checkpoint_every=2)
+    raw["include_baselines"] = False
+    raw["baseline"] = "search"
+    raw["runs"] = [
+        {
+            "name": "search",
+            "stages": [
+                {
+                    "name": "swarm",
+                    "kind": "search",
+                    "search": {
+                        "target": {"max_steps": 16},
+                        "swarm": {"runs": 2, "corners": False, "prior": "uniform"},
+                        "fit": {"bootstrap": 0},
+                        "allow_unrecommended": True,
+                    },
+                }
+            ],
+            "set": {
+                "mixing.name": "fixed",
+                "mixing.weights_file": "{stage:swarm}/search_weights.json",
+            },
+        }
+    ]
+    out = tmp_path / "suite"
+    manifest = json.loads(run_suite(parse_suite(raw), out, echo=lambda _: None).read_text())
+    (run,) = manifest["runs"]
+    (stage,) = run["stages"]
+    assert run["status"] == "done" and stage["kind"] == "search"
+    assert stage["tokens"] == 3 * 4 * 8 * 32  # the swarm's three proxies
+    folder = out / stage["dir"]
+    weights = json.loads((folder / "search_weights.json").read_text())["weights"]
+    swarm = json.loads((folder / "swarm" / MANIFEST_NAME).read_text())
+    assert len(swarm["runs"]) == 3 and all(r["status"] == "done" for r in swarm["runs"])
+    main_metrics = [r for r in read_metrics(out / run["dir"]) if "train/loss" in r]
+    for domain, w in weights.items():
+        assert main_metrics[-1][f"mix/weight/{domain}"] == pytest.approx(w)
+    lines: list[str] = []
+    run_suite(parse_suite(raw), out, echo=lines.append)
+    assert sum("finished before" in line for line in lines) == 2

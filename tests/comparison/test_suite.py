@@ -132,3 +132,65 @@ def test_shipped_suites_parse() -> None:
         suite = load_suite(path)
         assert {"uniform", "natural"} <= set(suite.methods)
         assert suite.plan("/tmp/x", overrides=["data.store=/tmp/s"])
+
+
+def search_suite(**stage: object) -> dict:
+    return {
+        "name": "s",
+        "base": {**BASE, "train": {"max_steps": 400, "batch_size": 8}},
+        "seeds": [0, 1],
+        "include_baselines": False,
+        "runs": [
+            {
+                "name": "search",
+                "stages": [
+                    {
+                        "name": "swarm",
+                        "kind": "search",
+                        "set": {"train.max_steps": 50},
+                        **stage,
+                    }
+                ],
+                "set": {
+                    "mixing.name": "fixed",
+                    "mixing.weights_file": "{stage:swarm}/search_weights.json",
+                },
+            }
+        ],
+        "baseline": "search",
+    }
+
+
+def test_search_stage_targets_the_main_run_and_seeds_its_swarm(tmp_path: Path) -> None:
+    suite = parse_suite(search_suite(search={"swarm": {"runs": 5}, "fit": {"law": "linear"}}))
+    jobs = suite.plan(tmp_path)
+    job = jobs[1]
+    (stage,) = job.stages
+    assert stage.kind == "search" and stage.search is not None
+    spec = stage.search
+    assert spec["target"] == {"max_steps": 400, "tokens_per_step": 8 * 32}
+    assert spec["base"] == stage.config.to_dict() and spec["base"]["train"]["max_steps"] == 50
+    assert spec["swarm"]["runs"] == 5 and spec["swarm"]["proxy_seeds"] == [1]
+    assert spec["swarm"]["seed"] == 1 and spec["fit"]["law"] == "linear"
+    assert not stage.allow_unrecommended
+    assert job.main.config.mixing.weights_file == str(stage.dir / "search_weights.json")
+    own = parse_suite(
+        search_suite(search={"target": {"tokens": 10**6}, "allow_unrecommended": True})
+    ).plan(tmp_path)[0]
+    assert own.stages[0].search["target"] == {"tokens": 10**6}
+    assert own.stages[0].allow_unrecommended
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ({"kind": "train", "search": {"swarm": {}}}, "need kind: search"),
+        ({"search": {"swarms": {}}}, "search.swarms"),
+        ({"search": [1]}, "'search' must map"),
+        ({"search": {"swarm": {"prior": "zipf"}}}, "swarm.prior"),
+    ],
+)
+def test_search_stage_errors_name_the_stage(tmp_path: Path, stage: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_suite(search_suite(**stage), source="s.yaml").plan(tmp_path)
+    assert "s.yaml" in str(info.value)

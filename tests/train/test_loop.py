@@ -119,3 +119,34 @@ def test_lr_schedule_shape():
     assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
     mid = lr_factor(55, 10, 100, 0.1)
     assert 0.1 < mid < 1.0
+
+
+def test_subsampled_run_trains_on_the_subset_and_refuses_another_on_resume(tiny_store, tmp_path):
+    from mixlab.train.loop import Trainer
+
+    cfg = _cfg(tiny_store, max_steps=6, eval_every=0, log_every=3)
+    cfg.data.subsample = 0.5
+    cfg.validate()
+    trainer = train(cfg, tmp_path / "half")
+    kept = trainer.train_data.train_tokens_per_domain()
+    full = trainer.store.train_tokens_per_domain()
+    assert (kept < full).all() and np.allclose(kept / full, 0.5, atol=0.05)
+    served = trainer.sampler.tokens_served()
+    last = [r for r in read_metrics(tmp_path / "half") if "train/loss" in r][-1]
+    for i, d in enumerate(trainer.domains):  # epochs are relative to the subsample
+        assert last[f"domain/{d}/epochs"] == pytest.approx(served[i] / kept[i])
+    assert np.isfinite(json_eval(tmp_path / "half")["eval/mean_ppl"])
+
+    state = load_checkpoint(tmp_path / "half")
+    assert state["sampler"]["subsample"] == {"fraction": 0.5, "seed": 0}
+    for fraction, seed in ((0.25, 0), (0.5, 1), (1.0, 0)):
+        other = _cfg(tiny_store, max_steps=6, eval_every=0)
+        other.data.subsample, other.data.subsample_seed = fraction, seed
+        with pytest.raises(ResumeError, match="subsample"):
+            Trainer(other, tmp_path / f"other-{fraction}-{seed}").load_state_dict(state)
+
+
+def json_eval(run_dir) -> dict:
+    import json
+
+    return json.loads((run_dir / "eval.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixlab.errors import ConfigError
-from mixlab.train.run_folder import RunFolder, first_difference, next_action
+from mixlab.train.run_folder import RunFolder, differences, first_difference, next_action
 
 
 def test_paths_are_the_documented_names_inside_the_folder() -> None:
@@ -26,6 +26,7 @@ def test_paths_are_the_documented_names_inside_the_folder() -> None:
         "eval_modes": "eval_modes.json",
         "lm_eval": "lm_eval.json",
         "planned_config": "planned_config.yaml",
+        "search_spec": "search_spec.yaml",
         "run_log": "run.log",
         "cost": "cost.json",
         "partial_cost": "cost.partial.json",
@@ -59,5 +60,9 @@ def test_other_settings_are_refused_naming_the_first_differing_field() -> None:
         r"\(mixing\.odm\.eta: 0\.1 there, 0\.2 now\); delete it$",
     ):
         next_action("runs/a", PLAN, other, finished=True, hint="delete it")
-    assert first_difference(PLAN, PLAN) == ""
+    assert first_difference(PLAN, PLAN) == "" and differences(PLAN, PLAN) == []
+    assert differences(PLAN, other) == [
+        "mixing.odm.eta: 0.1 there, 0.2 now",
+        "train.max_steps: 12 there, 9 now",
+    ]
     assert first_difference({"a": 1}, {"a": 1, "b": {"c": 2}}) == "b: None there, {'c': 2} now"

@@ -23,6 +23,7 @@ from mixlab.engines import cli as export_mix
 from mixlab.errors import MixlabError
 from mixlab.interrupt import terminate_as_interrupt
 from mixlab.report import cli as report
+from mixlab.search import cli as search
 
 __all__ = ["build_parser", "main"]
 
@@ -38,6 +39,7 @@ typical use:
   mixlab doremi --config configs/doremi.yaml --set data.store=shards --out runs/doremi
   mixlab compare configs/suites/example.yaml --set data.store=shards --out runs/suite
   mixlab report runs/suite         # report.html / report.md / results.json
+  mixlab search configs/search/demo.yaml --out runs/search   # a mixture from a proxy swarm
   mixlab demo                      # every method compared on the built-in demo corpus
 """
 
@@ -82,4 +84,5 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     export_mix.add_parser(sub)
     demo.add_parser(sub)
+    search.add_parser(sub)
     return parser

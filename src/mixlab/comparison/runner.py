@@ -1,16 +1,19 @@
 """Run a suite: every (method, seed) job, its stages then its main run, resumably.
 
-Each stage and main run is its own ``mixlab train`` (or ``mixlab doremi``) process. That keeps
-runs isolated (a crash or an out-of-memory kill costs one run, not the suite), lets
-``jobs > 1`` run them side by side (two single-thread runs give ~31% more total throughput than
-one two-thread run on a 2-core machine), and gives each run its own wall-clock and peak RSS
-(``os.wait4``), which the report puts next to each result as its cost.
+Each stage and main run is its own ``mixlab train`` (or ``mixlab doremi`` / ``mixlab search``)
+process. That keeps runs isolated (a crash or an out-of-memory kill costs one run, not the
+suite), lets ``jobs > 1`` run them side by side (two single-thread runs give ~31% more total
+throughput than one two-thread run on a 2-core machine), and gives each run its own wall-clock
+and peak RSS (``os.wait4``), which the report puts next to each result as its cost. The same
+runner trains the proxy swarm of ``mixlab search`` (:mod:`mixlab.search.run` hands it a suite
+built in code: one method per mixture).
 
 Folders, under the suite's output folder::
 
     suite.json                      manifest: methods, seeds, status and cost of every run
     <method>/seed<k>/               the main run (a normal run folder: mixlab eval works on it)
-    <method>/seed<k>/stages/<name>/ its stages (DoReMi reference + proxy, AC-ODM proxy, ...)
+    <method>/seed<k>/stages/<name>/ its stages (DoReMi reference + proxy, AC-ODM proxy, a
+                                    search's swarm: itself a suite folder, see mixlab.search.run)
 
 Each folder also gets ``planned_config.yaml`` (the config the suite asked for), ``run.log``
 (the process's output) and, once it finished, ``cost.json``. Re-running the same suite skips
@@ -36,10 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mixlab.comparison.suite import Job, Step, Suite, run_tokens
 from mixlab.config import RunConfig, read_yaml_mapping
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.files import remove_stale_temporaries, write_json
+from mixlab.files import remove_stale_temporaries, write_json, write_text
 from mixlab.interrupt import terminate_as_interrupt
 from mixlab.train.run_folder import Action, RunFolder, next_action
 
@@ -200,8 +205,13 @@ class _StepError(Exception):
 
 
 def _command(step: Step, resume: bool) -> list[str]:
-    """``mixlab doremi`` (which resumes its own runs) or ``mixlab train [--resume]``."""
+    """``mixlab search`` / ``mixlab doremi`` (which resume their own runs) or ``mixlab train
+    [--resume]``."""
     plan = str(step.folder.planned_config)
+    if step.kind == "search":
+        spec = str(step.folder.search_spec)
+        cmd = [sys.executable, "-m", "mixlab", "search", spec, "--out", str(step.dir)]
+        return cmd + (["--allow-unrecommended"] if step.allow_unrecommended else [])
     if step.kind == "doremi":
         return [sys.executable, "-m", "mixlab", "doremi", "--config", plan, "--out", str(step.dir)]
     cmd = [sys.executable, "-m", "mixlab", "train", "--config", plan, "--out", str(step.dir)]
@@ -217,6 +227,8 @@ def _execute(
     remove_stale_temporaries(step.dir)
     folder = step.folder
     step.config.save(folder.planned_config)
+    if step.search is not None:
+        write_text(folder.search_spec, yaml.safe_dump(step.search, sort_keys=False))
     partial = _read_json(folder.partial_cost) or {}
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="15")
     if threads is not None and step.config.train.threads == 0:
@@ -275,8 +287,8 @@ def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
 
 
 def _tokens(step: Step) -> int:
-    """Tokens trained: one config's budget, or every training of a DoReMi stage."""
-    if step.kind != "doremi":
+    """Tokens trained: one config's budget, or every training of a DoReMi or search stage."""
+    if step.kind == "train":
         return step.tokens
     return sum(
         run_tokens(RunConfig.from_dict(read_yaml_mapping(f)))
@@ -312,7 +324,7 @@ def _action(step: Step) -> Action:
 
 def _has_progress(step: Step) -> bool:
     """Whether the folder holds a checkpoint (a run that failed before its first has none)."""
-    if step.kind == "doremi":
+    if step.kind != "train":
         return any(step.dir.rglob(RunFolder.CHECKPOINT))
     return step.folder.checkpoint.exists()
 

@@ -24,13 +24,26 @@ A suite is a YAML file (``configs/suites/example.yaml``; the demo's is
             set: {model.preset: llama-tiny, mixing.name: acodm,
                   mixing.policy_out: "{dir}/policy.acodm.pt"}
         set: {mixing.name: acodm, mixing.policy_in: "{stage:proxy}/policy.acodm.pt"}
+      - name: search                  # mixture search from a swarm of proxy runs
+        stages:
+          - name: swarm
+            kind: search
+            set: {train.max_steps: 60}            # the proxy: base + set
+            search: {swarm: {runs: 12, max_epochs: 4}, fit: {law: loglinear}}
+        set: {mixing.name: fixed, mixing.weights_file: "{stage:swarm}/search_weights.json"}
 
 Each run's config is ``base_config`` + ``base`` + the run's (or stage's) ``set`` with
 ``train.seed`` set to the seed. ``set`` values that are strings may hold placeholders:
 ``{dir}`` (this run's or stage's folder), ``{stage:NAME}`` (a stage's folder of the same run
 and seed), ``{seed}`` and ``{suite}`` (the suite's output folder). Stage kinds: ``train`` (a
-``mixlab train`` run, the default) and ``doremi`` (``mixlab doremi``: reference + proxy ->
-``doremi_weights.json``).
+``mixlab train`` run, the default), ``doremi`` (``mixlab doremi``: reference + proxy ->
+``doremi_weights.json``) and ``search`` (``mixlab search``: a swarm of proxy runs ->
+``search_weights.json``). A ``search`` stage's config (base + its ``set``) is the proxy run;
+its ``search`` mapping holds the other sections of a search spec (``swarm``, ``fit``, ``eval``,
+``allow_unrecommended``; see :mod:`mixlab.search.spec`). Its ``target`` defaults to the budget
+of the job's main run, ``swarm.proxy_seeds`` to ``[seed]`` and ``swarm.seed`` to the seed, so
+each seed of the suite runs its own swarm (for one shared search, run ``mixlab search`` once
+and give its weights file to a plain run).
 
 ``uniform`` and ``natural`` are always part of a suite (METHODS.md §5's mandatory baselines):
 they are added when missing unless ``include_baselines: false``.
@@ -59,7 +72,7 @@ from mixlab.train.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
-STAGE_KINDS = ("train", "doremi")
+STAGE_KINDS = ("train", "doremi", "search")
 BASELINES = ("uniform", "natural")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PLACEHOLDER = re.compile(r"\{(dir|seed|suite|stage:[A-Za-z0-9_.-]+)\}")
@@ -74,7 +87,8 @@ _SUITE_KEYS = {
     "include_baselines",
 }
 _RUN_KEYS = {"name", "set", "stages"}
-_STAGE_KEYS = {"name", "kind", "set"}
+_STAGE_KEYS = {"name", "kind", "set", "search"}
+_SEARCH_KEYS = {"target", "swarm", "fit", "eval", "allow_unrecommended"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class StageSpec:
     name: str
     kind: str = "train"
     overrides: tuple[tuple[str, Any], ...] = ()
+    search: Mapping[str, Any] | None = None  # kind search: the spec's other sections
 
 
 @dataclass(frozen=True)
@@ -100,9 +115,11 @@ class Step:
     """One process to run: a stage or the main run of a job, with its resolved config."""
 
     name: str  # "main" or the stage name
-    kind: str  # "train" | "doremi"
+    kind: str  # "train" | "doremi" | "search"
     dir: Path
     config: RunConfig
+    search: dict[str, Any] | None = None  # kind search: the whole search spec (base = config)
+    allow_unrecommended: bool = False  # kind search: go on when the fit is not trusted
 
     @property
     def tokens(self) -> int:
@@ -187,8 +204,12 @@ class Suite:
                 jdir = root / run.name / f"seed{seed}"
                 stage_dirs = {s.name: jdir / "stages" / s.name for s in run.stages}
                 where = f"{self.source}: run {run.name!r}"
-                stages = tuple(
-                    self._step(
+                main = self._step(
+                    "main", "train", jdir, run.overrides, overrides, seed, root, stage_dirs, where
+                )
+                stages = []
+                for s in run.stages:
+                    step = self._step(
                         s.name,
                         s.kind,
                         stage_dirs[s.name],
@@ -199,12 +220,12 @@ class Suite:
                         stage_dirs,
                         f"{where}, stage {s.name!r}",
                     )
-                    for s in run.stages
-                )
-                main = self._step(
-                    "main", "train", jdir, run.overrides, overrides, seed, root, stage_dirs, where
-                )
-                jobs.append(Job(run.name, seed, jdir, stages, main))
+                    if s.kind == "search":
+                        spec = _search_spec(s, step, main, seed, f"{where}, stage {s.name!r}")
+                        allow = bool((s.search or {}).get("allow_unrecommended", False))
+                        step = Step(step.name, step.kind, step.dir, step.config, spec, allow)
+                    stages.append(step)
+                jobs.append(Job(run.name, seed, jdir, tuple(stages), main))
         return jobs
 
     def _step(
@@ -232,6 +253,27 @@ class Suite:
         except MixlabError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         return Step(name, kind, folder, cfg)
+
+
+def _search_spec(stage: StageSpec, step: Step, main: Step, seed: int, where: str) -> dict[str, Any]:
+    """The search spec of a ``search`` stage: its config is the proxy, the target defaults to
+    the main run's budget, the swarm to this seed; checked now so errors name the stage."""
+    from mixlab.search.spec import merge_mappings, parse_search_spec
+
+    options = copy.deepcopy(dict(stage.search or {}))
+    options.pop("allow_unrecommended", None)
+    t = main.config.train
+    per_step = t.batch_size * t.grad_accum * main.config.data.seq_len
+    raw: dict[str, Any] = {
+        "name": f"{stage.name}-seed{seed}",
+        "base": step.config.to_dict(),
+        "target": {"max_steps": t.max_steps, "tokens_per_step": per_step},
+        "swarm": {"seed": seed, "proxy_seeds": [seed]},
+    }
+    if "target" in options:
+        raw["target"] = options.pop("target")
+    merge_mappings(raw, options)
+    return parse_search_spec(raw, source=where).to_dict()
 
 
 def _fill(
@@ -351,7 +393,20 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
         kind = str(s.get("kind", "train"))
         if kind not in STAGE_KINDS:
             raise ConfigError(f"{swhere}: kind {kind!r}; valid: {', '.join(STAGE_KINDS)}")
-        stages.append(StageSpec(_check_name(s["name"], swhere), kind, _overrides(s, swhere)))
+        search = s.get("search")
+        if search is not None and kind != "search":
+            raise ConfigError(f"{swhere}: 'search' options need kind: search (got {kind})")
+        if search is not None:
+            if not isinstance(search, dict):
+                raise ConfigError(f"{swhere}: 'search' must map spec sections (swarm, fit, ...)")
+            unknown = set(search) - _SEARCH_KEYS
+            if unknown:
+                raise ConfigError(
+                    f"{swhere}: unknown key(s) search.{', search.'.join(sorted(unknown))}; "
+                    f"valid: {', '.join(sorted(_SEARCH_KEYS))}"
+                )
+        stage_name = _check_name(s["name"], swhere)
+        stages.append(StageSpec(stage_name, kind, _overrides(s, swhere), search))
     if len({s.name for s in stages}) != len(stages):
         raise ConfigError(f"{where}: stage names must be unique")
     return RunSpec(name, _overrides(raw, where), tuple(stages))

@@ -30,6 +30,11 @@ The summary (printed, and in every file) has one row per method, the baseline fi
 plus a cost table (s/step and peak RSS vs the natural run, in %), a per-domain perplexity
 table and per-seed steps-to-target.
 
+A folder written by `mixlab search` (search_weights.json + swarm.json) gets a search report:
+held-out fit diagnostics and the verdict, chosen vs prior weights with the epochs each makes at
+the target budget, proxy compute vs the target's, and a swarm scatter of measured vs held-out
+predicted loss per domain. A suite with `search` stages gets the same as extra sections.
+
 Written to --out: report.html (self-contained: inline CSS, images embedded), report.md with
 figures/*.png (validation curves, per-domain perplexity, mixture weights over training,
 achieved vs requested shares and per-domain epochs, AC-ODM critic/actor/Q/reward when
@@ -41,6 +46,7 @@ examples:
   mixlab report runs/demo                          # a suite folder -> runs/demo/report/
   mixlab report runs/uniform runs/natural runs/odm --baseline uniform --out report/
   mixlab report runs/demo --metric natural_ppl     # steps-to-target on the pooled loss
+  mixlab report runs/search                        # a mixlab search folder
 """
 
 
@@ -79,14 +85,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def default_out(first: str | Path) -> Path:
     """``<suite>/report`` for a suite folder, ``<parent>/report`` for a run folder."""
     from mixlab.comparison.runner import MANIFEST_NAME
+    from mixlab.report.search import is_search_folder
 
     path = Path(first)
-    return path / "report" if (path / MANIFEST_NAME).is_file() else path.parent / "report"
+    own = (path / MANIFEST_NAME).is_file() or is_search_folder(path)
+    return path / "report" if own else path.parent / "report"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mixlab.report import load_records, summarize, write_report
+    from mixlab.report.search import is_search_folder
 
+    searches = [p for p in args.paths if is_search_folder(p)]
+    if searches:
+        return _search_report(args, searches)
     records = load_records(args.paths)
     out = Path(args.out) if args.out else default_out(args.paths[0])
     metric = args.metric or next((r.suite_metric for r in records if r.suite_metric), "mean_ppl")
@@ -96,4 +108,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     print()
     for name in ("html", "markdown", "json"):
         print(f"wrote {paths[name]}")
+    return 0
+
+
+def _search_report(args: argparse.Namespace, folders: list[str]) -> int:
+    """``mixlab report`` on ``mixlab search`` folders: their search sections on one page."""
+    from mixlab.errors import ConfigError
+    from mixlab.files import write_bytes, write_text
+    from mixlab.report.html import FIGURES_DIR, render_sections_html, render_sections_md
+    from mixlab.report.search import load_search_section
+    from mixlab.report.summary import text_table
+
+    if len(folders) != len(args.paths):
+        raise ConfigError(
+            "mixlab report: give either search folders (from mixlab search) or run/suite "
+            "folders, not both; a suite's search stages are reported with the suite"
+        )
+    sections = [
+        load_search_section(f, key=str(i) if len(folders) > 1 else "")
+        for i, f in enumerate(folders, 1)
+    ]
+    out = Path(args.out) if args.out else default_out(folders[0])
+    (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    for section in sections:
+        print(f"{section.title}\n{section.intro}")
+        for caption, header, rows in section.tables[:2]:
+            print(f"\n{caption}\n{text_table(header, rows)}")
+        print()
+        for fig in section.figures:
+            write_bytes(out / FIGURES_DIR / f"{fig.name}.png", fig.png)
+    title = args.title if args.title != "mixlab report" else "mixlab search report"
+    write_text(out / "report.html", render_sections_html(sections, title=title))
+    write_text(out / "report.md", render_sections_md(sections, title=title))
+    print(f"wrote {out / 'report.html'}")
+    print(f"wrote {out / 'report.md'}")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from mixlab.report.plots import Figure
 from mixlab.report.records import RunRecord
@@ -25,6 +26,20 @@ from mixlab.report.summary import Summary, metric_key
 from mixlab.tables import markdown_table
 
 FIGURES_DIR = "figures"
+
+
+@dataclass(frozen=True)
+class Section:
+    """An extra part of a report (a mixture search, ...): intro, tables and figures.
+
+    ``tables`` are ``(caption, header, rows)``; figure names must be unique in the report.
+    """
+
+    title: str
+    intro: str = ""
+    tables: Sequence[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
+    figures: Sequence[Figure] = field(default_factory=list)
+
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2330;
@@ -64,6 +79,7 @@ def render_html(
     records: Sequence[RunRecord],
     *,
     title: str = "mixlab report",
+    sections: Sequence[Section] = (),
 ) -> str:
     """The whole report as one HTML page with no external resources."""
     e = html.escape
@@ -99,10 +115,33 @@ def render_html(
             f'<figure><img alt="{e(fig.title)}" src="data:image/png;base64,{data}">',
             f'<figcaption><p class="caption">{e(fig.caption)}</p></figcaption></figure>',
         ]
+    for section in sections:
+        body += _section_html(section)
     body += ["<h2>Runs</h2>", _html_table(*run_rows(records, summary.metric))]
     if summary.notes:
         items = "".join(f"<li>{e(n)}</li>" for n in summary.notes)
         body += ["<h2>Notes</h2>", f'<ul class="notes">{items}</ul>']
+    return _page(title, body)
+
+
+def render_sections_html(sections: Sequence[Section], *, title: str) -> str:
+    """A self-contained page of sections only (e.g. ``mixlab report`` on a search folder)."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        body += _section_html(section)
+    return _page(title, body)
+
+
+def render_sections_md(sections: Sequence[Section], *, title: str) -> str:
+    """The markdown twin of :func:`render_sections_html`."""
+    parts = [f"# {title}"]
+    for section in sections:
+        parts += ["", _section_markdown(section)]
+    return "\n".join(parts) + "\n"
+
+
+def _page(title: str, body: Sequence[str]) -> str:
+    e = html.escape
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -112,18 +151,50 @@ def render_html(
     )
 
 
+def _section_html(section: Section) -> list[str]:
+    e = html.escape
+    out = [f"<h2>{e(section.title)}</h2>"]
+    if section.intro:
+        out.append(f"<p>{e(section.intro)}</p>")
+    for caption, header, rows in section.tables:
+        out += [f"<h3>{e(caption)}</h3>", _html_table(header, rows)]
+    for fig in section.figures:
+        data = base64.b64encode(fig.png).decode("ascii")
+        out += [
+            f"<h3>{e(fig.title)}</h3>",
+            f'<figure><img alt="{e(fig.title)}" src="data:image/png;base64,{data}">',
+            f'<figcaption><p class="caption">{e(fig.caption)}</p></figcaption></figure>',
+        ]
+    return out
+
+
+def _section_markdown(section: Section) -> str:
+    parts = [f"## {section.title}"]
+    if section.intro:
+        parts += ["", section.intro]
+    for caption, header, rows in section.tables:
+        parts += ["", f"### {caption}", "", markdown_table(header, rows)]
+    for fig in section.figures:
+        parts += ["", f"### {fig.title}", "", f"![{fig.title}]({FIGURES_DIR}/{fig.name}.png)", ""]
+        parts.append(fig.caption)
+    return "\n".join(parts)
+
+
 def render_markdown(
     summary: Summary,
     figures: Sequence[Figure],
     records: Sequence[RunRecord],
     *,
     title: str = "mixlab report",
+    sections: Sequence[Section] = (),
 ) -> str:
     """``report.md``: the tables, then the figures as ``figures/<name>.png`` links."""
     parts = [f"# {title}", "", _intro(summary, records), "", summary.markdown().rstrip()]
     for fig in figures:
         parts += ["", f"## {fig.title}", "", f"![{fig.title}]({FIGURES_DIR}/{fig.name}.png)", ""]
         parts.append(fig.caption)
+    for section in sections:
+        parts += ["", _section_markdown(section)]
     parts += ["", "## Runs", "", markdown_table(*run_rows(records, summary.metric))]
     return "\n".join(parts) + "\n"
 

@@ -52,6 +52,7 @@ class StageCost:
     seconds: float | None
     tokens: float | None
     peak_rss_mb: float | None
+    dir: Path | None = None  # the stage's folder (a search stage's results live there)
 
 
 @dataclass
@@ -252,6 +253,7 @@ def _load_suite(folder: Path) -> list[RunRecord]:
                 seconds=_opt_float(s.get("seconds"), None),
                 tokens=_opt_float(s.get("tokens"), None),
                 peak_rss_mb=_opt_float(s.get("peak_rss_mb"), None),
+                dir=folder / str(s["dir"]) if s.get("dir") else None,
             )
             for s in entry.get("stages") or []
             if isinstance(s, dict)

@@ -3,7 +3,8 @@
 :func:`write_report` summarises the runs (:func:`mixlab.report.summary.summarize`), draws the
 figures once (:func:`mixlab.report.plots.build_figures`) and writes:
 
-* ``report.html`` — self-contained (inline CSS, images as data URIs);
+* ``report.html`` — self-contained (inline CSS, images as data URIs); a suite with ``search``
+  stages gets a section per search (:mod:`mixlab.report.search`);
 * ``report.md`` — the same tables, images as ``figures/<name>.png`` next to it;
 * ``results.json`` — :meth:`Summary.to_dict` plus ``title`` and ``runs`` (per-run metadata:
   folder, status, eval steps, cost, final eval), for programs. No NaN: null.
@@ -36,12 +37,15 @@ def write_report(
 ) -> dict[str, Path]:
     """Write the report files into ``out_dir``; returns {"html", "markdown", "json",
     "figures"} -> path. Raises what :func:`summarize` raises (ConfigError, DataError)."""
+    from mixlab.report.search import search_sections
+
     summary = summarize(records, baseline=baseline, metric=metric)
     figures = build_figures(records, summary)
+    sections = search_sections(records)
     out = Path(out_dir)
     fig_dir = out / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for fig in figures:
+    for fig in [*figures, *(f for s in sections for f in s.figures)]:
         write_bytes(fig_dir / f"{fig.name}.png", fig.png)
     paths = {
         "html": out / HTML_NAME,
@@ -49,10 +53,18 @@ def write_report(
         "json": out / RESULTS_NAME,
         "figures": fig_dir,
     }
-    write_text(paths["html"], render_html(summary, figures, records, title=title))
-    write_text(paths["markdown"], render_markdown(summary, figures, records, title=title))
+    write_text(
+        paths["html"], render_html(summary, figures, records, title=title, sections=sections)
+    )
+    write_text(
+        paths["markdown"],
+        render_markdown(summary, figures, records, title=title, sections=sections),
+    )
     results = results_dict(summary, records, title=title)
-    results["figures"] = [f"{FIGURES_DIR}/{fig.name}.png" for fig in figures]
+    results["figures"] = [
+        f"{FIGURES_DIR}/{fig.name}.png"
+        for fig in [*figures, *(f for s in sections for f in s.figures)]
+    ]
     write_json(paths["json"], results)
     return paths
 

@@ -71,6 +71,7 @@ from mixlab.sampling.sampler import _LABEL_STREAM, MixtureSampler, TokenSource
 if TYPE_CHECKING:
     from mixlab.config import RunConfig
     from mixlab.data.store import ShardStore
+    from mixlab.data.subsample import SubsampledStore
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,11 @@ class DocumentSampler(MixtureSampler):
 
     @classmethod
     def from_config(
-        cls, cfg: RunConfig, store: ShardStore, model: torch.nn.Module, **kwargs: Any
+        cls,
+        cfg: RunConfig,
+        store: ShardStore | SubsampledStore,
+        model: torch.nn.Module,
+        **kwargs: Any,
     ) -> DocumentSampler:
         """The sampler of a ``meco.enabled`` run: prefixes, s_c, chunking and packing from cfg.
 

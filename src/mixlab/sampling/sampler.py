@@ -37,9 +37,10 @@ The rules
 
 Accounting
     ``tokens_served`` counts global tokens per domain; ``epochs`` divides by the domain's token
-    count (repetition); ``achieved_shares`` vs ``requested_shares`` (token-weighted time average
-    of the effective weights in force at each step, floor included) shows how close sampling
-    noise kept us to the mixture.
+    count (repetition) — the subsample's when the source is a
+    :class:`~mixlab.data.subsample.SubsampledStore` (``data.subsample``); ``achieved_shares``
+    vs ``requested_shares`` (token-weighted time average of the effective weights in force at
+    each step, floor included) shows how close sampling noise kept us to the mixture.
 
 State
     ``state_dict`` is plain Python (ints, floats, strings, lists): the step, current weights,
@@ -73,8 +74,19 @@ _LABEL_STREAM = 0x6D69_7801
 _WINDOW_STREAM = 0x6D69_7802
 
 
+class TokenArray(Protocol):
+    """A domain's 1-D token stream: a memmap, an array, or a lazy view that slices to arrays
+    (:class:`mixlab.data.subsample.SubsampledTokens`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice, /) -> np.ndarray: ...
+
+
 class TokenSource(Protocol):
-    """What the sampler needs from a store (:class:`mixlab.data.store.ShardStore` has it)."""
+    """What the sampler needs from a store (:class:`mixlab.data.store.ShardStore` has it;
+    :class:`mixlab.data.subsample.SubsampledStore` too). A source may also have a ``subsample``
+    attribute (a plain dict identifying a document subset), kept in the sampler's state."""
 
     @property
     def domains(self) -> tuple[str, ...]: ...
@@ -82,7 +94,7 @@ class TokenSource(Protocol):
     @property
     def fingerprint(self) -> str: ...
 
-    def tokens(self, domain: str, split: str = "train") -> np.ndarray: ...
+    def tokens(self, domain: str, split: str = "train") -> TokenArray: ...
 
     def num_tokens(self, domain: str, split: str = "train") -> int: ...
 
@@ -203,12 +215,15 @@ class MixtureSampler:
 
         self._tokens = [store.tokens(d, split) for d in self.domains]
         self._num_tokens = np.array([store.num_tokens(d, split) for d in self.domains], np.int64)
+        self.subsample: dict[str, Any] | None = getattr(store, "subsample", None)
         for name, n in zip(self.domains, self._num_tokens, strict=True):
             if n < self.seq_len + 1:
+                where = "" if self.subsample is None else " in its data.subsample"
                 raise DataError(
-                    f"domain {name!r} has only {int(n)} {split} tokens, but data.seq_len="
+                    f"domain {name!r} has only {int(n)} {split} tokens{where}, but data.seq_len="
                     f"{self.seq_len} needs at least {self.seq_len + 1}; choose data.seq_len <= "
-                    f"{max(int(n) - 1, 1)} or add data to this domain"
+                    f"{max(int(n) - 1, 1)}"
+                    + (" or add data to this domain" if not where else " or raise data.subsample")
                 )
         self._streams = [
             _WindowStream(int(n), self.seq_len, self.seed, i)
@@ -370,6 +385,8 @@ class MixtureSampler:
             "mode": self.mode,
             "seed": self.seed,
             "floor_per_domain": self.floor_per_domain,
+            # None for the whole store (and in states written before subsampling existed).
+            "subsample": self.subsample,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -399,6 +416,13 @@ class MixtureSampler:
             )
         for key, ours in self._geometry().items():
             theirs = state.get(key)
+            if theirs != ours and key == "subsample":
+                raise ResumeError(
+                    f"cannot resume sampler: the checkpoint trained on data subsample "
+                    f"{_describe_subsample(theirs)} but this run asks for "
+                    f"{_describe_subsample(ours)}; resume with the checkpoint's data.subsample "
+                    "and data.subsample_seed (or start a new run)"
+                )
             if theirs != ours:
                 raise ResumeError(
                     f"cannot resume sampler: checkpoint has {key}={theirs!r} but this run has "
@@ -438,3 +462,9 @@ class MixtureSampler:
         self.step = int(state["step"])
         self._tokens_served = served
         self._requested_sum = requested
+
+
+def _describe_subsample(subsample: Any) -> str:
+    if not isinstance(subsample, dict):
+        return "none (every document)"
+    return f"fraction {subsample.get('fraction')} seed {subsample.get('seed')}"

@@ -1,7 +1,12 @@
 """Mixture search from a swarm of small runs: propose -> (train) -> fit -> judge -> optimise.
 
-The numerical core of ``mixlab search`` (issue 15; METHODS.md §7). Pure functions on numpy
-arrays: no config, training loop, store or files here.
+The numerical core of ``mixlab search`` (issue 15; METHODS.md §7) is pure functions on numpy
+arrays (propose, law, objective, validate, optimize, bootstrap, recommend): no config, training
+loop, store or files there. The driver is apart: :mod:`~mixlab.search.spec` (the search spec),
+:mod:`~mixlab.search.plan` (budgets, epoch caps, prior, proposals, repetition-matched subsample),
+:mod:`~mixlab.search.run` (:func:`~mixlab.search.run.run_search`: train the proxy swarm through
+the suite runner, fit, write ``search_weights.json``),
+:mod:`~mixlab.search.summary` (what it prints) and :mod:`~mixlab.search.cli`.
 
 ```
 prior p0, epoch caps u  --propose.propose_mixtures-->  swarm mixtures R (n, K)
@@ -19,25 +24,62 @@ L  --optimize.optimize_mixture-->  argmin objective(L(w)) + lam KL(w || p0), w <
 
 from __future__ import annotations
 
-from mixlab.search.bootstrap import BootstrapResult, bootstrap
-from mixlab.search.law import (
-    DifferentiableLaw,
-    FittedLaw,
-    FittedLinear,
-    FittedLogLinear,
-    GBMLaw,
-    LinearLaw,
-    LogLinearLaw,
-    MixingLaw,
-    available_laws,
-    build_law,
-    check_swarm,
-)
-from mixlab.search.objective import OBJECTIVES, Objective, make_objective
-from mixlab.search.optimize import Candidate, OptimizeResult, kl_divergence, optimize_mixture
-from mixlab.search.propose import Proposals, default_swarm_size, propose_mixtures
-from mixlab.search.recommend import SearchResult, search_mixture
-from mixlab.search.validate import CrossValidation, Verdict, cross_validate, r2_score, verdict
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mixlab.search.bootstrap import BootstrapResult, bootstrap
+    from mixlab.search.law import (
+        DifferentiableLaw,
+        FittedLaw,
+        FittedLinear,
+        FittedLogLinear,
+        GBMLaw,
+        LinearLaw,
+        LogLinearLaw,
+        MixingLaw,
+        available_laws,
+        build_law,
+        check_swarm,
+    )
+    from mixlab.search.objective import OBJECTIVES, Objective, make_objective
+    from mixlab.search.optimize import Candidate, OptimizeResult, kl_divergence, optimize_mixture
+    from mixlab.search.propose import Proposals, default_swarm_size, propose_mixtures
+    from mixlab.search.recommend import SearchResult, search_mixture
+    from mixlab.search.validate import CrossValidation, Verdict, cross_validate, r2_score, verdict
+
+_EXPORTS = {
+    "BootstrapResult": "mixlab.search.bootstrap",
+    "Candidate": "mixlab.search.optimize",
+    "CrossValidation": "mixlab.search.validate",
+    "DifferentiableLaw": "mixlab.search.law",
+    "FittedLaw": "mixlab.search.law",
+    "FittedLinear": "mixlab.search.law",
+    "FittedLogLinear": "mixlab.search.law",
+    "GBMLaw": "mixlab.search.law",
+    "LinearLaw": "mixlab.search.law",
+    "LogLinearLaw": "mixlab.search.law",
+    "MixingLaw": "mixlab.search.law",
+    "OBJECTIVES": "mixlab.search.objective",
+    "Objective": "mixlab.search.objective",
+    "OptimizeResult": "mixlab.search.optimize",
+    "Proposals": "mixlab.search.propose",
+    "SearchResult": "mixlab.search.recommend",
+    "Verdict": "mixlab.search.validate",
+    "available_laws": "mixlab.search.law",
+    "bootstrap": "mixlab.search.bootstrap",
+    "build_law": "mixlab.search.law",
+    "check_swarm": "mixlab.search.law",
+    "cross_validate": "mixlab.search.validate",
+    "default_swarm_size": "mixlab.search.propose",
+    "kl_divergence": "mixlab.search.optimize",
+    "make_objective": "mixlab.search.objective",
+    "optimize_mixture": "mixlab.search.optimize",
+    "propose_mixtures": "mixlab.search.propose",
+    "r2_score": "mixlab.search.validate",
+    "search_mixture": "mixlab.search.recommend",
+    "verdict": "mixlab.search.validate",
+}
 
 __all__ = [
     "OBJECTIVES",
@@ -71,3 +113,10 @@ __all__ = [
     "search_mixture",
     "verdict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `mixlab search --help` and the CLI's parser must not pay for scipy at start-up.
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mixlab.search' has no attribute {name!r}")

@@ -26,6 +26,10 @@ excess loss and of the reference loss go into its Feedback; ``gradients`` / ``we
 (:mod:`mixlab.train.probes`); ``floor_per_domain`` gives every domain that many sequences
 (micro-batches) in every step; ``exports_policy_file`` saves the policy next to every checkpoint.
 
+With ``data.subsample < 1`` the sampler and the policy's token counts see a seeded subset of
+every domain's training documents (:mod:`mixlab.data.subsample`, repetition-matched proxies);
+evaluation always reads the whole validation split.
+
 With ``meco.enabled`` the sampler packs whole documents with their metadata prefix
 (:class:`~mixlab.sampling.documents.DocumentSampler`) until s_c, then plain documents; the
 model gets the batch's extra inputs through :func:`~mixlab.model.meco.model_inputs`, and
@@ -50,6 +54,7 @@ import torch
 from mixlab import __version__
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
+from mixlab.data.subsample import SubsampledStore, subsample_store
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.eval.perplexity import EvalResult
 from mixlab.mixing.base import MixingPolicy, PolicyContext, PolicyNeeds, build_policy
@@ -109,6 +114,8 @@ class Trainer:
             raise ConfigError("data.store: path of a prepared store is required (mixlab prepare)")
         self.dist = dist.init_distributed(t.device)
         self.store = ShardStore(cfg.data.store)
+        # What training samples from: the store, or a document subsample of it (data.subsample).
+        self.train_data = subsample_store(self.store, cfg.data.subsample, cfg.data.subsample_seed)
         self.domains = self.store.domains
         self.raw_model = model_from_config(cfg, self.store).to(self.dist.device)
         self.autocast_dtype = resolve_precision(t.precision, self.raw_model)
@@ -116,7 +123,7 @@ class Trainer:
         tokens_per_step = t.batch_size * t.grad_accum * self.dist.world_size * cfg.data.seq_len
         ctx = PolicyContext(
             domains=self.domains,
-            train_tokens=self.store.train_tokens_per_domain(),
+            train_tokens=self.train_data.train_tokens_per_domain(),
             seed=t.seed,
             total_steps=t.max_steps,
             tokens_per_step=tokens_per_step,
@@ -145,10 +152,13 @@ class Trainer:
             floor_per_domain=needs.floor_per_domain,
         )
         self.sampler: MixtureSampler = (
-            DocumentSampler.from_config(cfg, self.store, self.raw_model, **sampling)
+            DocumentSampler.from_config(cfg, self.train_data, self.raw_model, **sampling)
             if cfg.meco.enabled
-            else MixtureSampler(self.store, **sampling)
+            else MixtureSampler(self.train_data, **sampling)
         )
+        if isinstance(self.train_data, SubsampledStore) and self.dist.is_main:
+            budget = t.max_steps * self.sampler.tokens_per_step
+            self.train_data.log_summary(self.policy.weights(), budget)
         caps = None
         if cfg.mixing.max_epochs is not None:  # epoch caps, whatever the policy
             caps = run_caps(

@@ -14,6 +14,7 @@ A run folder is what ``mixlab train --out DIR`` (and every run of ``mixlab dorem
     eval_modes.json               mixlab eval --mode: per-document eval by MeCo mode
     lm_eval.json                  mixlab eval --lm-eval: lm-evaluation-harness results
     planned_config.yaml           mixlab compare: the config the suite asked for
+    search_spec.yaml              mixlab compare: a search stage's spec (mixlab search)
     run.log                       mixlab compare: the run's output
     cost.json                     mixlab compare: wall-clock, tokens, peak RSS once finished
     cost.partial.json             mixlab compare: the cost of attempts that did not finish
@@ -66,6 +67,7 @@ class RunFolder:
     EVAL_MODES: ClassVar[str] = "eval_modes.json"
     LM_EVAL: ClassVar[str] = "lm_eval.json"
     PLANNED_CONFIG: ClassVar[str] = "planned_config.yaml"
+    SEARCH_SPEC: ClassVar[str] = "search_spec.yaml"
     RUN_LOG: ClassVar[str] = "run.log"
     COST: ClassVar[str] = "cost.json"
     PARTIAL_COST: ClassVar[str] = "cost.partial.json"
@@ -118,6 +120,10 @@ class RunFolder:
         return self.path / self.PLANNED_CONFIG
 
     @property
+    def search_spec(self) -> Path:
+        return self.path / self.SEARCH_SPEC
+
+    @property
     def run_log(self) -> Path:
         return self.path / self.RUN_LOG
 
@@ -151,12 +157,17 @@ def next_action(
     return "skip" if finished else "resume"
 
 
-def first_difference(saved: Any, planned: Any, prefix: str = "") -> str:
-    """``"train.max_steps: 12 there, 9 now"`` for the first differing leaf; "" if equal."""
+def differences(saved: Any, planned: Any, prefix: str = "") -> list[str]:
+    """``"train.max_steps: 12 there, 9 now"`` for every leaf that differs, in key order."""
     if isinstance(saved, Mapping) and isinstance(planned, Mapping):
-        for key in sorted(set(saved) | set(planned)):
-            diff = first_difference(saved.get(key), planned.get(key), f"{prefix}{key}.")
-            if diff:
-                return diff
-        return ""
-    return "" if saved == planned else f"{prefix[:-1]}: {saved!r} there, {planned!r} now"
+        out: list[str] = []
+        for key in sorted(set(saved) | set(planned), key=str):
+            out += differences(saved.get(key), planned.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == planned else [f"{prefix[:-1]}: {saved!r} there, {planned!r} now"]
+
+
+def first_difference(saved: Any, planned: Any) -> str:
+    """The first of :func:`differences`, or "" when the settings are equal."""
+    found = differences(saved, planned)
+    return found[0] if found else ""
