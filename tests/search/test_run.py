@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from mixlab.cli import main
-from mixlab.comparison.runner import COST_NAME
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError
@@ -25,6 +24,7 @@ from mixlab.mixing.static import read_weights_file
 from mixlab.search.plan import plan_search
 from mixlab.search.run import PLAN_NAME, SWARM_DIR, SWARM_NAME, WEIGHTS_NAME, run_search
 from mixlab.search.spec import parse_search_spec
+from mixlab.train.run_folder import RunFolder
 from tests.conftest import tiny_run_config
 from tests.search.synthetic import tiny_spec
 
@@ -51,7 +51,7 @@ def test_search_end_to_end_resumes_refuses_and_refits(tiny_store: Path, tmp_path
     )
     try:  # kill the search once two proxy runs finished
         deadline = time.monotonic() + 600
-        while len(list((out / SWARM_DIR).glob(f"*/seed0/{COST_NAME}"))) < 2:
+        while len(list((out / SWARM_DIR).glob(f"*/seed0/{RunFolder.COST}"))) < 2:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             assert time.monotonic() < deadline
             time.sleep(0.2)
@@ -60,7 +60,7 @@ def test_search_end_to_end_resumes_refuses_and_refits(tiny_store: Path, tmp_path
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    finished = {p.parent.parent.name for p in (out / SWARM_DIR).glob(f"*/seed0/{COST_NAME}")}
+    finished = {p.parent.parent.name for p in (out / SWARM_DIR).glob(f"*/seed0/{RunFolder.COST}")}
     assert 2 <= len(finished) < 4
     assert not (out / WEIGHTS_NAME).exists()
 
