@@ -40,6 +40,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_store: Path, tmp_path: 
     assert outcome.result is None and not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # ~25 s: a swarm of proxy processes, killed and resumed
 def test_search_end_to_end_resumes_refuses_and_refits(tiny_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "search"
     spec_path = tmp_path / "spec.yaml"
