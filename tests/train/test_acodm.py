@@ -1,4 +1,5 @@
-"""AC-ODM in the training loop: online / proxy -> frozen target, ablation, fine-tune, resume.
+"""AC-ODM in the training loop: online / proxy -> frozen target, ablation, fine-tune, resume,
+the held-out pass of the mixlab variant (no side effect on training), the paper variant.
 
 Each run trains a ~100K-parameter model for a few steps on the tiny store, with a small agent
 (hidden 16, replay minibatch 4, warm-up 6 steps) so the main phase is reached quickly.
@@ -60,14 +61,19 @@ def test_proxy_run_learns_online_and_writes_a_policy_file(proxy_run: Path) -> No
     assert last["mix/acodm/phase"] == 1.0
     assert last["mix/acodm/actor_drift"] > 0  # the actor really learns
     assert last["mix/capture_seconds"] > 0
-    for key in ("critic_loss", "actor_loss", "mean_q"):
+    assert [r["step"] for r in records if "mix/heldout_seconds" in r] == [1, 11]  # every 10
+    for key in ("critic_loss", "actor_loss", "mean_q", "kl", "max_log_ratio", "bound"):
         assert np.isfinite(last[f"mix/acodm/{key}"]), key
     evals = [r for r in records if "eval/mean_ppl" in r]
     assert any(k.startswith("mix/acodm/cos/") for k in evals[0])
     # Every step drew at least one sequence of every domain (the floor).
     assert all(r[f"mix/achieved/{d}"] > 0 for d in DOMAINS for r in records if "train/loss" in r)
     policy = load_checkpoint(proxy_run)["policy"]
-    pf = load_policy_file(proxy_run / "proxy.acodm.pt", tuple(sorted(DOMAINS)), _spec())
+    steps = [r for r in records if "train/loss" in r]
+    assert all(r["mix/acodm/bound_excess"] == 0.0 for r in steps)  # never outside the bound
+    assert all(np.isfinite(r[f"mix/acodm/heldout_loss/{d}"]) for r in steps for d in DOMAINS)
+    pf = _load(proxy_run / "proxy.acodm.pt")
+    assert pf.bound == 1.0 and pf.prior == "uniform" and pf.state_spec.kind == "mixlab"
     assert pf.provenance["steps"] == policy["step"] == 14
     assert pf.provenance["model_params"] > 0 and pf.critic_state is not None
 
@@ -76,6 +82,10 @@ def _spec():
     from mixlab.mixing.acodm import AcodmOptions, state_spec
 
     return state_spec(AcodmOptions(), len(DOMAINS))
+
+
+def _load(path: Path, domains: tuple[str, ...] = tuple(sorted(DOMAINS))):
+    return load_policy_file(path, domains, _spec(), bound=1.0)
 
 
 def test_frozen_target_of_another_family_never_captures(
@@ -87,16 +97,17 @@ def test_frozen_target_of_another_family_never_captures(
     cfg.model.overrides = {"num_hidden_layers": 3, "hidden_size": 48}
     trainer = Trainer(cfg, tmp_path / "target")
     assert trainer.policy.opts.mode == "frozen"  # type: ignore[attr-defined]
-    assert trainer.probes is not None and trainer.probes.capture is None  # norms only
+    assert trainer.probes is None  # the mixlab state needs nothing from inside the model
     actor = trainer.policy.agent.actor  # type: ignore[attr-defined]
     before = {k: v.clone() for k, v in actor.state_dict().items()}
     trainer.fit()
     after = actor.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    file_actor = load_policy_file(policy_file, trainer.domains, _spec()).actor_state
+    file_actor = _load(policy_file, trainer.domains).actor_state
     assert all(torch.equal(file_actor[k], after[k]) for k in after)
     last = [r for r in read_metrics(tmp_path / "target") if "train/loss" in r][-1]
     assert last["mix/acodm/agent_updates"] == 0 and "mix/capture_seconds" not in last
+    assert "mix/heldout_seconds" not in last
     assert not (tmp_path / "target" / "policy.acodm.pt").exists()
 
 
@@ -107,7 +118,8 @@ def test_fine_tuning_starts_from_the_file(
     cfg = acodm_cfg(tiny_store, {"policy_in": str(policy_file), "acodm": {"mode": "online"}})
     trainer = Trainer(cfg, tmp_path / "ft")
     assert trainer.probes is not None and trainer.probes.capture is not None
-    file_actor = load_policy_file(policy_file, trainer.domains, _spec()).actor_state
+    assert trainer.probes.heldout is not None
+    file_actor = _load(policy_file, trainer.domains).actor_state
     actor = trainer.policy.agent.actor  # type: ignore[attr-defined]
     assert all(torch.equal(file_actor[k], v) for k, v in actor.state_dict().items())
     trainer.fit()
@@ -117,7 +129,7 @@ def test_fine_tuning_starts_from_the_file(
 def test_policy_file_of_other_domains_is_refused(
     proxy_run: Path, tiny_store: Path, tmp_path: Path
 ) -> None:
-    pf = load_policy_file(proxy_run / "proxy.acodm.pt", tuple(sorted(DOMAINS)), _spec())
+    pf = _load(proxy_run / "proxy.acodm.pt")
     other = ("alpha", "beta", "gamma", "delta")
     path = save_policy_file(
         tmp_path / "other.acodm.pt",
@@ -125,17 +137,40 @@ def test_policy_file_of_other_domains_is_refused(
         state_spec=pf.state_spec,
         hidden=pf.hidden,
         n_hidden=pf.n_hidden,
+        bound=pf.bound,
         actor_state=pf.actor_state,
     )
     with pytest.raises(ConfigError, match="trained on domains"):
         Trainer(acodm_cfg(tiny_store, {"policy_in": str(path)}), tmp_path / "t")
+    with pytest.raises(ConfigError, match=r"bound=1\.0"):  # the same file, another bound
+        cfg = acodm_cfg(tiny_store, {"policy_in": str(proxy_run / "proxy.acodm.pt")})
+        cfg.mixing.acodm.bound = 0.5  # type: ignore[attr-defined]
+        Trainer(cfg, tmp_path / "t2")
 
 
 def test_release_ablation_keeps_the_actor_at_init(tiny_store: Path, tmp_path: Path) -> None:
     cfg = acodm_cfg(tiny_store, {"acodm": {"preset": "acodm_release"}})
-    train(cfg, tmp_path / "release")
+    trainer = train(cfg, tmp_path / "release")
+    assert trainer.probes is not None and trainer.probes.heldout is None  # paper: train Gram
+    assert trainer.probes.tracker is not None  # and the paper state's weight norms
     last = [r for r in read_metrics(tmp_path / "release") if "train/loss" in r][-1]
     assert last["mix/acodm/actor_drift"] == 0.0 and last["mix/acodm/critic_drift"] > 0
+    assert "mix/acodm/bound" not in last and "mix/heldout_seconds" not in last
+
+
+def test_heldout_pass_leaves_training_untouched(tiny_store: Path, tmp_path: Path) -> None:
+    """An untrained mixlab actor without noise outputs p0: with and without the held-out pass the
+    mixtures are the same, so the LM's loss curve must be bit-identical (the pass changes no
+    gradient, no weight and no RNG state)."""
+    curves = {}
+    for reward in ("heldout_alignment", "alignment"):
+        acodm = {"train_actor": False, "reward": reward, "exploration": "none"}
+        run = tmp_path / reward
+        train(acodm_cfg(tiny_store, {"acodm": acodm}, eval_every=0), run)
+        rows = [r for r in read_metrics(run) if "train/loss" in r]
+        curves[reward] = [r["train/loss"] for r in rows]
+        assert all(r["mix/weight/code"] == pytest.approx(0.25) for r in rows)
+    assert curves["heldout_alignment"] == curves["alignment"]
 
 
 def test_resume_in_the_main_phase_is_exact(tiny_store: Path, tmp_path: Path) -> None:

@@ -29,3 +29,73 @@ def test_weight_norm_tracker(reference: str) -> None:
     fresh = WeightNormTracker(reference)
     fresh.load_state_dict(saved)
     np.testing.assert_array_equal(fresh.measure(w3)[1], d3)
+
+
+class _ValStore:
+    """A ValidationSource over fixed token arrays: 3 domains, the last one shorter than a window."""
+
+    domains = ("a", "b", "c")
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.val = {
+            "a": rng.integers(0, 300, 80),
+            "b": rng.integers(0, 300, 48),
+            "c": rng.integers(0, 300, 10),
+        }
+
+    def tokens(self, domain: str, split: str = "train") -> np.ndarray:
+        return self.val[domain]
+
+    def train_tokens_per_domain(self) -> np.ndarray:
+        return np.ones(3)
+
+
+def test_heldout_probe_equals_brute_force_and_rotates() -> None:
+    """The held-out pass gives each domain's summed per-token gradient on its windows (one
+    backward per domain as brute force), leaves every .grad untouched, and walks backwards
+    through the validation split by windows_per_domain per capture."""
+    from mixlab.mixing.base import HeldoutGradientNeeds
+    from mixlab.model.factory import build_model
+    from mixlab.model.layers import role_modules
+    from mixlab.model.losses import token_losses
+    from mixlab.train.probes import HeldoutProbe
+
+    model = build_model(preset="llama-tiny", vocab_size=300, eos_id=1, max_seq_len=32, seed=0)
+    store = _ValStore()
+    needs = HeldoutGradientNeeds(every=5, windows_per_domain=2, blocks=(-1,))
+    probe = HeldoutProbe(needs, model, store, seq_len=16)
+    # a: 5 windows of 16 -> capture 0 takes windows 4, 3; capture 1 (step 6) 2, 1; then 0, 4.
+    starts = {
+        step: sorted(
+            int(w[0])
+            for ids, dom in probe.batches(step)
+            for w, d in zip(ids, dom, strict=True)
+            if d == 0
+        )
+        for step in (1, 6, 11)
+    }
+    a = store.val["a"]
+    assert starts == {
+        1: sorted([int(a[64]), int(a[48])]),
+        6: sorted([int(a[32]), int(a[16])]),
+        11: sorted([int(a[0]), int(a[64])]),
+    }
+    out = probe.measure(model, step=1)
+    assert all(p.grad is None for p in model.parameters())
+    (module,) = role_modules(model, "mlp_down", [len(model.model.layers) - 1])
+    expected, losses = [], []
+    for d in range(3):
+        rows = [ids[dom == d] for ids, dom in probe.batches(1) if (dom == d).any()]
+        model.zero_grad(set_to_none=True)
+        total, count = 0.0, 0
+        for ids in rows:
+            tok = token_losses(model(input_ids=ids).logits, ids)
+            tok.sum().backward()
+            total += float(tok.sum().detach())
+            count += tok.numel()
+        expected.append(module.weight.grad.flatten().clone())
+        losses.append(total / count)
+    np.testing.assert_allclose(out["heldout_grad_sum"], torch.stack(expected).numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["heldout_loss"], losses, rtol=1e-5)
+    assert out["heldout_grad_count"].tolist() == [30.0, 30.0, 9.0]  # 2 x 15, 2 x 15, 1 x 9

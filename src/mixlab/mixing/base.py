@@ -24,6 +24,13 @@ sets up exactly that, nothing more:
 ``gradients``               captures per-domain gradients of the named blocks' matrices in
                             the same backward pass; fills ``grad_sum`` and
                             ``extras["grad_count"]``
+``heldout_gradients``       every ``every`` steps, one extra small forward and backward on
+                            ``windows_per_domain`` validation windows of every domain (from
+                            the end of each validation split), captured per domain by the
+                            same hooks; fills ``extras["heldout_grad_sum"]`` (K, P),
+                            ``extras["heldout_grad_count"]`` and ``extras["heldout_loss"]``
+                            (K,) at those steps only. The model's gradients and weights are
+                            left untouched
 ``weight_norms``            measures the MLP down-projections at those relative depths after
                             each update (the trainer keeps the reference copies, a policy
                             never holds model weights); fills ``param_norms`` and
@@ -119,6 +126,26 @@ class GradientNeeds:
 
 
 @dataclass(frozen=True)
+class HeldoutGradientNeeds:
+    """Per-domain gradients of a small held-out batch, every ``every`` steps.
+
+    Attributes:
+        every: capture at steps t with (t - 1) % every == 0 (so at t = 1 first).
+        windows_per_domain: validation windows of each domain in the held-out batch.
+        blocks, role: the matrices, as in :class:`GradientNeeds`.
+    """
+
+    every: int
+    windows_per_domain: int
+    blocks: tuple[int, ...]
+    role: str = "mlp_down"
+
+    def due(self, step: int) -> bool:
+        """True at the steps that capture (1, 1 + every, 1 + 2 every, ...)."""
+        return (step - 1) % self.every == 0
+
+
+@dataclass(frozen=True)
 class WeightNormNeeds:
     """Norms of the MLP down-projections at relative depths, and their change per step.
 
@@ -138,6 +165,7 @@ class PolicyNeeds:
 
     reference: str | None = None
     gradients: GradientNeeds | None = None
+    heldout_gradients: HeldoutGradientNeeds | None = None
     weight_norms: WeightNormNeeds | None = None
     floor_per_domain: int = 0
     exports_policy_file: bool = False
@@ -147,7 +175,11 @@ class PolicyNeeds:
     @property
     def looks_inside_model(self) -> bool:
         """True when feedback needs more than the loss: gradients or weight norms."""
-        return self.gradients is not None or self.weight_norms is not None
+        return (
+            self.gradients is not None
+            or self.heldout_gradients is not None
+            or self.weight_norms is not None
+        )
 
 
 @runtime_checkable

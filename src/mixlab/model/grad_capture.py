@@ -26,8 +26,13 @@ Usage per optimiser step::
 
 ``scale`` undoes the loss normalisation: with ``loss = Σ token losses / N`` pass ``N`` to get
 the sum of per-token gradients, then divide row d by domain d's token count for its mean
-gradient. The flat layout is the concatenation of each module's ``weight.grad`` (out, in),
-row-major, in module order. Forward passes without grad (evaluation) are ignored.
+gradient. :meth:`DomainGradCapture.stop` makes the hooks idle until the next ``begin`` (two
+captures can share modules: only the one begun sees a pass). With ``record_outputs`` the hooked
+outputs of a pass are kept in ``outputs``, so a caller can ask autograd for the gradients of
+those outputs alone (``torch.autograd.grad(loss, capture.outputs)``): the hooks still fire, and
+no parameter gradient is computed or touched. The flat layout is the concatenation of each
+module's ``weight.grad`` (out, in), row-major, in module order. Forward passes without grad
+(evaluation) are ignored.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class DomainGradCapture:
             for m, a, b in zip(self.modules, offsets[:-1], offsets[1:], strict=True)
         ]
         self._domain_id: torch.Tensor | None = None
+        self.record_outputs = False
+        self.outputs: list[torch.Tensor] = []  # hooked outputs of the pass (record_outputs)
         self.backward_calls = 0  # products added (tests: frozen AC-ODM never captures)
         self.seconds = 0.0  # time spent in the hooks since the last collect()
         self._handles = [
@@ -70,6 +77,12 @@ class DomainGradCapture:
     def begin(self, domain_id: torch.Tensor) -> None:
         """Domain of each sequence (B,) of the micro-batch whose forward comes next."""
         self._domain_id = domain_id.detach().to(torch.int64).cpu()
+        self.outputs = []
+
+    def stop(self) -> None:
+        """Ignore passes until the next :meth:`begin`."""
+        self._domain_id = None
+        self.outputs = []
 
     def collect(self, scale: float = 1.0) -> np.ndarray:
         """(K, P) float32 sums times ``scale``; the buffer restarts at zero."""
@@ -98,6 +111,8 @@ class DomainGradCapture:
                     f"{domain_id.shape[0]} domain ids"
                 )
             output.register_hook(lambda g: self._accumulate(index, x, g, domain_id))
+            if self.record_outputs:
+                self.outputs.append(output)
 
         return hook
 

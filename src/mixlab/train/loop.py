@@ -22,7 +22,8 @@ What a policy needs besides losses it declares in ``policy.needs``
 (:class:`~mixlab.mixing.base.PolicyNeeds`), read once here: a ``reference`` model (DoReMi) scores
 the same micro-batches (:class:`ReferenceScorer`) and per-domain sums of the per-token clipped
 excess loss and of the reference loss go into its Feedback; ``gradients`` / ``weight_norms``
-(AC-ODM) are measured by hooks in the same backward pass and after the update
+(AC-ODM) are measured by hooks in the same backward pass and after the update, and
+``heldout_gradients`` by one small extra pass on validation windows every k steps
 (:mod:`mixlab.train.probes`); ``floor_per_domain`` gives every domain that many sequences
 (micro-batches) in every step; ``exports_policy_file`` saves the policy next to every checkpoint.
 
@@ -138,7 +139,14 @@ class Trainer:
                 needs.reference, self.store, cfg.data.seq_len, self.dist.device
             )
         # Hooks go on the module itself, before DDP/FSDP wrap it (they see local values).
-        self.probes = ModelProbes.for_needs(needs, self.raw_model, len(self.domains))
+        if needs.heldout_gradients is not None and self.dist.enabled and t.distributed == "fsdp":
+            raise ConfigError(
+                "mixing.acodm.reward=heldout_alignment does not run under "
+                "train.distributed=fsdp; use ddp, or mixing.acodm.reward=alignment"
+            )
+        self.probes = ModelProbes.for_needs(
+            needs, self.raw_model, len(self.domains), store=self.store, seq_len=cfg.data.seq_len
+        )
         self.model = dist.wrap_model(self.raw_model, self.dist, t.distributed)
         sampling: dict[str, Any] = dict(
             seq_len=cfg.data.seq_len,
@@ -302,6 +310,9 @@ class Trainer:
                     ref_sums[key] = ref_sums.get(key, 0) + value
                 reference_seconds += time.perf_counter() - ref_start
         self.objective.end_step(ref_sums)
+        heldout = {}  # AC-ODM: gradients of a small held-out batch every k steps, same params
+        if self.probes is not None:
+            heldout = self.probes.measure_heldout(self.raw_model, self.step + 1, self.autocast())
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             if self.cfg.train.grad_clip > 0
@@ -322,6 +333,7 @@ class Trainer:
         if self.probes is not None:  # AC-ODM: gradients of this step, weight norms after it
             out["capture_seconds"] = self.probes.capture_seconds
             out.update(self.probes.measure(1.0 / scale, out["token_count"]))
+            out.update(heldout)
         return out
 
     def run_step(self) -> dict[str, Any]:

@@ -45,7 +45,15 @@ REDUCED = (
 )
 # Feedback fields besides losses and counts; the rest of a step's arrays go into ``extras``.
 _FIELDS = ("excess_sum", "ref_loss_sum", "grad_sum", "param_norms")
-_EXTRAS = ("grad_count", "param_diff_norms", "clipped_count")
+_EXTRAS = (
+    "grad_count",
+    "param_diff_norms",
+    "clipped_count",
+    # AC-ODM's held-out batch: the same on every rank, so passed through, not summed
+    "heldout_grad_sum",
+    "heldout_grad_count",
+    "heldout_loss",
+)
 
 
 class WeightsSink(Protocol):

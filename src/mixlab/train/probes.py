@@ -8,6 +8,16 @@ Most policies learn from per-domain losses alone. A policy that needs more says 
   (:class:`~mixlab.model.grad_capture.DomainGradCapture`). Feedback gets ``grad_sum`` (K, P),
   the sum of per-token gradients, and ``extras["grad_count"]`` = the domain's target tokens,
   so ``grad_sum[i] / grad_count[i]`` is domain i's mean gradient.
+* ``needs.heldout_gradients`` (every k, n windows): at steps 1, 1 + k, ... one extra forward
+  of n validation windows per domain (:class:`HeldoutProbe`: walking back from the *end* of
+  each validation split, so the first captures are disjoint from the evaluation's windows when
+  the split is longer than ``eval.max_tokens_per_domain``), and a backward to the hooked
+  layers' outputs only (``torch.autograd.grad``: no parameter gradient is computed or changed,
+  the layers below the lowest hooked one are skipped). A second :class:`DomainGradCapture` on
+  the same matrices groups it by domain. Feedback gets ``extras["heldout_grad_sum"]`` (K, P),
+  ``["heldout_grad_count"]`` (tokens) and ``["heldout_loss"]`` (K,) at those steps. It runs
+  before the optimiser update, so both gradients are taken at the same parameters. Every rank
+  computes the same batch (the values are not summed over ranks); FSDP is not supported.
 * ``needs.weight_norms`` (depth points): Frobenius norms of the MLP down-projections at those
   relative depths, measured after the optimiser step, and their change against a reference
   copy (:class:`WeightNormTracker`; Feedback ``param_norms`` and
@@ -21,31 +31,50 @@ when a policy needs none of this, and the loop then does no extra work at all.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from mixlab.errors import DataError
+from mixlab.eval.perplexity import ValidationSource, validation_windows
 from mixlab.mixing.acodm.reward import select_reward_blocks
 from mixlab.mixing.acodm.state import select_depth_blocks
-from mixlab.mixing.base import PolicyNeeds
+from mixlab.mixing.base import HeldoutGradientNeeds, PolicyNeeds
 from mixlab.model.grad_capture import DomainGradCapture
 from mixlab.model.layers import decoder_blocks, role_modules
+from mixlab.model.losses import token_losses
 from mixlab.train.distributed import full_tensor
 
 
 class ModelProbes:
     """Gradient capture and weight-norm tracking for one (policy needs, model) pair."""
 
-    def __init__(self, needs: PolicyNeeds, model: torch.nn.Module, num_domains: int) -> None:
+    def __init__(
+        self,
+        needs: PolicyNeeds,
+        model: torch.nn.Module,
+        num_domains: int,
+        *,
+        store: ValidationSource | None = None,
+        seq_len: int = 0,
+    ) -> None:
+        """``store`` and ``seq_len`` give the held-out windows (``needs.heldout_gradients``)."""
         n_layers = len(decoder_blocks(model))
         self.capture: DomainGradCapture | None = None
         if needs.gradients is not None:
             blocks = select_reward_blocks(n_layers, needs.gradients.blocks)
             modules = role_modules(model, needs.gradients.role, blocks)
             self.capture = DomainGradCapture(modules, num_domains)
+        self.heldout: HeldoutProbe | None = None
+        if needs.heldout_gradients is not None:
+            if store is None:
+                raise ValueError("ModelProbes: held-out gradients need the store's val split")
+            self.heldout = HeldoutProbe(needs.heldout_gradients, model, store, seq_len)
         self.tracked: list[torch.nn.Linear] = []  # modules, not weights: FSDP swaps params
         self.tracker: WeightNormTracker | None = None
         if needs.weight_norms is not None:
@@ -55,9 +84,34 @@ class ModelProbes:
 
     @classmethod
     def for_needs(
-        cls, needs: PolicyNeeds, model: torch.nn.Module, num_domains: int
+        cls,
+        needs: PolicyNeeds,
+        model: torch.nn.Module,
+        num_domains: int,
+        *,
+        store: ValidationSource | None = None,
+        seq_len: int = 0,
     ) -> ModelProbes | None:
-        return cls(needs, model, num_domains) if needs.looks_inside_model else None
+        if not needs.looks_inside_model:
+            return None
+        return cls(needs, model, num_domains, store=store, seq_len=seq_len)
+
+    def measure_heldout(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        autocast: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> dict[str, Any]:
+        """At the held-out steps, the held-out fields (and ``heldout_seconds``); else {}.
+
+        Call after the step's backward and before ``optimizer.step()``, with the unwrapped
+        module (DDP's ``.module``); ``step`` is the step being trained (1-based).
+        """
+        if self.heldout is None or not self.heldout.needs.due(step):
+            return {}
+        if self.capture is not None:
+            self.capture.stop()  # the training capture must not see this pass
+        return self.heldout.measure(model, step, autocast)
 
     @property
     def capture_seconds(self) -> float:
@@ -99,6 +153,92 @@ class ModelProbes:
         """Remove the gradient hooks from the model."""
         if self.capture is not None:
             self.capture.close()
+        if self.heldout is not None:
+            self.heldout.capture.close()
+
+
+class HeldoutProbe:
+    """Per-domain gradients (and losses) of a small batch of validation windows.
+
+    Capture c (at step 1 + c k) takes ``windows_per_domain`` windows of ``seq_len`` tokens of
+    every domain's validation split (:func:`~mixlab.eval.perplexity.validation_windows`),
+    walking backwards from the end of the split by ``windows_per_domain`` per capture and
+    wrapping around, so successive captures see different text and the first ones stay clear of
+    the evaluation's windows (which start at the beginning). A split shorter than one window
+    gives one shorter window. Windows of equal length go through the model in one forward; the
+    loss is the *sum* of the per-token losses, so ``heldout_grad_sum[d]`` is the sum of domain
+    d's per-token gradients and ``heldout_grad_count[d]`` its token count. The windows follow
+    from the step alone, so a resumed run sees the same ones.
+    """
+
+    def __init__(
+        self,
+        needs: HeldoutGradientNeeds,
+        model: torch.nn.Module,
+        store: ValidationSource,
+        seq_len: int,
+    ) -> None:
+        self.needs = needs
+        domains = tuple(store.domains)
+        self.num_domains = len(domains)
+        blocks = select_reward_blocks(len(decoder_blocks(model)), needs.blocks)
+        self.capture = DomainGradCapture(role_modules(model, needs.role, blocks), len(domains))
+        self.capture.record_outputs = True
+        self.windows = [
+            validation_windows(store.tokens(d, "val"), seq_len=seq_len, max_tokens=None, domain=d)
+            for d in domains
+        ]
+        if not self.windows:
+            raise DataError("held-out gradients: the store has no domains")
+
+    def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The (input_ids, domain_id) batches of the capture at ``step``, one per length."""
+        n = self.needs.windows_per_domain
+        first = ((step - 1) // self.needs.every) * n
+        groups: dict[int, tuple[list[np.ndarray], list[int]]] = {}
+        for d, windows in enumerate(self.windows):
+            count = windows.shape[0]
+            picked = sorted({count - 1 - (first + j) % count for j in range(n)})
+            rows, ids = groups.setdefault(int(windows.shape[1]), ([], []))
+            rows.extend(windows[picked])
+            ids.extend([d] * len(picked))
+        return [
+            (torch.from_numpy(np.stack(rows)), torch.tensor(ids, dtype=torch.int64))
+            for rows, ids in groups.values()
+        ]
+
+    def measure(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        autocast: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Forward the step's batch, backward to the hooked outputs; the held-out fields."""
+        start = time.perf_counter()
+        device = next(model.parameters()).device
+        loss_sum = np.zeros(self.num_domains)
+        count = np.zeros(self.num_domains)
+        for ids, domain_id in self.batches(step):
+            self.capture.begin(domain_id)
+            ids = ids.to(device)
+            with autocast if autocast is not None else contextlib.nullcontext():
+                logits = model(input_ids=ids, use_cache=False).logits
+            tok = token_losses(logits, ids)  # (B, L-1) fp32
+            outputs = self.capture.outputs
+            self.capture.stop()
+            if outputs:
+                torch.autograd.grad(tok.sum(), outputs)  # fills the capture; no param grads
+            per_seq = tok.detach().sum(dim=1).double().cpu().numpy()
+            np.add.at(loss_sum, domain_id.numpy(), per_seq)
+            np.add.at(count, domain_id.numpy(), float(tok.shape[1]))
+        grad_sum = self.capture.collect()
+        loss = np.divide(loss_sum, count, out=np.full(self.num_domains, np.nan), where=count > 0)
+        return {
+            "heldout_grad_sum": grad_sum,
+            "heldout_grad_count": count,
+            "heldout_loss": loss,
+            "heldout_seconds": time.perf_counter() - start,
+        }
 
 
 class WeightNormTracker:

@@ -2,11 +2,11 @@
 
 Every ``train.log_every`` steps the loop writes one record averaged over the window: loss, LR,
 gradient norm, throughput, time in the mixing policy (and in AC-ODM's gradient capture and
-DoReMi's reference forward), the mixture (``mix/weight/<d>``, ``mix/p_eff/<d>`` with a
-per-domain floor, ``mix/entropy``), the sampler's token accounting (tokens, epochs, achieved vs
-requested shares), the weights after the epoch caps (``mix/capped/<d>``) and each domain's
-train loss; with a reference model also the reference loss,
-the clipped and unclipped excess per domain and the share of clipped tokens.
+held-out pass, and DoReMi's reference forward), the mixture (``mix/weight/<d>``,
+``mix/p_eff/<d>`` with a per-domain floor, ``mix/entropy``), the sampler's token accounting
+(tokens, epochs, achieved vs requested shares), the weights after the epoch caps
+(``mix/capped/<d>``) and each domain's train loss; with a reference model also the reference
+loss, the clipped and unclipped excess per domain and the share of clipped tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class TrainWindow:
         self.seconds = 0.0
         self.policy_seconds = 0.0
         self.capture_seconds = 0.0
+        self.heldout_seconds = 0.0
         self.reference_seconds = 0.0
         self.grad_norm = 0.0
         self.loss_sum = np.zeros(len(domains))
@@ -46,6 +47,7 @@ class TrainWindow:
             if key in out:
                 self.ref_sums[key] = self.ref_sums.get(key, 0) + out[key]
         self.capture_seconds += out.get("capture_seconds", 0.0)
+        self.heldout_seconds += out.get("heldout_seconds", 0.0)
         self.reference_seconds += out.get("reference_seconds", 0.0)
         self.steps += 1
         self.tokens += out["tokens"]
@@ -73,6 +75,8 @@ class TrainWindow:
         }
         if self.capture_seconds:
             rec["mix/capture_seconds"] = self.capture_seconds / n
+        if self.heldout_seconds:
+            rec["mix/heldout_seconds"] = self.heldout_seconds / n
         if self.reference_seconds:
             rec["mix/reference_seconds"] = self.reference_seconds / n
         w = policy.weights()

@@ -17,10 +17,10 @@ K, D = 4, 5
 S = 3 * K + 2 * D + 1
 
 
-
-
 def make(seed: int = 0, **kw: Any) -> DdpgAgent:
-    opts = AcodmOptions(**{"hidden": 32, "batch_size": 8, "buffer_size": 64, **kw})
+    opts = AcodmOptions(
+        **{"variant": "paper", "hidden": 32, "batch_size": 8, "buffer_size": 64, **kw}
+    )
     return DdpgAgent(S, K, opts, seed=seed)
 
 
@@ -250,3 +250,102 @@ def test_state_dict_round_trip_is_bit_identical() -> None:
         assert np.array_equal(b.act(s, "logit_gaussian", 0.1), c.act(s, "logit_gaussian", 0.1))
     assert same(params(b.critic_target), params(c.critic_target))
     assert b.drift() == c.drift() and b.updates == c.updates == 10
+
+
+def adversarial(agent: DdpgAgent, updates: int, j: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """A constant zero-sum reward (+0.3 for domain j) and random states; the acted mixtures."""
+    rng = np.random.default_rng(seed)
+    reward = np.full(K, -0.3 / (K - 1))
+    reward[j] = 0.3
+    s, acted = rng.normal(size=S), []
+    for _ in range(updates):
+        a = agent.act(s, "logit_gaussian", 0.1)
+        acted.append(a)
+        s2 = rng.normal(size=S)
+        agent.push(s, a, reward, s2, np.ones(K))
+        if agent.ready:
+            agent.update()
+        s = s2
+    acted.append(agent.act(s))
+    return acted
+
+
+def test_paper_actor_goes_to_a_vertex_under_a_constant_reward() -> None:
+    """The collapse in one test: sum_i a_i Q_i over a softmax is linear in a, so a reward that
+    says nothing about the action drives the paper's actor to a vertex (issue 18)."""
+    agent = make(seed=0, actor_lr=1e-3, batch_size=16, buffer_size=1000)
+    final = adversarial(agent, 400)[-1]
+    assert final.max() > 0.9
+
+
+@pytest.mark.parametrize("kl_coef", [1.0, 0.0])
+def test_bounded_actor_never_leaves_its_bound(kl_coef: float) -> None:
+    """mixlab: the same adversarial reward tilts the mixture toward the advantaged domain,
+    but every acted mixture (exploration included) keeps |log(w_i / p0_i)| <= bound."""
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    opts = AcodmOptions(
+        variant="mixlab", hidden=32, batch_size=16, buffer_size=1000, kl_coef=kl_coef, bound=0.5
+    )
+    agent = DdpgAgent(S, K, opts, seed=0, prior=prior)
+    acted = adversarial(agent, 600, j=3)
+    ratios = np.abs(np.log(np.array(acted) / prior))
+    assert ratios.max() <= 0.5 + 1e-9
+    assert acted[-1][3] > prior[3]  # it does move toward the advantaged domain
+
+
+def test_bound_holds_for_any_actor_output() -> None:
+    from mixlab.mixing.acodm.agent import Actor
+
+    prior = np.array([0.7, 0.2, 0.05, 0.05])
+    actor = Actor(S, K, 8, 1, bound=1.0, prior=prior)
+    raw = torch.tensor([[1e6, -1e6, 1e6, -1e6], [-50.0, 50.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    w = torch.softmax(actor.logits_from_raw(raw), dim=-1).double().numpy()
+    ratio = np.log(w / prior)
+    assert np.abs(ratio).max() <= 1.0 + 1e-6
+    np.testing.assert_allclose(w[2], prior, rtol=1e-6)  # zero output: the prior itself
+    unbounded = Actor(S, K, 8, 1, bound=None, prior=prior)
+    w = torch.softmax(unbounded.logits_from_raw(raw[1:2]), dim=-1).numpy()
+    assert w.max() > 0.99  # the paper's softmax reaches a vertex
+
+
+def test_zero_init_actor_outputs_the_prior_until_trained() -> None:
+    prior = np.array([0.1, 0.2, 0.3, 0.4])
+    opts = AcodmOptions(variant="mixlab", hidden=16, batch_size=8, buffer_size=64)
+    agent = DdpgAgent(S, K, opts, seed=0, prior=prior)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        np.testing.assert_allclose(agent.act(rng.normal(size=S)), prior, rtol=1e-6)
+    np.testing.assert_allclose(agent.prior, prior, rtol=1e-6)
+    fill(agent)
+    agent.update()
+    assert not np.allclose(agent.act(rng.normal(size=S)), prior, rtol=1e-6)
+
+
+def test_gamma_zero_and_short_horizons_do_not_bootstrap() -> None:
+    """gamma 0 (contextual bandit) or bootstrap false: the critic's target is the stored
+    reward itself, so it fits r; with the bootstrap it fits r + gamma^n Q-."""
+    s, a = np.ones(S), np.full(K, 1 / K)
+    r = np.array([1.0, -1.0, 0.5, 0.0])
+    fits = {}
+    for name, kw in {
+        "bandit": {"gamma": 0.0},
+        "no_bootstrap": {"gamma": 0.9, "horizon": 3, "bootstrap": False},
+    }.items():
+        agent = make(critic_lr=2e-2, **kw)
+        for _ in range(16):
+            agent.push(s, a, r, s, np.ones(K))
+        for _ in range(150):
+            agent.critic_step(agent.sample_batch(), "td")
+        with torch.no_grad():
+            fits[name] = agent.critic(torch.ones(1, S), torch.full((1, K), 1 / K))[0].numpy()
+        np.testing.assert_allclose(fits[name], r, atol=0.05)
+    # With the bootstrap the fixed point is Q = r / (1 - gamma^n) (same state, tau 1).
+    boot = make(gamma=0.5, horizon=2, tau=1.0, critic_lr=2e-2)
+    for _ in range(16):
+        boot.push(s, a, r, s, np.ones(K))
+    for _ in range(400):
+        boot.critic_step(boot.sample_batch(), "td")
+        boot.critic_target.load_state_dict(boot.critic.state_dict())
+    with torch.no_grad():
+        q = boot.critic(torch.ones(1, S), torch.full((1, K), 1 / K))[0].numpy()
+    np.testing.assert_allclose(q, r / (1 - 0.5**2), atol=0.1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixlab.errors import ConfigError, ResumeError
+from mixlab.errors import ConfigError, DataError, ResumeError
 from mixlab.mixing.acodm import (
     RELEASE_SWITCHES,
     AcodmOptions,
@@ -37,9 +37,13 @@ from tests.helpers import build
 DOMAINS = ("a", "b", "c")
 TOKENS = np.array([1, 2, 3])
 K, D, T = 3, 3, 60
-SMALL = {"hidden": 16, "batch_size": 8, "buffer_size": 200, "depth_points": [0, 0.5, 1]}
-
-
+SMALL = {
+    "variant": "paper",
+    "hidden": 16,
+    "batch_size": 8,
+    "buffer_size": 200,
+    "depth_points": [0, 0.5, 1],
+}
 
 
 def make(
@@ -291,6 +295,14 @@ def test_missing_feedback_inputs_raise() -> None:
         ("preset", "paper"),
         ("preset_except", ["hidden"]),
         ("critic_output", "matrix"),
+        ("variant", "dqn"),
+        ("prior", "zipf"),
+        ("reward", "loss"),
+        ("bound", 0.0),
+        ("horizon", 0),
+        ("kl_coef", -1.0),
+        ("heldout_every", 0),
+        ("state", "both"),
     ],
 )
 def test_bad_options_name_the_field(field: str, value: Any) -> None:
@@ -334,3 +346,169 @@ def test_non_finite_feedback_never_enters_replay_or_the_networks() -> None:
     actor = torch.cat([p.detach().flatten() for p in policy.agent.actor.parameters()])
     assert torch.isfinite(actor).all() and policy.agent.drift()[0] > 0
     assert not np.allclose(later[-1], np.full(K, 1 / K))  # still learning, not uniform
+
+
+# ---------------------------------------------------------------------------- mixlab variant
+MIXLAB = {"variant": "mixlab", "hidden": 16, "batch_size": 8, "buffer_size": 200}
+
+
+def make_mixlab(ctx: PolicyContext | None = None, **kw: Any) -> AcodmPolicy:
+    mixing = {key: kw.pop(key) for key in ("policy_in", "policy_out", "max_epochs") if key in kw}
+    opts = AcodmOptions(**{**MIXLAB, **kw})
+    policy = build("acodm", ctx or PolicyContext(DOMAINS, TOKENS, 0, T), acodm=opts, **mixing)
+    assert isinstance(policy, AcodmPolicy)
+    return policy
+
+
+def mixlab_feedback(t: int, rng: np.random.Generator, favour: int | None = None) -> Feedback:
+    """Training gradients (K, 40); every 10 steps from t = 1 a held-out batch. ``favour``: that
+    domain's training gradient points along the held-out one (an adversarial constant reward)."""
+    tok = rng.integers(50, 100, size=K).astype(float)
+    h_dir = np.ones(40)
+    grads = rng.normal(size=(K, 40))
+    if favour is not None:
+        grads[favour] += 3.0 * h_dir
+    extras: dict[str, Any] = {"grad_count": np.ones(K)}
+    if (t - 1) % 10 == 0:
+        extras.update(
+            heldout_grad_sum=np.tile(h_dir, (K, 1)) * 5.0,
+            heldout_grad_count=np.full(K, 5.0),
+            heldout_loss=rng.uniform(3, 4, size=K),
+        )
+    return Feedback(
+        t, T, rng.uniform(2, 4, size=K) * tok, tok, np.ones(K), grad_sum=grads, extras=extras
+    )
+
+
+def test_mixlab_needs_and_warmup_at_the_prior() -> None:
+    policy = make_mixlab()
+    needs = policy.needs
+    assert needs.gradients is not None and needs.weight_norms is None
+    assert needs.heldout_gradients is not None
+    assert (needs.heldout_gradients.every, needs.heldout_gradients.windows_per_domain) == (10, 1)
+    assert needs.heldout_gradients.due(1) and needs.heldout_gradients.due(11)
+    assert policy.opts.gamma == 0.0 and policy.opts.bound == 1.0 and policy.opts.state == "mixlab"
+    np.testing.assert_allclose(policy.weights(), np.full(K, 1 / K))
+    rng = np.random.default_rng(0)
+    for t in range(1, policy.warmup_steps):
+        policy.update(mixlab_feedback(t, rng))
+        np.testing.assert_allclose(policy.weights(), np.full(K, 1 / K))
+    logs = policy.log_values()
+    assert logs["acodm/kl"] == pytest.approx(0.0, abs=1e-12) and logs["acodm/bound"] == 1.0
+    assert "acodm/bc_loss" not in logs and logs["acodm/actor_drift"] == 0.0  # no cloning
+    assert np.isfinite(logs["acodm/heldout_loss/a"]) and logs["acodm/reward_scale"] > 0
+
+
+def test_mixlab_adversarial_reward_stays_within_the_bound() -> None:
+    """Domain c's training gradient always points along the held-out gradient (the best reward
+    every step): the actor favours c, but never beyond the bound, for 300 steps."""
+    policy = make_mixlab(bound=0.7, actor_lr=1e-2)
+    rng = np.random.default_rng(0)
+    ratios, weights = [], []
+    for t in range(1, 301):
+        policy.update(mixlab_feedback(t, rng, favour=2))
+        w = policy.weights()
+        weights.append(w)
+        ratios.append(np.abs(np.log(w * K)).max())
+        assert policy.log_values()["acodm/bound_excess"] == 0.0
+    assert max(ratios) <= 0.7 + 1e-9
+    assert np.mean([w[2] for w in weights[-50:]]) > 1 / K + 0.05  # it learned to favour c
+    assert policy.log_values()["acodm/reward/c"] > 0
+
+
+def test_epoch_caps_compose_with_the_bound() -> None:
+    """mixing.max_epochs caps the prior first, then every mixture; the Mixer's own clip is
+    then a no-op. Domain c (100 tokens) may take at most 4 epochs of a 6000-token budget."""
+    from mixlab.mixing.budget import clip_to_caps
+
+    ctx = PolicyContext(DOMAINS, np.array([1000, 1000, 100]), 0, T, tokens_per_step=100)
+    policy = make_mixlab(ctx, max_epochs=4.0, actor_lr=1e-2)
+    caps = np.array([4000, 4000, 400]) / 6000
+    np.testing.assert_allclose(policy.prior, clip_to_caps(np.full(3, 1 / 3), caps))
+    rng = np.random.default_rng(0)
+    for t in range(1, 201):
+        policy.update(mixlab_feedback(t, rng, favour=2))  # the actor wants more of c
+        w = policy.weights()
+        assert (w <= caps + 1e-12).all()
+        np.testing.assert_allclose(clip_to_caps(w, caps), w, rtol=1e-12)  # the Mixer: no-op
+    assert policy.log_values()["acodm/max_cap_use"] > 0
+
+
+def test_priors() -> None:
+    from mixlab.mixing.acodm.policy import prior_weights
+    from mixlab.mixing.budget import unimax_weights
+
+    ctx = PolicyContext(DOMAINS, np.array([100, 1000, 3000]), 0, 10, tokens_per_step=200)
+    np.testing.assert_allclose(prior_weights("uniform", ctx), np.full(3, 1 / 3))
+    np.testing.assert_allclose(
+        prior_weights("natural", ctx), [100 / 4100, 1000 / 4100, 3000 / 4100]
+    )
+    np.testing.assert_allclose(
+        prior_weights("unimax", ctx), unimax_weights([100, 1000, 3000], 2000, 4.0)
+    )
+    np.testing.assert_allclose(
+        prior_weights("unimax", ctx, 2.0), unimax_weights([100, 1000, 3000], 2000, 2.0)
+    )
+    policy = make_mixlab(ctx, prior="natural")
+    np.testing.assert_allclose(policy.weights(), policy.prior)
+    with pytest.raises(DataError, match="prior gives no weight"):
+        make_mixlab(PolicyContext(DOMAINS, np.array([0, 10, 10]), 0, T), prior="natural")
+
+
+def test_n_step_transitions() -> None:
+    """horizon n: (s_t-n, a_t-n+1, sum_k gamma^k r_t-n+1+k, s_t) once n rewards are in."""
+    policy = make(horizon=3, gamma=0.5)
+    rng = np.random.default_rng(0)
+    rewards = []
+    for t in range(1, 8):
+        policy.update(feedback(t, rng))
+        rewards.append([policy.log_values()[f"acodm/reward/{d}"] for d in DOMAINS])
+    buf = policy.agent.buffer.state_dict()
+    r = np.array(rewards)
+    assert len(policy.agent.buffer) == 5  # steps 3..7
+    np.testing.assert_allclose(buf["r"][0].numpy(), r[0] + 0.5 * r[1] + 0.25 * r[2], rtol=1e-5)
+    np.testing.assert_allclose(buf["r"][4].numpy(), r[4] + 0.5 * r[5] + 0.25 * r[6], rtol=1e-5)
+    assert torch.equal(buf["s2"][0], buf["s"][3])  # s' = s_(t+3)
+
+
+def test_mixlab_state_dict_round_trip() -> None:
+    a = make_mixlab(horizon=2, gamma=0.5)
+    rng = np.random.default_rng(0)
+    for t in range(1, 25):
+        a.update(mixlab_feedback(t, rng, favour=1))
+    assert a.phase == "main"
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = make_mixlab(PolicyContext(DOMAINS, TOKENS, 5, T), horizon=2, gamma=0.5)
+    b.load_state_dict(torch.load(buf, weights_only=False))
+    for t in range(25, 45):
+        fb = mixlab_feedback(t, rng, favour=1)
+        a.update(fb)
+        b.update(fb)
+        assert np.array_equal(a.weights(), b.weights())
+    assert a.log_values() == b.log_values()
+
+
+def test_mixlab_frozen_needs_nothing_from_the_model(tmp_path: Path) -> None:
+    proxy = make_mixlab(policy_out=str(tmp_path / "p.acodm.pt"))
+    rng = np.random.default_rng(0)
+    for t in range(1, 31):
+        proxy.update(mixlab_feedback(t, rng, favour=0))
+    path = proxy.save_policy_file(tmp_path / "p.acodm.pt", {"seed": 0})
+    frozen = make_mixlab(policy_in=str(path))
+    assert frozen.opts.mode == "frozen" and not frozen.needs.looks_inside_model
+    pf = load_policy_file(path, DOMAINS, state_spec(frozen.opts, K), bound=1.0)
+    actor = build_actor(pf, frozen.prior)
+    plain = Feedback(1, T, np.full(K, 300.0), np.full(K, 100.0), np.ones(K))
+    for t in range(1, 41):
+        frozen.update(dataclasses.replace(plain, step=t))
+        if t >= frozen.warmup_steps:
+            s = torch.as_tensor(frozen.last_state, dtype=torch.float32)
+            with torch.no_grad():
+                np.testing.assert_allclose(frozen.weights(), actor(s).numpy(), atol=1e-6)
+    with pytest.raises(ConfigError, match=r"kind: file .paper. vs run .mixlab."):  # paper file
+        paper = make(mode="proxy_train")
+        run(paper, range(1, 5))
+        old = paper.save_policy_file(tmp_path / "paper.acodm.pt", {})
+        make_mixlab(policy_in=str(old))

@@ -24,10 +24,10 @@ DOMAINS = ("code", "prose", "web")
 SPEC = StateSpec(3, 5, (0.0, 0.25, 0.5, 0.75, 1.0), "previous", 1.0)
 
 
-
-
 def trained_agent() -> DdpgAgent:
-    agent = DdpgAgent(SPEC.dim, 3, AcodmOptions(hidden=24, n_hidden=3, batch_size=8), seed=0)
+    agent = DdpgAgent(
+        SPEC.dim, 3, AcodmOptions(variant="paper", hidden=24, n_hidden=3, batch_size=8), seed=0
+    )
     rng = np.random.default_rng(0)
     for _ in range(16):
         s = rng.normal(size=SPEC.dim)
@@ -61,7 +61,9 @@ def test_round_trip_gives_the_same_action(tmp_path: Path) -> None:
     assert (pf.hidden, pf.n_hidden, pf.critic_output) == (24, 3, "vector")
     assert pf.provenance == {"proxy_params": 123_456, "steps": 5, "seed": 0, "run": "/runs/x"}
     # A frozen agent of another configured size takes the file's architecture and weights.
-    frozen = DdpgAgent(SPEC.dim, 3, AcodmOptions(hidden=pf.hidden, n_hidden=pf.n_hidden), 9)
+    frozen = DdpgAgent(
+        SPEC.dim, 3, AcodmOptions(variant="paper", hidden=pf.hidden, n_hidden=pf.n_hidden), 9
+    )
     frozen.load_actor_state(pf.actor_state)
     actor = build_actor(pf)
     rng = np.random.default_rng(1)
@@ -126,3 +128,24 @@ def test_missing_foreign_and_future_files_raise(tmp_path: Path) -> None:
     torch.save(raw, path)
     with pytest.raises(ConfigError, match="version 99"):
         load_policy_file(path, DOMAINS, SPEC)
+
+
+def test_format_1_files_load_as_paper_and_are_refused_by_mixlab(tmp_path: Path) -> None:
+    agent = trained_agent()
+    path = write(tmp_path / "old.acodm.pt", agent)
+    raw = torch.load(path, weights_only=True)
+    raw["version"] = 1  # what mixlab < 0.3 wrote: no kind, no bound, no prior
+    del raw["actor"]["bound"], raw["actor"]["prior"], raw["state_spec"]["kind"]
+    del raw["state_spec"]["ema"]
+    torch.save(raw, tmp_path / "v1.acodm.pt")
+    pf = load_policy_file(tmp_path / "v1.acodm.pt", DOMAINS, SPEC)
+    assert pf.bound is None and pf.prior == "uniform" and pf.state_spec.kind == "paper"
+    mixlab_spec = StateSpec(3, 0, (), "previous", 1.0, kind="mixlab", ema=0.1)
+    with pytest.raises(ConfigError, match=r"format-1 file .*variant=paper"):
+        load_policy_file(tmp_path / "v1.acodm.pt", DOMAINS, mixlab_spec, bound=1.0)
+    with pytest.raises(ConfigError, match=r"bound=None, prior='uniform'; this run has bound=1.0"):
+        load_policy_file(path, DOMAINS, SPEC, bound=1.0)
+    raw["version"] = 3
+    torch.save(raw, tmp_path / "v3.acodm.pt")
+    with pytest.raises(ConfigError, match="reads versions 1, 2"):
+        load_policy_file(tmp_path / "v3.acodm.pt", DOMAINS, SPEC)

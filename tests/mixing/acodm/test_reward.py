@@ -129,3 +129,39 @@ def test_select_reward_blocks() -> None:
     assert select_reward_blocks(3, [0, -3, 2, -1]) == [0, 2]  # duplicates removed
     with pytest.raises(ConfigError, match=r"mixing\.acodm\.reward_layers"):
         select_reward_blocks(2, [-3, -5])
+
+
+def test_heldout_alignment_worked_example() -> None:
+    """r~_i = <g_i, h> / (||h|| mean_k ||g_k||): the projection on the held-out direction."""
+    from mixlab.mixing.acodm.reward import heldout_alignment, heldout_direction
+
+    # held-out gradients of two domains (sums over 2 and 4 tokens): means [1, 0] and [0, 1]
+    h = heldout_direction(np.array([[2.0, 0.0], [0.0, 4.0]]), np.array([2.0, 4.0]))
+    assert h is not None
+    np.testing.assert_allclose(h, [0.5, 0.5])
+    g = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])  # norms 2, 2, 2.83: mean 2.276
+    r = heldout_alignment(g, np.ones(3, dtype=bool), h)
+    np.testing.assert_allclose(r, np.array([1.0, 1.0, 2.0]) / (np.sqrt(0.5) * 2.2761424), rtol=1e-6)
+    absent = heldout_alignment(g, np.array([True, False, True]), h)
+    assert absent[1] == 0.0 and absent[0] < r[0]  # the mean norm is over the present rows
+    assert heldout_direction(np.zeros((2, 2)), np.zeros(2)) is None
+
+
+def test_running_scale_centres_and_keeps_relative_size() -> None:
+    from mixlab.mixing.acodm.reward import RunningScale
+
+    scale = RunningScale(beta=0.9)
+    present = np.ones(3, dtype=bool)
+    first = scale(np.array([1.0, 2.0, 3.0]), present)
+    np.testing.assert_allclose(first.sum(), 0.0, atol=1e-12)
+    # the first call is its own scale: spread sqrt(2/3) -> centred / sqrt(2/3)
+    np.testing.assert_allclose(first, np.array([-1.0, 0.0, 1.0]) / np.sqrt(2 / 3))
+    small = scale(np.array([1.0, 1.01, 1.02]), present)
+    assert np.abs(small).max() < 0.05  # a quiet step stays quiet (a z-score would give +-1)
+    saved = scale.state_dict()
+    again = RunningScale(beta=0.9)
+    again.load_state_dict(saved)
+    x = np.array([0.0, 5.0, -1.0])
+    np.testing.assert_array_equal(again(x, present), scale(x, present))
+    one = scale(np.array([3.0, 0.0, 0.0]), np.array([True, False, False]))
+    assert np.array_equal(one, np.zeros(3))  # one present domain: nothing to compare

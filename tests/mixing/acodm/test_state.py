@@ -126,3 +126,47 @@ def test_select_depth_blocks() -> None:
 def test_state_spec_round_trip() -> None:
     spec = StateSpec(8, 5, (0.0, 0.25, 0.5, 0.75, 1.0), "first", 100.0)
     assert StateSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_mixlab_state_layout_and_scale_free() -> None:
+    """3K + 1: z(EMA loss), z(trend), clip3(log served share / p0), t/T; a loss offset and a
+    loss scale (a bigger model's lower, flatter losses) leave the first two groups unchanged."""
+    from mixlab.mixing.acodm.state import MixlabStateBuilder
+
+    prior = np.array([0.4, 0.2, 0.2, 0.1, 0.1])
+    rng = np.random.default_rng(0)
+    losses = rng.uniform(3, 6, size=(20, K))
+    tokens = np.tile([40.0, 20.0, 20.0, 10.0, 10.0], (20, 1))  # served exactly at the prior
+    a, b = MixlabStateBuilder(prior, ema=0.2), MixlabStateBuilder(prior, ema=0.2)
+    for t in range(20):
+        sa = a.build(losses[t], tokens[t], t + 1, 40)
+        sb = b.build(0.5 * losses[t] - 1.0, tokens[t], t + 1, 40)
+    assert sa.shape == (3 * K + 1,) and a.dim == 3 * K + 1
+    np.testing.assert_allclose(sa[: 2 * K], sb[: 2 * K], atol=1e-9)
+    np.testing.assert_allclose(sa[2 * K : 3 * K], 0.0, atol=1e-12)  # share == prior
+    assert sa[-1] == 0.5
+    for g in (sa[:K], sa[K : 2 * K]):
+        assert abs(g.mean()) < 1e-9 and np.abs(g).max() <= 3
+    # a domain absent from a step keeps its averages; never-served shares are clipped at -3
+    c = MixlabStateBuilder(prior)
+    s1 = c.build(np.array([4.0, np.nan, 5.0, 5.0, 5.0]), np.array([10.0, 0, 10, 10, 10]), 1, 10)
+    assert np.isfinite(s1).all() and s1[2 * K + 1] == -3.0
+    saved = c.state_dict()
+    d = MixlabStateBuilder(prior)
+    d.load_state_dict(saved)
+    step2 = (np.array([4.5, 4.0, 5.0, 5.0, 5.0]), np.full(K, 10.0), 2, 10)
+    np.testing.assert_array_equal(c.build(*step2), d.build(*step2))
+
+
+def test_state_spec_kinds_round_trip() -> None:
+    spec = StateSpec(4, 0, (), "previous", 1.0, kind="mixlab", ema=0.1)
+    assert spec.dim == 13 and StateSpec.from_dict(spec.to_dict()) == spec
+    old = {
+        "K": 4,
+        "D": 5,
+        "depth_points": [0, 0.25, 0.5, 0.75, 1],
+        "delta_reference": "first",
+        "progress_scale": 100.0,
+        "clip": 3.0,
+    }  # a format-1 file has no kind
+    assert StateSpec.from_dict(old).kind == "paper" and StateSpec.from_dict(old).dim == 23

@@ -2,23 +2,34 @@
 
 Networks (fp32, CPU, PyTorch's default Linear init drawn from the agent's own generator):
 
-* actor  pi_phi(s)   = softmax(Linear(H, K)([Linear -> LayerNorm -> ReLU] x n_hidden (s)))
+* actor  pi_phi(s)   = softmax(log p0 + f(u_phi(s))), u_phi = Linear(H, K)([Linear -> LayerNorm
+  -> ReLU] x n_hidden (s)); f(u) = u (``bound: none``, the paper: p0 uniform makes it a plain
+  softmax) or f(u) = (bound/2) tanh(u) (mixlab: every |log(w_i / p0_i)| <= bound, since the
+  normaliser log Z is itself within [-bound/2, bound/2]). With ``zero_init_head`` the last
+  layer starts at zero, so the actor outputs p0 exactly until it is trained.
 * critic Q_psi(s, a) = Linear(H, K or 1)(same trunk (concat(s, a)))  -- vector or scalar
 * targets phi-, psi- start as copies.
 
 Replay: a FIFO ring of capacity C holding (s, a, r, s', mask); minibatches of N are drawn
-uniformly without replacement. Warm-up update (:meth:`DdpgAgent.warmup_update`): behaviour
-cloning L_BC = mean_b ||pi_phi(s) - a||^2 plus a critic fit on ``warmup_critic_target``
-(``td`` or the release's y = (1 + gamma) r). Main update (:meth:`DdpgAgent.update`):
+uniformly without replacement. With ``horizon`` n > 1 the policy stores n-step transitions
+(r = sum_k gamma^k r_{t+k}, s' = s_{t+n}). Warm-up update (:meth:`DdpgAgent.warmup_update`): a
+critic fit on ``warmup_critic_target`` (``td`` or the release's y = (1 + gamma) r) and, with
+behaviour cloning (the paper's ODM warm-up), L_BC = mean_b ||pi_phi(s) - a||^2. Main update
+(:meth:`DdpgAgent.update`):
 
-1. critic: y = r + gamma Q_psi-(s', pi_phi-(s')) (scalar critic: r -> R = sum_i a_i r_i);
+1. critic: y = r + gamma^n Q_psi-(s', pi_phi-(s')) (``bootstrap``; gamma = 0 or no bootstrap:
+   y = r, a contextual bandit / short-horizon return; scalar critic: r -> R = sum_i a_i r_i);
    L_Q = masked mean (Q_psi(s, a) - y)^2; only the critic optimiser steps (grad clip).
-2. actor (``train_actor``): L_pi = -mean_b sum_i a^_i Q_i(s, a^) (``weighted``), -mean Q
-   (``mean`` or scalar critic), a^ = pi_phi(s). Only the actor optimiser steps; psi gets no
-   gradient unless ``critic_grad_leak`` (release), where the critic optimiser also steps on
-   the actor loss -- gradient *ascent* on Q.
+2. actor (``train_actor``): L_pi = -mean_b [sum_i a^_i Q_i(s, a^) - lambda KL(a^ || p0)]
+   (``weighted``; lambda = ``kl_coef``, 0 in the paper), -mean Q (``mean`` or scalar critic),
+   a^ = pi_phi(s). Only the actor optimiser steps; psi gets no gradient unless
+   ``critic_grad_leak`` (release), where the critic optimiser also steps on the actor loss --
+   gradient *ascent* on Q.
 3. soft updates phi- <- (1 - tau) phi- + tau phi, psi- likewise (also after warm-up updates;
    :meth:`hard_update_targets` copies at the end of warm-up).
+
+Why the prior, the bound and lambda (mixlab; see :mod:`mixlab.mixing.acodm`): sum_i a_i Q_i is
+linear in a, so without them its maximiser over the simplex is a vertex, whatever Q says.
 
 With ``train_actor=false`` (the release bug) the actor optimiser is never stepped, so the actor
 stays bit-identical to its initialisation; :meth:`drift` reports ||phi - phi_0|| and
@@ -46,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixlab.mixing.acodm.options import AcodmOptions
+from mixlab.mixing.acodm.options import AcodmOptions, is_bounded, with_variant_defaults
 
 RELEASE_NOISE = 1e-3  # the release subtracts U(0, 1e-3) per domain
 
@@ -75,15 +86,44 @@ def _init_from(module: M, generator: torch.Generator) -> M:
 
 
 class Actor(nn.Module):
-    """State -> mixture on the simplex."""
+    """State -> mixture on the simplex: softmax(log p0 + f(u(s))), f = identity or bounded.
 
-    def __init__(self, state_dim: int, num_domains: int, hidden: int, n_hidden: int) -> None:
+    ``prior`` p0 (default uniform) is a non-persistent buffer: a policy file carries the
+    network, and each run supplies its own prior. ``bound`` None = unbounded.
+    """
+
+    log_prior: torch.Tensor
+
+    def __init__(
+        self,
+        state_dim: int,
+        num_domains: int,
+        hidden: int,
+        n_hidden: int,
+        *,
+        bound: float | None = None,
+        prior: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         self.trunk = _trunk(state_dim, hidden, n_hidden)
         self.head = nn.Linear(hidden, num_domains)
+        self.bound = None if bound is None else float(bound)
+        p0 = np.full(num_domains, 1.0 / num_domains) if prior is None else np.asarray(prior)
+        if p0.shape != (num_domains,) or not (p0 > 0).all():
+            raise ValueError(f"Actor: the prior must be ({num_domains},) and > 0, got {p0}")
+        log_p0 = torch.as_tensor(np.log(p0 / p0.sum()), dtype=torch.float32)
+        self.register_buffer("log_prior", log_p0, persistent=False)
+
+    def raw(self, s: torch.Tensor) -> torch.Tensor:
+        """u(s): the head's output before the bound."""
+        return self.head(self.trunk(s))
+
+    def logits_from_raw(self, u: torch.Tensor) -> torch.Tensor:
+        shift = u if self.bound is None else 0.5 * self.bound * torch.tanh(u)
+        return self.log_prior.to(u.dtype) + shift
 
     def logits(self, s: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(s))
+        return self.logits_from_raw(self.raw(s))
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(s), dim=-1)
@@ -178,19 +218,36 @@ def _flat(module: nn.Module) -> torch.Tensor:
 class DdpgAgent:
     """Actor, critic, their targets, optimisers, replay and RNG of one AC-ODM controller."""
 
-    def __init__(self, state_dim: int, num_domains: int, opts: AcodmOptions, seed: int) -> None:
+    def __init__(
+        self,
+        state_dim: int,
+        num_domains: int,
+        opts: AcodmOptions,
+        seed: int,
+        prior: np.ndarray | None = None,
+    ) -> None:
+        """``opts``' null fields take the variant's values; ``prior`` p0 (default uniform)."""
+        opts = with_variant_defaults(opts)
         self.state_dim, self.num_domains, self.opts = state_dim, num_domains, opts
         self.generator = torch.Generator().manual_seed(int(seed))
         h, n = opts.hidden, opts.n_hidden
+        bound = float(opts.bound) if is_bounded(opts) else None  # type: ignore[arg-type]
         with torch.device("meta"):
-            actor = Actor(state_dim, num_domains, h, n)
+            actor = Actor(state_dim, num_domains, h, n, bound=bound)
             critic = Critic(state_dim, num_domains, h, n, opts.critic_output)
         self.actor = _init_from(actor, self.generator)
+        self.set_prior(np.full(num_domains, 1.0 / num_domains) if prior is None else prior)
+        if opts.zero_init_head:
+            with torch.no_grad():
+                self.actor.head.weight.zero_()
+                self.actor.head.bias.zero_()
         self.critic = _init_from(critic, self.generator)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.AdamW(
-            self.actor.parameters(), lr=opts.actor_lr, weight_decay=opts.weight_decay
+            self.actor.parameters(),
+            lr=float(opts.actor_lr),  # type: ignore[arg-type]
+            weight_decay=opts.weight_decay,
         )
         self.critic_opt = torch.optim.AdamW(
             self.critic.parameters(), lr=opts.critic_lr, weight_decay=opts.weight_decay
@@ -199,6 +256,21 @@ class DdpgAgent:
         self._actor0, self._critic0 = _flat(self.actor), _flat(self.critic)
         self.updates = 0
         self.skipped_steps = 0  # optimiser steps skipped for a non-finite gradient
+
+    def set_prior(self, prior: np.ndarray) -> None:
+        """p0 of the actor and its target (normalised; every entry must be > 0)."""
+        p0 = np.asarray(prior, dtype=np.float64)
+        if p0.shape != (self.num_domains,) or not (p0 > 0).all() or not np.isfinite(p0).all():
+            raise ValueError(f"acodm: the prior must be {self.num_domains} weights > 0, got {p0}")
+        log_p0 = torch.as_tensor(np.log(p0 / p0.sum()), dtype=torch.float32)
+        for net in (self.actor, getattr(self, "actor_target", None)):
+            if net is not None:
+                net.log_prior.copy_(log_p0)
+
+    @property
+    def prior(self) -> np.ndarray:
+        """(K,) float64 p0."""
+        return np.exp(self.actor.log_prior.double().numpy())
 
     # ------------------------------------------------------------------ replay
     def push(
@@ -214,7 +286,7 @@ class DdpgAgent:
     def set_lr_scale(self, scale: float) -> None:
         """Set both learning rates to ``scale`` x their configured peak."""
         for group in self.actor_opt.param_groups:
-            group["lr"] = self.opts.actor_lr * scale
+            group["lr"] = float(self.opts.actor_lr) * scale  # type: ignore[arg-type]
         for group in self.critic_opt.param_groups:
             group["lr"] = self.opts.critic_lr * scale
 
@@ -223,11 +295,15 @@ class DdpgAgent:
         """N transitions drawn uniformly without replacement with the agent's generator."""
         return self.buffer.sample(self.opts.batch_size, self.generator)
 
-    def warmup_update(self) -> dict[str, float]:
-        """Behaviour cloning of the warm-up mixer + critic fit; returns the losses."""
+    def warmup_update(self, behaviour_cloning: bool = True) -> dict[str, float]:
+        """Critic fit, and behaviour cloning of the warm-up mixer; returns the losses."""
         with _threads(self.opts.agent_threads):
             batch = self.sample_batch()
             critic_loss, mean_q = self.critic_step(batch, self.opts.warmup_critic_target)
+            if not behaviour_cloning:  # the warm-up mixture is the actor's own p0
+                self._soft_update()
+                self.updates += 1
+                return {"critic_loss": critic_loss, "mean_q": mean_q}
             if self.opts.train_actor:
                 bc = ((self.actor(batch.s) - batch.a) ** 2).sum(dim=-1).mean()
                 self._step(self.actor_opt, self.actor, bc)
@@ -250,12 +326,14 @@ class DdpgAgent:
 
     def critic_step(self, batch: Batch, target: str) -> tuple[float, float]:
         """Fit Q_psi on ``batch`` (target ``td`` or ``r_plus_gamma_r``); (L_Q, mean Q)."""
-        gamma, scalar = self.opts.gamma, self.opts.critic_output == "scalar"
+        gamma, scalar = float(self.opts.gamma), self.opts.critic_output == "scalar"  # type: ignore[arg-type]
         with torch.no_grad():
             reward = (batch.a * batch.r).sum(-1, keepdim=True) if scalar else batch.r
-            if target == "td":
+            if target == "td" and not (gamma > 0 and self.opts.bootstrap):
+                y = reward  # contextual bandit (gamma 0) or a pure n-step return
+            elif target == "td":
                 q_next = self.critic_target(batch.s2, self.actor_target(batch.s2))
-                y = reward + gamma * q_next
+                y = reward + gamma**self.opts.horizon * q_next
             else:  # r_plus_gamma_r: the release's warm-up target, no bootstrap
                 y = (1.0 + gamma) * reward
         q = self.critic(batch.s, batch.a)
@@ -267,11 +345,18 @@ class DdpgAgent:
         return float(loss.detach()), float(q.detach().mean())
 
     def _actor_loss(self, batch: Batch) -> torch.Tensor:
-        a_hat = self.actor(batch.s)
+        logits = self.actor.logits(batch.s)
+        a_hat = torch.softmax(logits, dim=-1)
         q = self.critic(batch.s, a_hat)
         if self.opts.critic_output == "vector" and self.opts.actor_objective == "weighted":
-            return -(a_hat * q).sum(dim=-1).mean()
-        return -q.mean()
+            value = (a_hat * q).sum(dim=-1)
+        else:
+            value = q.mean(dim=-1)
+        kl_coef = float(self.opts.kl_coef)  # type: ignore[arg-type]
+        if kl_coef > 0:  # KL(a^ || p0) = sum_i a^_i (log a^_i - log p0_i)
+            log_a = torch.log_softmax(logits, dim=-1)
+            value = value - kl_coef * (a_hat * (log_a - self.actor.log_prior)).sum(dim=-1)
+        return -value.mean()
 
     def actor_step(self, batch: Batch) -> float:
         """The actor objective on ``batch``: steps what the switches say; returns L_pi."""
@@ -329,12 +414,14 @@ class DdpgAgent:
         s = torch.as_tensor(np.asarray(state, dtype=np.float32)).unsqueeze(0)
         with _threads(self.opts.agent_threads):
             self.actor.eval()
-            logits = self.actor.logits(s)[0].double()
+            raw = self.actor.raw(s)[0].double()
             self.actor.train()
         if exploration == "logit_gaussian" and sigma > 0:
             noise = torch.randn(self.num_domains, generator=self.generator, dtype=torch.float64)
-            logits = logits + sigma * noise  # log a + N(0, sigma^2), then softmax
-        w = torch.softmax(logits, dim=-1)
+            # Unbounded: log a + N(0, sigma^2). Bounded: the noise enters before the tanh, so
+            # the executed mixture stays within the bound too.
+            raw = raw + sigma * noise
+        w = torch.softmax(self.actor.logits_from_raw(raw), dim=-1)
         if exploration == "release":
             u = torch.rand(self.num_domains, generator=self.generator, dtype=torch.float64)
             w = w - RELEASE_NOISE * u

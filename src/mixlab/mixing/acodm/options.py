@@ -1,23 +1,44 @@
-"""Configuration of AC-ODM (``mixing.acodm.*``): every knob of METHODS.md §2.4-2.7.
+"""Configuration of AC-ODM (``mixing.acodm.*``): every knob of METHODS.md §2.4-2.7, and mixlab's
+redesign.
 
-Defaults are the mixlab small defaults (§2.7): a 128 x 2 actor and critic, gamma 0.95,
-tau 0.005, replay 10 000 / minibatch 32, AdamW 1e-4 (actor) / 1e-3 (critic), warm-up
-max(2N, 5% of T) on ODM ``smoothed_mean``, log-space Gaussian exploration (sigma 0.1).
+Two variants (``variant``), one code path:
+
+* ``mixlab`` (default; mixlab's own design, not the paper's): the action is a **bounded move
+  around a prior mixture** p0 (``prior``: uniform | unimax | natural),
+  ``w = softmax(log p0 + (bound/2) tanh(u_phi(s)))`` so every ``|log(w_i / p0_i)| <= bound``;
+  the actor maximises ``sum_i w_i Q_i - kl_coef KL(w || p0)``; the reward is the alignment of
+  each domain's training gradient with the gradient of a small **held-out** batch (DoGE-style,
+  arXiv 2310.15393) normalised by a running scale; a loss-only state that means the same thing
+  at every model size; the critic is a contextual bandit (``gamma`` 0) unless asked otherwise.
+* ``paper``: METHODS.md §2 as specified (arXiv 2505.23878 with mixlab's small defaults):
+  softmax actor with no prior or bound, train-gradient Gram reward z-scored per step, state of
+  losses, counts and weight norms, DDPG bootstrap with gamma 0.95, ODM warm-up.
+
+Fields left at ``null`` take their variant's value (:data:`VARIANT_DEFAULTS`), so every
+ingredient can be switched on its own (``variant: paper`` with ``bound: 1.0`` is the paper with
+a bound; ``variant: mixlab`` with ``reward: alignment`` is mixlab with the paper's reward).
+
+Other defaults are the mixlab small defaults (§2.7): a 128 x 2 actor and critic, tau 0.005,
+replay 10 000 / minibatch 32, AdamW (critic 1e-3), warm-up max(2N, 5% of T), log-space Gaussian
+exploration (sigma 0.1; inside the bound for a bounded actor).
 
 The release quirks of §2.6 are plain switches with the mixlab value as default. ``preset:
 acodm_release`` sets every one of them to the value of the authors' code (see
-:data:`RELEASE_SWITCHES`); name switches in ``preset_except`` to keep your own value for them,
-e.g. ``preset_except: [train_actor]`` is "the release, but with the actor actually trained".
-Network sizes (hidden, n_hidden, tau) are not part of the preset: they are scale, not quirks.
+:data:`RELEASE_SWITCHES`; it implies ``variant: paper``); name switches in ``preset_except`` to
+keep your own value for them, e.g. ``preset_except: [train_actor]`` is "the release, but with
+the actor actually trained". Network sizes (hidden, n_hidden, tau) are not part of the preset:
+they are scale, not quirks.
 
 :func:`resolve_options` is what the policy factory calls: it validates (errors name
-``mixing.acodm.<field>``), applies the preset, and turns YAML lists into typed lists.
+``mixing.acodm.<field>``), applies the preset and the variant's defaults, and turns YAML lists
+into typed lists. :func:`with_variant_defaults` fills the variant defaults alone (for code that
+builds an agent from options directly).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -34,6 +55,36 @@ WARMUP_CRITIC_TARGETS = ("td", "r_plus_gamma_r")
 DELTA_REFERENCES = ("previous", "first")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 PRESETS = ("acodm_release",)
+VARIANTS = ("mixlab", "paper")
+PRIORS = ("uniform", "unimax", "natural")
+REWARDS = ("heldout_alignment", "alignment")
+STATES = ("mixlab", "paper")
+WARMUP_MIXERS = ("prior", "odm")
+UNBOUNDED = "none"
+
+# Fields whose null means "the variant's value": variant -> field -> value.
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "bound": UNBOUNDED,
+        "kl_coef": 0.0,
+        "reward": "alignment",
+        "state": "paper",
+        "gamma": 0.95,
+        "actor_lr": 1e-4,
+        "warmup_mixer": "odm",
+        "zero_init_head": False,
+    },
+    "mixlab": {
+        "bound": 1.0,
+        "kl_coef": 1.0,
+        "reward": "heldout_alignment",
+        "state": "mixlab",
+        "gamma": 0.0,
+        "actor_lr": 1e-3,
+        "warmup_mixer": "prior",
+        "zero_init_head": True,
+    },
+}
 
 
 class AcodmOptions(Section):
@@ -50,8 +101,16 @@ class AcodmOptions(Section):
         "mixing.policy_out is set, else online. online/proxy_train with mixing.policy_in "
         "fine-tune the loaded actor (and critic) online.",
     )
+    variant: str = Field(
+        "mixlab",
+        description="mixlab (bounded move around a prior, held-out gradient reward, loss-only "
+        "state, contextual bandit: mixlab's own design) | paper (METHODS.md §2, arXiv "
+        "2505.23878). Fields left null take the variant's value.",
+    )
     preset: str | None = Field(
-        None, description="null | acodm_release: set every release switch of §2.6 at once."
+        None,
+        description="null | acodm_release: set every release switch of §2.6 at once "
+        "(implies variant=paper).",
     )
     preset_except: list[str] = Field(
         default_factory=list,
@@ -59,7 +118,81 @@ class AcodmOptions(Section):
     )
     hidden: Int = Field(128, description="Width H of actor and critic (128).")
     n_hidden: Int = Field(2, description="Hidden [Linear-LayerNorm-ReLU] blocks per network (2).")
-    gamma: Float = Field(0.95, description="Discount factor in [0, 1) (0.95).")
+    prior: str = Field(
+        "uniform",
+        description="The mixture the actor moves around: uniform | unimax (UniMax with "
+        "mixing.max_epochs, else 4 epochs, over the run's budget) | natural. The epoch caps "
+        "of mixing.max_epochs are applied to it first.",
+    )
+    bound: Float | Literal["none"] | None = Field(
+        None,
+        description="Per-domain log-ratio bound: every |log(w_i / p0_i)| <= bound, as "
+        "logits = log p0 + (bound/2) tanh(actor output) (e.g. 1.0: a uniform 1/8 moves within "
+        "[0.046, 0.34]). none = unbounded (the paper's softmax). null = variant default "
+        "(mixlab 1.0, paper none).",
+    )
+    kl_coef: Float | None = Field(
+        None,
+        description="lambda of the actor objective sum_i w_i Q_i - lambda KL(w || p0): the "
+        "optimum is w ~ p0 exp(Q / lambda), never a vertex. null = variant default (mixlab 1.0, "
+        "paper 0).",
+    )
+    reward: str | None = Field(
+        None,
+        description="heldout_alignment (each domain's training gradient projected on the "
+        "gradient of a small held-out batch, DoGE-style, running-scale normalised) | alignment "
+        "(the paper's train-gradient Gram, off-diagonal, z-scored per step). null = variant "
+        "default (mixlab heldout_alignment, paper alignment).",
+    )
+    heldout_every: Int = Field(
+        10,
+        description="heldout_alignment: one extra small backward on validation windows every "
+        "k LM steps (the held-out gradient between two captures is the last one) (10).",
+    )
+    heldout_windows: Int = Field(
+        1,
+        description="heldout_alignment: validation windows per domain in that backward, walking "
+        "back from the end of each domain's validation split, other windows each time (1).",
+    )
+    reward_ema: Float = Field(
+        0.98,
+        description="heldout_alignment: EMA factor of the running reward scale (the reward is "
+        "centred and divided by sqrt(EMA of its spread over domains), not z-scored) (0.98).",
+    )
+    state: str | None = Field(
+        None,
+        description="mixlab (EMA loss, loss trend, log cumulative share / p0, progress: "
+        "3K + 1, the same meaning at every model size) | paper (§2.3: loss, loss change, "
+        "counts, weight norms, norm change, progress: 3K + 2D + 1). null = variant default.",
+    )
+    state_ema: Float = Field(
+        0.1, description="state=mixlab: EMA rate of the per-domain loss (the trend uses /5) (0.1)."
+    )
+    gamma: Float | None = Field(
+        None,
+        description="Discount factor in [0, 1); 0 = contextual bandit (the critic fits the "
+        "reward itself). null = variant default (mixlab 0, paper 0.95).",
+    )
+    horizon: Int = Field(
+        1,
+        description="n-step returns: the critic's target sums the next n rewards "
+        "sum_k gamma^k r_{t+k} (+ gamma^n Q-(s_{t+n}) with bootstrap) (1).",
+    )
+    bootstrap: bool = Field(
+        True,
+        description="Add the target networks' gamma^n Q-(s', pi-(s')) to the critic target "
+        "(DDPG); false = a pure short-horizon return.",
+    )
+    warmup_mixer: str | None = Field(
+        None,
+        description="Mixture during warm-up: prior (p0) | odm (ODM smoothed_mean, with actor "
+        "behaviour cloning; the paper). null = variant default.",
+    )
+    zero_init_head: bool | None = Field(
+        None,
+        description="Start the actor's last layer at zero, so it outputs p0 exactly until "
+        "trained. null = variant default (mixlab true, paper false).",
+    )
     tau: Float = Field(0.005, description="Soft target update rate in (0, 1] (0.005).")
     buffer_size: Int = Field(10_000, description="Replay capacity C in transitions, FIFO (10000).")
     batch_size: Int = Field(32, description="Replay minibatch N, drawn without replacement (32).")
@@ -72,7 +205,10 @@ class AcodmOptions(Section):
         description="torch intra-op threads while the agent computes (its matrices are tiny, "
         "so thread sync costs more than it saves); restored afterwards; 0 = torch's.",
     )
-    actor_lr: Float = Field(1e-4, description="Actor AdamW learning rate (1e-4).")
+    actor_lr: Float | None = Field(
+        None,
+        description="Actor AdamW learning rate; null = variant default (mixlab 1e-3, paper 1e-4).",
+    )
     critic_lr: Float = Field(1e-3, description="Critic AdamW learning rate (1e-3).")
     weight_decay: Float = Field(0.0, description="AdamW weight decay of both networks (0).")
     grad_clip: Float = Field(1.0, description="Max grad norm per network update; 0 disables (1.0).")
@@ -165,7 +301,20 @@ def apply_release_preset(opts: AcodmOptions) -> AcodmOptions:
     """
     keep = set(opts.preset_except)
     changes = {k: v for k, v in RELEASE_SWITCHES.items() if k not in keep}
-    return opts.model_copy(update=changes)
+    return opts.model_copy(update={"variant": "paper", **changes})
+
+
+def with_variant_defaults(opts: AcodmOptions) -> AcodmOptions:
+    """A copy of ``opts`` whose null fields hold the value of ``opts.variant``."""
+    if opts.variant not in VARIANT_DEFAULTS:
+        raise _err("variant", f"choose one of {', '.join(VARIANTS)}", opts.variant)
+    fill = {k: v for k, v in VARIANT_DEFAULTS[opts.variant].items() if getattr(opts, k) is None}
+    return opts.model_copy(update=fill) if fill else opts
+
+
+def is_bounded(opts: AcodmOptions) -> bool:
+    """True when the actor moves within a log-ratio bound around the prior."""
+    return opts.bound is not None and opts.bound != UNBOUNDED
 
 
 def resolve_warmup_steps(warmup_steps: int, batch_size: int, total_steps: int) -> int:
@@ -194,8 +343,14 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
             f"mixing.name=acodm needs at least 2 domains (the reward compares domains); "
             f"the store has {num_domains}"
         )
+    opts = with_variant_defaults(opts)
     choices = {
         "mode": MODES,
+        "variant": VARIANTS,
+        "prior": PRIORS,
+        "reward": REWARDS,
+        "state": STATES,
+        "warmup_mixer": WARMUP_MIXERS,
         "exploration": EXPLORATIONS,
         "frozen_exploration": EXPLORATIONS,
         "reward_weighting": REWARD_WEIGHTINGS,
@@ -230,6 +385,9 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         "agent_threads": 0,
         "warmup_steps": -1,
         "floor_per_domain": 0,
+        "horizon": 1,
+        "heldout_every": 1,
+        "heldout_windows": 1,
     }
     for name, low in minimums.items():
         value = getattr(opts, name)
@@ -248,6 +406,9 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         "warmup_alpha": (0.0, 1.0, True, False),
         "sigma": (0.0, math.inf, True, False),
         "progress_scale": (0.0, math.inf, True, False),
+        "kl_coef": (0.0, math.inf, True, False),
+        "reward_ema": (0.0, 1.0, True, False),
+        "state_ema": (0.0, 1.0, False, True),
     }
     for name, (lo, hi, lo_in, hi_in) in ranges.items():
         v = getattr(opts, name)
@@ -255,6 +416,8 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         if not ok:
             interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
             raise _err(name, f"must be a number in {interval}", v)
+    if is_bounded(opts) and not (_is_num(opts.bound) and opts.bound > 0):  # type: ignore[operator]
+        raise _err("bound", "must be null, none or a number > 0", opts.bound)
     if opts.pre_clip is not None and not (_is_num(opts.pre_clip) and opts.pre_clip > 0):
         raise _err("pre_clip", "must be null or a number > 0", opts.pre_clip)
     points = opts.depth_points
@@ -291,12 +454,13 @@ def resolve_options(
     policy_in: str | None = None,
     policy_out: str | None = None,
 ) -> AcodmOptions:
-    """Validate, resolve the mode and the preset; return a copy with typed lists."""
+    """Validate, resolve the mode, the preset and the variant defaults; a copy with typed lists."""
     validate(opts, num_domains)
     opts = opts.model_copy(update={"mode": resolve_mode(opts.mode, policy_in, policy_out)})
     if opts.preset == "acodm_release":
         opts = apply_release_preset(opts)
-        validate(opts, num_domains)
+    opts = with_variant_defaults(opts)
+    validate(opts, num_domains)
     return opts.model_copy(
         update={
             "depth_points": [float(q) for q in opts.depth_points],

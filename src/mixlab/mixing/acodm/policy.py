@@ -1,42 +1,62 @@
-"""AC-ODM as a mixing policy (``mixing.name=acodm``; METHODS.md §2, arXiv 2505.23878).
+"""AC-ODM as a mixing policy (``mixing.name=acodm``; METHODS.md §2, arXiv 2505.23878, and mixlab's
+redesign, ``mixing.acodm.variant``).
 
 Per LM step t, :meth:`AcodmPolicy.update` does, in this order:
 
-1. s_t from the step's losses, counts and weight norms (:class:`StateBuilder`);
-2. (training modes) the reward r_t from the per-domain mean gradients
-   (:func:`alignment_reward`) and the transition (s_{t-1}, a_t, r_t, s_t, mask_t) into replay,
+1. s_t from the step's losses (and, ``state: paper``, counts and weight norms;
+   :class:`StateBuilder` / :class:`MixlabStateBuilder`);
+2. (training modes) the reward r_t (:mod:`.reward`: ``alignment`` from the per-domain mean
+   gradients, or ``heldout_alignment`` from those and the last held-out gradient) and the
+   transition (s_{t-n}, a_{t-n+1}, sum_k gamma^k r, s_t, mask) into replay (n = ``horizon``),
    where a_t is the mixture that drew step t and s_0 := s_1;
 3. (training modes, every ``agent_update_every`` steps, once replay holds N transitions)
-   ``updates_per_step`` agent updates: behaviour cloning + critic fit while t <= T_w, DDPG after;
-   at t = T_w the targets are hard-copied;
-4. the next mixture: ODM ``smoothed_mean`` (alpha 0.5, from natural weights, updated from t = 1)
-   while t < T_w, then a_{t+1} = act(s_t) with exploration. It changes only at steps with
-   t % mixing.update_every == 0, the steps where the loop reads it, so a_t is always the
-   mixture that really drew step t.
+   ``updates_per_step`` agent updates: critic fit (and behaviour cloning of the ODM warm-up
+   mixer, ``warmup_mixer: odm``) while t <= T_w, actor-critic after; at t = T_w the targets are
+   hard-copied;
+4. the next mixture: the warm-up mixer (the prior p0, or ODM ``smoothed_mean`` from natural
+   weights) while t < T_w, then a_{t+1} = act(s_t) with exploration, clipped to the epoch caps
+   of ``mixing.max_epochs``. It changes only at steps with t % mixing.update_every == 0, the
+   steps where the loop reads it, so a_t is always the mixture that really drew step t.
 
-``mode=frozen`` skips 2 and 3 (no gradients needed) and acts
-with the actor of a policy file (``frozen_exploration``, default none). ``online`` or
-``proxy_train`` with a policy file (``mixing.policy_in``) start from its actor (and critic, if
-the file has one) and fine-tune them online. The mode comes from :func:`resolve_mode`
-(``auto``: frozen when ``mixing.policy_in`` is set, proxy_train when ``mixing.policy_out`` is).
+The mixlab variant, and why (measured by ``scripts/acodm_mechanism.py``; README "AC-ODM without
+collapse"). The paper's actor maximises sum_i a_i Q_i(s, a) over a softmax: linear in a, so a
+vertex, and with a per-step z-scored (zero-sum) reward that does not depend on a_t the critic
+learns Q(s) and the actor walks to the domain with the highest running reward, whatever that
+does to the model; the state's counts feed its own choice back to it. mixlab instead:
+
+* moves the mixture within a **bound around a prior** p0 (``prior``, ``bound``): every
+  |log(w_i / p0_i)| <= bound, and the objective has ``- kl_coef KL(w || p0)``, whose optimum
+  w ~ p0 exp(Q / kl_coef) is interior. ``mixing.max_epochs`` caps the prior first, then every
+  mixture (the Mixer applies them again: a no-op);
+* rewards what the mixture is for, lower held-out loss: ``heldout_alignment`` (DoGE-style,
+  arXiv 2310.15393), one small extra backward on validation windows every ``heldout_every``
+  steps (``needs.heldout_gradients``);
+* credits a mixture with its immediate effect (``gamma`` 0, a contextual bandit) unless asked
+  for n-step returns or the DDPG bootstrap (``horizon``, ``bootstrap``);
+* reads a loss-only state (``state: mixlab``) with the same meaning on a proxy and a target.
+
+``mode=frozen`` skips 2 and 3 (no gradients needed) and acts with the actor of a policy file
+(``frozen_exploration``, default none). ``online`` or ``proxy_train`` with a policy file
+(``mixing.policy_in``) start from its actor (and critic, if the file has one) and fine-tune
+them online. The mode comes from :func:`resolve_mode` (``auto``: frozen when
+``mixing.policy_in`` is set, proxy_train when ``mixing.policy_out`` is).
 
 What it needs from the trainer (``policy.needs``, :class:`~mixlab.mixing.base.PolicyNeeds`):
 
-* ``weight_norms``: ``param_norms`` (D,) = ||W_b||_F of the MLP down-projections at
-  ``depth_points`` (blocks from :func:`.state.select_depth_blocks`), measured after the
-  optimiser step, and ``extras["param_diff_norms"]`` (D,) = ||W_b,t - W_b,ref||_F. The
-  trainer keeps the reference copies (:class:`~mixlab.train.probes.WeightNormTracker`): a
-  policy never holds model weights;
 * ``gradients`` (training modes only): ``grad_sum`` (K, P), the per-domain gradient sums on the
-  ``reward_layers`` down-projections, all-reduced; the mean gradient is
-  grad_sum[i] / ``extras.get("grad_count", microbatch_count)[i]``, count 0 = absent.
-  With the one-backward hook capture ``extras["grad_count"]`` = the divisor that makes
-  it the domain's mean gradient (e.g. token counts for summed per-token gradients);
+  ``reward_layers`` matrices, all-reduced; the mean gradient is grad_sum[i] /
+  ``extras.get("grad_count", microbatch_count)[i]``, count 0 = absent;
+* ``heldout_gradients`` (training modes, ``reward: heldout_alignment``): the held-out batch's
+  ``extras["heldout_grad_sum"]`` / ``["heldout_grad_count"]`` every ``heldout_every`` steps;
+* ``weight_norms`` (``state: paper``): ``param_norms`` (D,) and
+  ``extras["param_diff_norms"]`` (D,) of the MLP down-projections at ``depth_points``
+  (:class:`~mixlab.train.probes.WeightNormTracker`: a policy never holds model weights);
 * ``floor_per_domain`` (forced micro-batches/sequences per domain per step), and
   ``exports_policy_file`` in ``proxy_train`` (:meth:`save_policy_file` at each checkpoint).
 
-For the logs: :meth:`log_values` every step, :meth:`eval_log_values` (the K x K gradient
-cosines) at each eval, ``last_state`` (s_t) to replay a run.
+For the logs: :meth:`log_values` every step (rewards, the bound and KL actually used, the
+epoch-cap use), :meth:`eval_log_values` (the K x K gradient cosines) at each eval,
+``last_state`` (s_t) to replay a run.
 """
 
 from __future__ import annotations
@@ -44,6 +64,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,13 +74,27 @@ from pydantic import Field
 
 from mixlab.errors import ConfigError, DataError, ResumeError
 from mixlab.mixing.acodm.agent import DdpgAgent
-from mixlab.mixing.acodm.options import AcodmOptions, resolve_options, resolve_warmup_steps
+from mixlab.mixing.acodm.options import (
+    AcodmOptions,
+    is_bounded,
+    resolve_options,
+    resolve_warmup_steps,
+    with_variant_defaults,
+)
 from mixlab.mixing.acodm.policy_file import PolicyFile, load_policy_file, save_policy_file
-from mixlab.mixing.acodm.reward import cosine_matrix, gram_matrix, reward_from_gram
-from mixlab.mixing.acodm.state import StateBuilder, StateSpec
+from mixlab.mixing.acodm.reward import (
+    RunningScale,
+    cosine_matrix,
+    gram_matrix,
+    heldout_alignment,
+    heldout_direction,
+    reward_from_gram,
+)
+from mixlab.mixing.acodm.state import MixlabStateBuilder, StateBuilder, StateSpec
 from mixlab.mixing.base import (
     Feedback,
     GradientNeeds,
+    HeldoutGradientNeeds,
     MixingOptions,
     PolicyBase,
     PolicyContext,
@@ -68,6 +103,7 @@ from mixlab.mixing.base import (
     register_policy,
     validate_weights,
 )
+from mixlab.mixing.budget import clip_to_caps, run_caps, unimax_weights
 from mixlab.mixing.odm import OdmPolicy
 from mixlab.schema import Str
 
@@ -78,6 +114,17 @@ _SEED_SALT = 0xAC0D  # the agent's stream differs from every other stream drawn 
 
 def state_spec(opts: AcodmOptions, num_domains: int) -> StateSpec:
     """The state layout implied by the options (what a policy file must match)."""
+    opts = with_variant_defaults(opts)
+    if opts.state == "mixlab":
+        return StateSpec(
+            num_domains=num_domains,
+            num_depths=0,
+            depth_points=(),
+            delta_reference="previous",
+            progress_scale=1.0,
+            kind="mixlab",
+            ema=float(opts.state_ema),
+        )
     return StateSpec(
         num_domains=num_domains,
         num_depths=len(opts.depth_points),
@@ -88,7 +135,7 @@ def state_spec(opts: AcodmOptions, num_domains: int) -> StateSpec:
 
 
 class AcodmPolicy(PolicyBase):
-    """ODM warm-up, then a DDPG actor maps the training state to the mixture."""
+    """A warm-up mixer, then an actor maps the training state to the mixture."""
 
     name = "acodm"
 
@@ -103,24 +150,46 @@ class AcodmPolicy(PolicyBase):
         update_every: int = 1,
         policy_file: PolicyFile | None = None,
         policy_out: str | None = None,
+        prior: np.ndarray | None = None,
+        caps: np.ndarray | None = None,
+        budget_tokens: float = 0.0,
     ) -> None:
         """``opts`` must be resolved (:func:`resolve_options`); ``policy_file`` is required
-        for mode=frozen (its actor drives) and optional otherwise (fine-tune from it)."""
+        for mode=frozen (its actor drives) and optional otherwise (fine-tune from it).
+        ``initial_weights`` start the ODM warm-up mixer (natural weights); ``prior`` is p0
+        (default uniform; already within ``caps``, the (K,) weight caps of the epoch caps);
+        ``budget_tokens`` (the run's tokens) turns served tokens into the share of each cap."""
         if opts.mode == "frozen" and policy_file is None:
             raise ConfigError("acodm: mode=frozen needs a policy file (mixing.policy_in)")
+        opts = with_variant_defaults(opts)
         self.domains: tuple[str, ...] = tuple(domains)
         k = len(self.domains)
         self.opts = opts
         self.update_every = update_every
         self.policy_out = policy_out  # where proxy_train exports (None: the run folder)
         self.warmup_steps = resolve_warmup_steps(opts.warmup_steps, opts.batch_size, total_steps)
-        self.spec = state_spec(opts, k)
-        self.builder = StateBuilder(
-            k,
-            self.spec.num_depths,
-            delta_reference=opts.delta_reference,
-            progress_scale=opts.progress_scale,
+        self.prior = validate_weights(
+            np.full(k, 1.0 / k) if prior is None else prior, self.domains, where="acodm prior"
         )
+        if not (self.prior > 0).all():
+            zero = [d for d, p in zip(self.domains, self.prior, strict=True) if p <= 0]
+            raise DataError(
+                f"acodm: the prior gives no weight to {zero}; the actor moves *around* the "
+                "prior, so every domain needs weight > 0 (choose another mixing.acodm.prior)"
+            )
+        self.caps = None if caps is None else np.asarray(caps, dtype=np.float64)
+        self.budget_tokens = float(budget_tokens)
+        self.spec = state_spec(opts, k)
+        self.builder: StateBuilder | MixlabStateBuilder
+        if opts.state == "mixlab":
+            self.builder = MixlabStateBuilder(self.prior, ema=opts.state_ema)
+        else:
+            self.builder = StateBuilder(
+                k,
+                self.spec.num_depths,
+                delta_reference=opts.delta_reference,
+                progress_scale=opts.progress_scale,
+            )
         self._odm = OdmPolicy(
             self.domains,
             initial_weights,
@@ -137,7 +206,7 @@ class AcodmPolicy(PolicyBase):
             if opts.mode == "frozen":  # replay is never used
                 agent_opts = agent_opts.model_copy(update={"buffer_size": 1, "batch_size": 1})
         agent_seed = int(np.random.SeedSequence([int(seed), _SEED_SALT]).generate_state(1)[0])
-        self.agent = DdpgAgent(self.builder.dim, k, agent_opts, seed=agent_seed)
+        self.agent = DdpgAgent(self.builder.dim, k, agent_opts, seed=agent_seed, prior=self.prior)
         if policy_file is not None:
             self.agent.load_actor_state(policy_file.actor_state)
             if opts.mode != "frozen" and policy_file.critic_state is not None:
@@ -147,7 +216,13 @@ class AcodmPolicy(PolicyBase):
                         f"this run has mixing.acodm.critic_output={opts.critic_output}"
                     )
                 self.agent.load_critic_state(policy_file.critic_state)
-        self._weights = self._odm.weights()
+        self._scale = RunningScale(opts.reward_ema)
+        self._heldout: np.ndarray | None = None  # h: the last held-out gradient (P,)
+        self._pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque()
+        self._served = np.zeros(k)  # target tokens served per domain (epoch-cap use)
+        self._weights = self._capped(
+            self._odm.weights() if opts.warmup_mixer == "odm" else self.prior
+        )
         self._prev_state: np.ndarray | None = None
         self._step = 0
         self._logs: dict[str, float] = {}
@@ -157,16 +232,26 @@ class AcodmPolicy(PolicyBase):
     # ------------------------------------------------------------------ what the loop reads
     @property
     def needs(self) -> PolicyNeeds:
-        """Weight norms always; gradients in every mode but frozen; the file in proxy_train."""
+        """Gradients in every mode but frozen (and the held-out batch for heldout_alignment);
+        weight norms for the paper state; the file in proxy_train."""
+        opts = self.opts
+        training = opts.mode != "frozen"
+        blocks = tuple(opts.reward_layers)
+        heldout = None
+        if training and opts.reward == "heldout_alignment":
+            heldout = HeldoutGradientNeeds(
+                opts.heldout_every, opts.heldout_windows, blocks, opts.reward_role
+            )
         return PolicyNeeds(
-            gradients=(
-                None
-                if self.opts.mode == "frozen"
-                else GradientNeeds(tuple(self.opts.reward_layers), self.opts.reward_role)
+            gradients=GradientNeeds(blocks, opts.reward_role) if training else None,
+            heldout_gradients=heldout,
+            weight_norms=(
+                WeightNormNeeds(self.spec.depth_points, opts.delta_reference)
+                if opts.state == "paper"
+                else None
             ),
-            weight_norms=WeightNormNeeds(self.spec.depth_points, self.opts.delta_reference),
-            floor_per_domain=self.opts.floor_per_domain,
-            exports_policy_file=self.opts.mode == "proxy_train",
+            floor_per_domain=opts.floor_per_domain,
+            exports_policy_file=opts.mode == "proxy_train",
             policy_file=self.policy_out,
         )
 
@@ -186,17 +271,9 @@ class AcodmPolicy(PolicyBase):
     # ------------------------------------------------------------------ the update
     def update(self, feedback: Feedback) -> None:
         t, opts = int(feedback.step), self.opts
-        norms = feedback.param_norms
-        diffs = feedback.extras.get("param_diff_norms")
-        if norms is None or diffs is None:
-            raise ValueError(
-                "acodm: feedback needs param_norms (D,) and extras['param_diff_norms'] (D,) "
-                "(policy.needs.weight_norms; mixlab.train.probes.WeightNormTracker measures them)"
-            )
-        counts = np.asarray(feedback.microbatch_count, dtype=np.float64)
-        state = self.builder.build(
-            feedback.mean_loss(), counts, norms, diffs, t, int(feedback.total_steps)
-        )
+        state = self._state(feedback)
+        tokens = np.asarray(feedback.token_count, dtype=np.float64)
+        self._served += np.where(np.isfinite(tokens), tokens, 0.0)
         action = self._weights  # a_t: the mixture that drew step t
         warm = t <= self.warmup_steps
         finite = bool(np.isfinite(state).all())
@@ -205,18 +282,19 @@ class AcodmPolicy(PolicyBase):
             prev = self._prev_state if self._prev_state is not None else state
             transition = (prev, action, reward, state)
             if all(np.isfinite(x).all() for x in transition):
-                self.agent.push(prev, action, reward, state, present)
+                self._push(prev, action, reward, present, state)
             else:  # never let a non-finite value into replay (it would poison the networks)
                 finite = False
             if t % opts.agent_update_every == 0 and self.agent.ready:
                 stats: dict[str, float] = {}
                 self.agent.set_lr_scale(self._lr_scale(t, int(feedback.total_steps)))
+                cloning = opts.warmup_mixer == "odm"
                 for _ in range(opts.updates_per_step):
-                    stats = self.agent.warmup_update() if warm else self.agent.update()
+                    stats = self.agent.warmup_update(cloning) if warm else self.agent.update()
                 self._logs.update({f"acodm/{key}": v for key, v in stats.items()})
             if t == self.warmup_steps:
                 self.agent.hard_update_targets()
-        if warm:
+        if warm and opts.warmup_mixer == "odm":
             self._odm.update(feedback)
         if not finite:
             self._skipped_nonfinite += 1
@@ -225,14 +303,15 @@ class AcodmPolicy(PolicyBase):
             )
         if t % self.update_every == 0:
             if t < self.warmup_steps:
-                self._weights = self._odm.weights()
+                warmup = self._odm.weights() if opts.warmup_mixer == "odm" else self.prior
+                self._weights = self._capped(warmup)
             elif not finite:
                 pass  # acting on a non-finite state would give a meaningless mixture
             else:
                 frozen = opts.mode == "frozen"
                 noise = opts.frozen_exploration if frozen else opts.exploration
                 self._weights = validate_weights(
-                    self.agent.act(state, noise, opts.sigma),
+                    self._capped(self.agent.act(state, noise, opts.sigma)),
                     self.domains,
                     where=f"acodm actor mixture at step {t}",
                 )
@@ -241,6 +320,60 @@ class AcodmPolicy(PolicyBase):
         if finite:
             self._prev_state = state
         self._step = t
+        self._log_bound()
+
+    def _state(self, feedback: Feedback) -> np.ndarray:
+        t, total = int(feedback.step), int(feedback.total_steps)
+        if isinstance(self.builder, MixlabStateBuilder):
+            return self.builder.build(feedback.mean_loss(), feedback.token_count, t, total)
+        norms = feedback.param_norms
+        diffs = feedback.extras.get("param_diff_norms")
+        if norms is None or diffs is None:
+            raise ValueError(
+                "acodm: feedback needs param_norms (D,) and extras['param_diff_norms'] (D,) "
+                "(policy.needs.weight_norms; mixlab.train.probes.WeightNormTracker measures them)"
+            )
+        counts = np.asarray(feedback.microbatch_count, dtype=np.float64)
+        return self.builder.build(feedback.mean_loss(), counts, norms, diffs, t, total)
+
+    def _push(
+        self,
+        prev: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        present: np.ndarray,
+        state: np.ndarray,
+    ) -> None:
+        """Store (s, a, r, s', mask), or the n-step transition once ``horizon`` rewards are in."""
+        n = self.opts.horizon
+        if n == 1:
+            self.agent.push(prev, action, reward, state, present)
+            return
+        self._pending.append((prev, action, reward, present))
+        if len(self._pending) == n:
+            gamma = float(self.opts.gamma)  # type: ignore[arg-type]
+            ret = sum(gamma**k * r for k, (_, _, r, _) in enumerate(self._pending))
+            s0, a0, _, mask0 = self._pending.popleft()
+            self.agent.push(s0, a0, np.asarray(ret), state, mask0)
+
+    def _capped(self, weights: np.ndarray) -> np.ndarray:
+        return weights if self.caps is None else clip_to_caps(weights, self.caps)
+
+    def _log_bound(self) -> None:
+        """The bound and KL actually used, and how much of its epoch cap each domain used."""
+        w = self._weights
+        ratio = np.log(np.maximum(w, 1e-300) / self.prior)
+        self._logs["acodm/kl"] = float(np.sum(np.where(w > 0, w * ratio, 0.0)))
+        self._logs["acodm/max_log_ratio"] = float(np.abs(ratio).max())
+        self._logs["acodm/max_weight"] = float(w.max())
+        if is_bounded(self.opts):
+            bound = float(self.opts.bound)  # type: ignore[arg-type]
+            self._logs["acodm/bound"] = bound
+            self._logs["acodm/bound_excess"] = max(0.0, float(np.abs(ratio).max()) - bound)
+        if self.caps is not None and self.budget_tokens > 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                use = self._served / (self.caps * self.budget_tokens)
+            self._logs["acodm/max_cap_use"] = float(np.nanmax(np.where(self.caps > 0, use, 0.0)))
 
     def _reward(self, feedback: Feedback, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.domains)
@@ -270,20 +403,51 @@ class AcodmPolicy(PolicyBase):
             present &= finite
             gram[~present, :] = 0.0
             gram[:, ~present] = 0.0
-        reward, raw = reward_from_gram(
-            gram,
-            present,
-            weighting=self.opts.reward_weighting,
-            weights=action,
-            pre_clip=self.opts.pre_clip,
-        )
         self._gram = gram
+        if self.opts.reward == "heldout_alignment":
+            reward, raw = self._heldout_reward(feedback, mean, present)
+        else:
+            reward, raw = reward_from_gram(
+                gram,
+                present,
+                weighting=self.opts.reward_weighting,
+                weights=action,
+                pre_clip=self.opts.pre_clip,
+            )
         grad_norm = np.sqrt(np.clip(np.diag(gram), 0.0, None))
         for i, d in enumerate(self.domains):
             self._logs[f"acodm/reward/{d}"] = float(reward[i])
             self._logs[f"acodm/raw_reward/{d}"] = float(raw[i])
             self._logs[f"acodm/grad_norm/{d}"] = float(grad_norm[i])
         return reward, present
+
+    def _heldout_reward(
+        self, feedback: Feedback, mean: np.ndarray, present: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """r~ = alignment with the last held-out gradient, centred and running-scaled."""
+        k = len(self.domains)
+        sums = feedback.extras.get("heldout_grad_sum")
+        if sums is not None:
+            counts = np.asarray(feedback.extras["heldout_grad_count"], dtype=np.float64)
+            h = heldout_direction(np.asarray(sums), counts)
+            if h is not None and np.isfinite(h).all():
+                if h.shape != (mean.shape[1],):
+                    raise ValueError(
+                        f"acodm: the held-out gradient has {h.shape[0]} elements, the training "
+                        f"gradients {mean.shape[1]}; both must come from mixing.acodm.reward_layers"
+                    )
+                self._heldout = h
+            losses = feedback.extras.get("heldout_loss")
+            if losses is not None:
+                for d, v in zip(self.domains, np.asarray(losses, dtype=np.float64), strict=True):
+                    self._logs[f"acodm/heldout_loss/{d}"] = float(v)
+        if self._heldout is None:  # no held-out gradient yet: nothing to learn from
+            present[:] = False
+            return np.zeros(k), np.zeros(k)
+        raw = heldout_alignment(mean, present, self._heldout)
+        reward = self._scale(raw, present)
+        self._logs["acodm/reward_scale"] = self._scale.scale
+        return reward, raw
 
     def _lr_scale(self, t: int, total_steps: int) -> float:
         """Agent lr / peak lr: 1, or linear warm-up over T_w then cosine to min_lr_ratio."""
@@ -344,6 +508,8 @@ class AcodmPolicy(PolicyBase):
             state_spec=self.spec,
             hidden=self.agent.opts.hidden,
             n_hidden=self.agent.opts.n_hidden,
+            bound=self.agent.actor.bound,
+            prior=self.opts.prior,
             actor_state=self.agent.actor_state(),
             critic_output=self.agent.opts.critic_output,
             critic_state=self.agent.critic_state(),
@@ -364,6 +530,10 @@ class AcodmPolicy(PolicyBase):
             "logs": dict(self._logs),
             "gram": None if self._gram is None else self._gram.tolist(),
             "skipped_nonfinite": self._skipped_nonfinite,
+            "scale": self._scale.state_dict(),
+            "heldout": None if self._heldout is None else self._heldout.copy(),
+            "pending": [tuple(np.array(x) for x in item) for item in self._pending],
+            "served": self._served.tolist(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -394,6 +564,15 @@ class AcodmPolicy(PolicyBase):
         gram = state.get("gram")
         self._gram = None if gram is None else np.array(gram, dtype=np.float64)
         self._skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
+        if "scale" in state:
+            self._scale.load_state_dict(state["scale"])
+        heldout = state.get("heldout")
+        self._heldout = None if heldout is None else np.array(heldout, dtype=np.float64)
+        self._pending = deque(
+            tuple(np.array(x, dtype=np.float64) for x in item)  # type: ignore[misc]
+            for item in state.get("pending", [])
+        )
+        self._served = np.array(state.get("served", np.zeros(len(self.domains))), dtype=float)
 
 
 class AcodmMixing(MixingOptions):
@@ -412,7 +591,7 @@ class AcodmMixing(MixingOptions):
 
 @register_policy("acodm", AcodmMixing)
 def build_acodm(ctx: PolicyContext, cfg: AcodmMixing) -> AcodmPolicy:
-    """AC-ODM: a DDPG actor maps the training state to the mixture (arXiv 2505.23878)."""
+    """AC-ODM: an actor-critic learns the mixture online or on a proxy (arXiv 2505.23878)."""
     k = len(ctx.domains)
     policy_in = cfg.policy_in
     opts = resolve_options(cfg.acodm, k, policy_in=policy_in, policy_out=cfg.policy_out)
@@ -425,9 +604,21 @@ def build_acodm(ctx: PolicyContext, cfg: AcodmMixing) -> AcodmPolicy:
     every = cfg.update_every
     if not np.asarray(ctx.train_tokens).sum() > 0:
         raise DataError("acodm: the store has no training tokens, so natural weights are undefined")
+    caps = None
+    if cfg.max_epochs is not None and ctx.budget_tokens > 0:
+        caps = run_caps(cfg.max_epochs, ctx.domains, ctx.budget_tokens, ctx.train_tokens)
+    prior = prior_weights(opts.prior, ctx, cfg.max_epochs)
+    if caps is not None:
+        prior = clip_to_caps(prior, caps)
     policy_file = None
     if policy_in:
-        policy_file = load_policy_file(policy_in, ctx.domains, state_spec(opts, k))
+        policy_file = load_policy_file(
+            policy_in,
+            ctx.domains,
+            state_spec(opts, k),
+            bound=float(opts.bound) if is_bounded(opts) else None,  # type: ignore[arg-type]
+            prior=opts.prior,
+        )
     return AcodmPolicy(
         ctx.domains,
         ctx.natural_weights,
@@ -437,4 +628,31 @@ def build_acodm(ctx: PolicyContext, cfg: AcodmMixing) -> AcodmPolicy:
         update_every=every,
         policy_file=policy_file,
         policy_out=cfg.policy_out,
+        prior=prior,
+        caps=caps,
+        budget_tokens=ctx.budget_tokens,
     )
+
+
+UNIMAX_EPOCHS = 4.0  # UniMax's usual cap when mixing.max_epochs is not set (arXiv 2305.16264)
+
+
+def prior_weights(
+    name: str, ctx: PolicyContext, max_epochs: float | dict[str, float] | None = None
+) -> np.ndarray:
+    """p0 for ``mixing.acodm.prior``: uniform, natural, or UniMax over the run's budget with
+    ``mixing.max_epochs`` (default 4 epochs)."""
+    k = len(ctx.domains)
+    if name == "uniform":
+        return np.full(k, 1.0 / k)
+    if name == "natural":
+        return ctx.natural_weights
+    if ctx.budget_tokens <= 0:
+        raise ConfigError("mixing.acodm.prior=unimax: the run's token budget is unknown")
+    if isinstance(max_epochs, dict):
+        epochs: float | np.ndarray = np.array(
+            [float(max_epochs.get(d, math.inf)) for d in ctx.domains]
+        )
+    else:
+        epochs = UNIMAX_EPOCHS if max_epochs is None else float(max_epochs)
+    return unimax_weights(ctx.train_tokens, ctx.budget_tokens, epochs)

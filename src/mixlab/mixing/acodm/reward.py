@@ -1,6 +1,8 @@
-"""AC-ODM reward: gradient alignment between domains, one value per domain (METHODS.md §2.2).
+"""AC-ODM rewards, one value per domain: the paper's train-gradient alignment (METHODS.md §2.2)
+and mixlab's held-out alignment.
 
-Given the mean gradient g_i of each domain on the selected parameters (rows of a K x P matrix):
+**alignment** (the paper). Given the mean gradient g_i of each domain on the selected parameters
+(rows of a K x P matrix):
 
 1. A = G G^T with diag(A) := 0                       (pairwise inner products, K x K)
 2. r~_i = sum_{j != i} A_ij / (mean_k ||g_k|| + 1e-6)  (``weighting=uniform``, the release)
@@ -19,12 +21,33 @@ is off by default.
 The Gram matrix is computed once (:func:`gram_matrix`) and also gives the gradient norms and
 the pairwise cosines (:func:`cosine_matrix`) for the logs.
 
+Why mixlab does not use it by default (measured in ``scripts/acodm_mechanism.py``): the z-score
+makes the reward zero-sum with unit spread at every step, even when the gradients are pure
+noise, and dropping the diagonal scores how *central* a domain is, not what sampling it does to
+held-out loss.
+
+**heldout_alignment** (mixlab; DoGE, arXiv 2310.15393). With g_i the mean training gradient of
+domain i on the captured matrices and h = sum_d c_d h_d the gradient of the mean held-out loss
+over the domains (c uniform: mean log-loss = log geo-ppl; h_d from one small backward on
+validation windows every k steps),
+
+    r~_i = <g_i, h> / (||h|| mean_k ||g_k|| + 1e-12)
+
+is, to first order, how much one SGD step on domain i lowers the held-out loss of every domain,
+relative to the others (the self term <g_i, h_i> is kept: a domain that shares nothing with the
+others still lowers its own loss; g and h come from different tokens, so the self term has no
+noise bias). :class:`RunningScale` centres it over the domains and divides by the running RMS
+of that spread, ``r = (r~ - mean r~) / sqrt(EMA(mean_i (r~_i - mean r~)^2))``: a noisy step
+stays small instead of being blown up to unit spread, and the scale is comparable across model
+sizes. :func:`heldout_alignment` computes r~.
+
 Also here: the shared standardisation helpers :func:`zscore` and :func:`clip3` (§0), and
 :func:`select_reward_blocks` turning the relative ``reward_layers`` into block indices.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -124,6 +147,85 @@ def alignment_reward(
         weights=weights,
         pre_clip=pre_clip,
     )
+
+
+def heldout_direction(heldout_sum: np.ndarray, heldout_count: np.ndarray) -> np.ndarray | None:
+    """h = mean over the domains with held-out tokens of their mean held-out gradient (P,).
+
+    None when no domain has held-out tokens.
+    """
+    counts = np.asarray(heldout_count, dtype=np.float64)
+    sums = np.asarray(heldout_sum)
+    if sums.ndim != 2 or sums.shape[0] != counts.shape[0]:
+        raise ValueError(
+            f"heldout_direction: heldout_grad_sum must be (K={counts.shape[0]}, P), "
+            f"got {sums.shape}"
+        )
+    present = counts > 0
+    if not present.any():
+        return None
+    mean = sums[present].astype(np.float64) / counts[present, None]
+    return mean.mean(axis=0)
+
+
+def heldout_alignment(
+    grad_mean: np.ndarray, present: np.ndarray, heldout: np.ndarray
+) -> np.ndarray:
+    """r~_i = <g_i, h> / (||h|| mean_k ||g_k||) for the present domains, 0 for the others."""
+    g = np.asarray(grad_mean)
+    mask = np.asarray(present, dtype=bool)
+    h = np.asarray(heldout, dtype=np.float64)
+    if g.ndim != 2 or g.shape[0] != mask.shape[0] or g.shape[1] != h.shape[0]:
+        raise ValueError(
+            f"heldout_alignment: grad_mean {g.shape}, present {mask.shape} and the held-out "
+            f"gradient {h.shape} do not fit"
+        )
+    out = np.zeros(mask.shape[0])
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return out
+    rows = g[idx].astype(np.float64, copy=False)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    denom = float(np.linalg.norm(h)) * float(norms.mean()) + 1e-12
+    out[idx] = (rows @ h) / denom
+    return out
+
+
+class RunningScale:
+    """Centre a per-domain reward over the present domains, divide by a running RMS spread.
+
+    ``r = (x - mean x) / sqrt(v_t)`` with ``v_t`` the bias-corrected EMA (factor ``beta``) of
+    ``mean_i (x_i - mean x)^2``. Deterministic; ``state_dict`` holds the EMA.
+    """
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = float(beta)
+        self._ema = 0.0
+        self._weight = 0.0  # sum of EMA weights so far (bias correction)
+
+    def __call__(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        mask = np.asarray(present, dtype=bool)
+        out = np.zeros_like(x)
+        if mask.sum() < 2:
+            return out
+        centred = x[mask] - x[mask].mean()
+        self._ema = self.beta * self._ema + (1.0 - self.beta) * float((centred**2).mean())
+        self._weight = self.beta * self._weight + (1.0 - self.beta)
+        scale = math.sqrt(self._ema / self._weight) if self._weight > 0 else 0.0
+        if scale > 0:
+            out[mask] = centred / scale
+        return out
+
+    @property
+    def scale(self) -> float:
+        return math.sqrt(self._ema / self._weight) if self._weight > 0 else 0.0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"ema": self._ema, "weight": self._weight, "beta": self.beta}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self._ema, self._weight = float(state["ema"]), float(state["weight"])
 
 
 def cosine_matrix(gram: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""AC-ODM state vector s_t: an architecture-agnostic summary of training (METHODS.md §2.3).
+"""AC-ODM state vector s_t: a summary of training the actor reads (METHODS.md §2.3, and mixlab's).
 
-Built after the LM update of step t, six groups in this order (dim = 3K + 2D + 1):
+**paper** (:class:`StateBuilder`, ``state: paper``). Built after the LM update of step t, six
+groups in this order (dim = 3K + 2D + 1):
 
 ====  ==================  ===  ==========================================================
  #    group               dim  definition
@@ -24,6 +25,27 @@ b = floor(q (L - 1) + 0.5) (:func:`select_depth_blocks`).
 The builder never sees the model. The trainer measures the D matrices with a
 :class:`~mixlab.train.probes.WeightNormTracker` (which keeps the reference copies the rule needs
 and checkpoints them) and passes the two D-vectors in.
+
+Which of these features mean the same thing on a small proxy and a big target (measured in
+``scripts/acodm_mechanism.py``): the depth norms do not (a 2-layer proxy maps the five depth
+points to blocks [0, 0, 1, 1, 1], so the groups take two distinct values), the counts are the
+actor's own previous action (a copy of a_t that closes the loop "sampled X, so X is good"),
+and the one-step loss change is noise (per-step loss std ~0.1-0.5 nats against a true change of
+~0.005).
+
+**mixlab** (:class:`MixlabStateBuilder`, ``state: mixlab``; dim = 3K + 1), from the training
+losses and token counts alone, so a frozen target needs no probe inside the model:
+
+====  ==================  ===  ==========================================================
+ 1    loss level           K   clip3(z(EMA_a of l_i)), a = ``state_ema``
+ 2    loss trend           K   clip3(z(EMA_{a/5} - EMA_a)): who is improving faster
+ 3    served share         K   clip3(log(cumulative token share_i / p0_i)): where the
+                               mixture has been, relative to the prior (not z-scored)
+ 4    progress             1   t / T
+====  ==================  ===  ==========================================================
+
+Every group is relative across domains or to the prior, so it has the same meaning at any
+model width, depth or family (the proxy and the target share the store and the budget).
 """
 
 from __future__ import annotations
@@ -54,7 +76,10 @@ def select_depth_blocks(num_layers: int, depth_points: Sequence[float]) -> list[
 
 @dataclass(frozen=True)
 class StateSpec:
-    """Everything that fixes the meaning of each state coordinate (checked on policy load)."""
+    """Everything that fixes the meaning of each state coordinate (checked on policy load).
+
+    ``kind`` is ``paper`` (depth fields used) or ``mixlab`` (``ema`` used; D = 0).
+    """
 
     num_domains: int
     num_depths: int
@@ -62,19 +87,25 @@ class StateSpec:
     delta_reference: str
     progress_scale: float
     clip: float = CLIP
+    kind: str = "paper"
+    ema: float = 0.0
 
     @property
     def dim(self) -> int:
+        if self.kind == "mixlab":
+            return 3 * self.num_domains + 1
         return 3 * self.num_domains + 2 * self.num_depths + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "K": self.num_domains,
             "D": self.num_depths,
             "depth_points": [float(q) for q in self.depth_points],
             "delta_reference": self.delta_reference,
             "progress_scale": float(self.progress_scale),
             "clip": float(self.clip),
+            "ema": float(self.ema),
         }
 
     @classmethod
@@ -86,6 +117,8 @@ class StateSpec:
             delta_reference=str(d["delta_reference"]),
             progress_scale=float(d["progress_scale"]),
             clip=float(d["clip"]),
+            kind=str(d.get("kind", "paper")),  # format-1 files hold paper states
+            ema=float(d.get("ema", 0.0)),
         )
 
 
@@ -176,3 +209,70 @@ class StateBuilder:
 
         self._last_loss = array(state["last_loss"])
         self._ref_loss = array(state["ref_loss"])
+
+
+class MixlabStateBuilder:
+    """The mixlab state (dim 3K + 1) from per-domain training losses and token counts."""
+
+    def __init__(self, prior: np.ndarray, *, ema: float = 0.1) -> None:
+        self.prior = np.asarray(prior, dtype=np.float64)
+        self.num_domains = int(self.prior.shape[0])
+        self.ema = float(ema)
+        self._fast: np.ndarray | None = None
+        self._slow: np.ndarray | None = None
+        self._served = np.zeros(self.num_domains)
+
+    @property
+    def dim(self) -> int:
+        return 3 * self.num_domains + 1
+
+    def build(
+        self, mean_loss: np.ndarray, token_count: np.ndarray, step: int, total_steps: int
+    ) -> np.ndarray:
+        """s_t as float64 (dim,). ``mean_loss`` has NaN (or inf) for absent domains."""
+        k = self.num_domains
+        loss = np.asarray(mean_loss, dtype=np.float64).copy()
+        tokens = np.asarray(token_count, dtype=np.float64)
+        for name, arr in (("mean_loss", loss), ("token_count", tokens)):
+            if arr.shape != (k,):
+                raise ValueError(f"AC-ODM state: {name} must have shape ({k},), got {arr.shape}")
+        missing = ~np.isfinite(loss)
+        if self._fast is None or self._slow is None:
+            fill = float(loss[~missing].mean()) if (~missing).any() else 0.0
+            loss[missing] = fill
+            self._fast, self._slow = loss.copy(), loss.copy()
+        else:  # an absent domain keeps its averages
+            loss[missing] = self._fast[missing]
+            slow_rate = self.ema / 5.0
+            self._fast += self.ema * (loss - self._fast)
+            self._slow += slow_rate * (loss - self._slow)
+        self._served += np.where(np.isfinite(tokens), tokens, 0.0)
+        total = float(self._served.sum())
+        share = self._served / total if total > 0 else self.prior
+        served = np.log(np.maximum(share, 1e-12) / self.prior)
+        return np.concatenate(
+            [
+                clip3(zscore(self._fast)),
+                clip3(zscore(self._slow - self._fast)),
+                clip3(served),
+                np.array([step / max(total_steps, 1)]),
+            ]
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        def listed(x: np.ndarray | None) -> list[float] | None:
+            return None if x is None else [float(v) for v in x]
+
+        return {
+            "fast": listed(self._fast),
+            "slow": listed(self._slow),
+            "served": listed(self._served),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        def array(x: list[float] | None) -> np.ndarray | None:
+            return None if x is None else np.array(x, dtype=np.float64)
+
+        self._fast, self._slow = array(state["fast"]), array(state["slow"])
+        served = array(state["served"])
+        self._served = np.zeros(self.num_domains) if served is None else served
