@@ -53,8 +53,14 @@ def train_row(
         row["mix/acodm/critic_loss"] = 1.0 / step
         row["mix/acodm/actor_loss"] = -0.1 * step
         row["mix/acodm/mean_q"] = 0.05 * step
+        row["mix/acodm/kl"] = 0.001 * step
+        row["mix/acodm/max_log_ratio"] = 0.01 * step
+        row["mix/acodm/bound"] = 1.0
+        row["mix/acodm/bound_excess"] = 0.0
+        row["mix/acodm/max_cap_use"] = 0.005 * step
         for d in DOMS:
             row[f"mix/acodm/reward/{d}"] = 0.01 * step * (DOMS.index(d) - 1)
+            row[f"mix/acodm/heldout_loss/{d}"] = 5.0 - 0.01 * step
     return row
 
 

@@ -45,3 +45,24 @@ def test_runs_without_train_logs_give_no_weight_or_acodm_figure() -> None:
     figures = build_figures(runs, summarize(runs))
     assert [f.name for f in figures] == ["validation_curves"]  # no domains: no per-domain
     assert figures[0].png.startswith(PNG) and figures[0].title and figures[0].caption
+
+
+def test_acodm_alarm_notes() -> None:
+    """A run that left its bound, or served a domain past its epoch cap, gets an ALARM note."""
+    from mixlab.report.summary import acodm_alarms
+
+    def rows(excess: float, cap_use: float) -> list[dict[str, float]]:
+        return [
+            {"step": s, "mix/acodm/bound": 1.0, "mix/acodm/bound_excess": excess * (s > 10),
+             "mix/acodm/max_cap_use": cap_use * s / 20}
+            for s in (10, 20)
+        ]  # fmt: skip
+
+    fine = record("acodm", 0, {20: 4.0}, train_log=rows(0.0, 0.9))
+    out = record("acodm", 1, {20: 4.0}, train_log=rows(0.25, 1.5))
+    assert acodm_alarms([fine]) == []
+    notes = acodm_alarms([fine, out])
+    assert len(notes) == 2 and all(n.startswith("ALARM acodm seed 1") for n in notes)
+    assert "1.25 > bound 1" in notes[0] and "from step 20" in notes[1]
+    assert acodm_diagnostics([fine, out]) is not None
+    assert any(n.startswith("ALARM") for n in summarize([fine, out]).notes)

@@ -10,8 +10,10 @@ weight_trajectories      requested weights ``mix/weight/<d>`` over steps, stacke
                          panel per method (its first seed)
 shares_and_repetition    achieved vs requested token shares at the end (``mix/achieved`` vs
                          ``mix/requested``) and per-domain repetition ``domain/<d>/epochs``
-acodm_diagnostics        AC-ODM critic loss, actor loss and mean Q over steps for the runs
-                         that logged them, and the per-domain reward of the first such run
+acodm_diagnostics        AC-ODM, for the runs that logged it: critic loss, actor loss, mean Q;
+                         the first run's per-domain reward and weights; the bound and KL
+                         actually used (max_i |log w_i / p0_i| with the bound as a red alarm
+                         line) and each run's epoch-cap use (alarm line at 1)
 =======================  ==================================================================
 
 Each function returns ``None`` when the runs logged nothing it could draw. Figures are drawn
@@ -87,8 +89,10 @@ def build_figures(records: Sequence[RunRecord], summary: Summary) -> list[Figure
         (
             "acodm_diagnostics",
             "AC-ODM diagnostics",
-            "Critic loss, actor loss and mean Q of the AC-ODM agent per run; the reward per "
-            "domain (z-scored across domains at each step) of the first run.",
+            "Critic loss, actor loss and mean Q of the AC-ODM agent per run; the reward, "
+            "weights and held-out loss per domain of the first run; the largest log-ratio to "
+            "the prior (red dashed: the bound, the alarm line) and KL(w||p0) per run; each "
+            "run's largest use of an epoch cap (red dashed at 1: the cap).",
             acodm_diagnostics(runs),
         ),
     ]
@@ -230,30 +234,63 @@ def shares_and_repetition(
 
 
 def acodm_diagnostics(records: Sequence[RunRecord]) -> bytes | None:
-    """Critic loss, actor loss, mean Q (runs that logged them) and per-domain reward."""
-    runs = [r for r in records if any(k in row for row in r.train_log for k, _ in ACODM_KEYS)]
-    if not runs:
+    """Agent losses and Q; the first run's reward and weights per domain; bound, KL, caps."""
+    runs = [
+        r for r in records if any(k.startswith("mix/acodm/") for row in r.train_log for k in row)
+    ]
+    if not runs:  # (a frozen run logs no agent losses, but its bound and weights)
         return None
-    fig, axes = _figure(1, 4, width=3.6, height=3.0)
+    fig, axes = _figure(2, 4, width=3.6, height=3.0)
+    bound_lines: set[float] = set()
     for i, run in enumerate(runs):
         label = f"{run.method} s{run.seed}"
         for ax, (key, _) in zip(axes, ACODM_KEYS, strict=False):
             steps, values = run.train_series(key)
             ax.plot(steps, values, label=label, color=_color(i), lw=1.2)
-    # The reward is z-scored across domains (mean ~0 at every step), so its mean says
-    # nothing: show each domain's reward for the first run instead.
+        for ax, key in ((axes[6], "mix/acodm/max_log_ratio"), (axes[7], "mix/acodm/max_cap_use")):
+            steps, values = run.train_series(key)
+            ax.plot(steps, values, label=label, color=_color(i), lw=1.2)
+        steps, values = run.train_series("mix/acodm/kl")
+        axes[6].plot(steps, values, color=_color(i), lw=0.8, ls=":")
+        _, bounds = run.train_series("mix/acodm/bound")
+        bound_lines.update(b for b in bounds if math.isfinite(b))
+    # The paper's reward is z-scored across domains (mean ~0 at every step), so its mean says
+    # nothing: show each domain's reward for the first run instead, and its weights.
     first = runs[0]
     for j, d in enumerate(_logged_domains(first, "mix/acodm/reward/")):
         steps, values = first.train_series(f"mix/acodm/reward/{d}")
-        axes[3].plot(steps, values, label=d, color=_color(j), lw=1.2)
-    titles = [t for _, t in ACODM_KEYS] + [f"reward per domain ({first.method} s{first.seed})"]
+        axes[3].plot(steps, values, label=d, color=_color(j), lw=1.0)
+    for j, d in enumerate(_logged_domains(first, "mix/weight/")):
+        steps, values = first.train_series(f"mix/weight/{d}")
+        axes[4].plot(steps, values, label=d, color=_color(j), lw=1.0)
+    for j, d in enumerate(_logged_domains(first, "mix/acodm/heldout_loss/")):
+        steps, values = first.train_series(f"mix/acodm/heldout_loss/{d}")
+        axes[5].plot(steps, values, label=d, color=_color(j), lw=1.0)
+    for b in sorted(bound_lines):
+        axes[6].axhline(b, color="red", ls="--", lw=1.0, label=f"bound {b:g}")
+    if any(ax.lines for ax in axes[7:8]):
+        axes[7].axhline(1.0, color="red", ls="--", lw=1.0, label="epoch cap")
+    tag = f"{first.method} s{first.seed}"
+    titles = [t for _, t in ACODM_KEYS] + [
+        f"reward per domain ({tag})",
+        f"weights ({tag})",
+        f"held-out loss ({tag})",
+        "max |log w/p0| (solid), KL(w||p0) (dotted)",
+        "epoch-cap use (served / cap)",
+    ]
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    if axes[3].lines:
-        axes[3].legend(fontsize=7)
+    for ax in axes[3:5]:
+        if ax.lines:
+            ax.legend(fontsize=6)
+    for ax in axes[5:]:
+        if not ax.lines:
+            ax.set_visible(False)
+    if axes[6].lines:
+        axes[6].legend(fontsize=6)
     return _png(fig)
 
 

@@ -369,7 +369,34 @@ def summarize(
         summary.step_seconds_pct = _pct(summary.step_seconds.mean, nat_step)
         summary.peak_rss_pct = _pct(summary.peak_rss_mb.mean, nat_rss)
         methods.append(summary)
+    notes.extend(acodm_alarms(usable))
     return Summary(baseline=base, metric=metric, methods=methods, domains=domains, notes=notes)
+
+
+def acodm_alarms(records: Sequence[RunRecord]) -> list[str]:
+    """Report notes for AC-ODM runs whose mixture left its bound or whose domains went past
+    their epoch caps (from ``mix/acodm/bound_excess`` and ``mix/acodm/max_cap_use``)."""
+    notes = []
+    for run in records:
+        _, excess = run.train_series("mix/acodm/bound_excess")
+        steps, bounds = run.train_series("mix/acodm/bound")
+        worst = max((v for v in excess if math.isfinite(v)), default=0.0)
+        if worst > 1e-9:
+            bound = bounds[-1] if bounds else math.nan
+            notes.append(
+                f"ALARM {run.method} seed {run.seed}: the mixture left its bound "
+                f"(max |log w/p0| = {bound + worst:.3g} > bound {bound:g}); epoch caps force "
+                "this when the prior needs more of a capped domain than it may give"
+            )
+        steps, use = run.train_series("mix/acodm/max_cap_use")
+        over = [(s, u) for s, u in zip(steps, use, strict=True) if u > 1.0 + 1e-9]
+        if over:
+            notes.append(
+                f"ALARM {run.method} seed {run.seed}: a domain went past its epoch cap from "
+                f"step {over[0][0]} (served {max(u for _, u in over):.3g}x its cap; the "
+                "per-domain floor can do this: lower floor_per_domain or raise the cap)"
+            )
+    return notes
 
 
 # ---------------------------------------------------------------------------- internals

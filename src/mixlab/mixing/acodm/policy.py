@@ -54,9 +54,12 @@ What it needs from the trainer (``policy.needs``, :class:`~mixlab.mixing.base.Po
 * ``floor_per_domain`` (forced micro-batches/sequences per domain per step), and
   ``exports_policy_file`` in ``proxy_train`` (:meth:`save_policy_file` at each checkpoint).
 
-For the logs: :meth:`log_values` every step (rewards, the bound and KL actually used, the
-epoch-cap use), :meth:`eval_log_values` (the K x K gradient cosines) at each eval,
-``last_state`` (s_t) to replay a run.
+For the logs: :meth:`log_values` every step (rewards; the bound and KL actually used:
+``acodm/max_log_ratio`` = max_i |log(w_i / p0_i)|, ``acodm/kl`` = KL(w || p0),
+``acodm/bound_excess`` = the run's largest excursion beyond the bound, 0 unless epoch caps
+forced one; ``acodm/max_cap_use`` = max_d served tokens / (E_d N_d), > 1 when a domain went
+past its epoch cap, e.g. through the per-domain floor), :meth:`eval_log_values` (the K x K
+gradient cosines) at each eval, ``last_state`` (s_t) to replay a run.
 """
 
 from __future__ import annotations
@@ -220,6 +223,7 @@ class AcodmPolicy(PolicyBase):
         self._heldout: np.ndarray | None = None  # h: the last held-out gradient (P,)
         self._pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque()
         self._served = np.zeros(k)  # target tokens served per domain (epoch-cap use)
+        self._max_excess = 0.0  # largest excursion beyond the bound (epoch caps can force one)
         self._weights = self._capped(
             self._odm.weights() if opts.warmup_mixer == "odm" else self.prior
         )
@@ -368,8 +372,10 @@ class AcodmPolicy(PolicyBase):
         self._logs["acodm/max_weight"] = float(w.max())
         if is_bounded(self.opts):
             bound = float(self.opts.bound)  # type: ignore[arg-type]
+            excess = max(0.0, float(np.abs(ratio).max()) - bound)
+            self._max_excess = max(self._max_excess, excess)
             self._logs["acodm/bound"] = bound
-            self._logs["acodm/bound_excess"] = max(0.0, float(np.abs(ratio).max()) - bound)
+            self._logs["acodm/bound_excess"] = self._max_excess  # the run's maximum so far
         if self.caps is not None and self.budget_tokens > 0:
             with np.errstate(divide="ignore", invalid="ignore"):
                 use = self._served / (self.caps * self.budget_tokens)
@@ -534,6 +540,7 @@ class AcodmPolicy(PolicyBase):
             "heldout": None if self._heldout is None else self._heldout.copy(),
             "pending": [tuple(np.array(x) for x in item) for item in self._pending],
             "served": self._served.tolist(),
+            "max_excess": self._max_excess,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -573,6 +580,7 @@ class AcodmPolicy(PolicyBase):
             for item in state.get("pending", [])
         )
         self._served = np.array(state.get("served", np.zeros(len(self.domains))), dtype=float)
+        self._max_excess = float(state.get("max_excess", 0.0))
 
 
 class AcodmMixing(MixingOptions):
