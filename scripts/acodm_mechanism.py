@@ -24,13 +24,15 @@ LM (``--lm``; llama-1m on the demo store, 300 steps x 16 x 128, a few minutes pe
 * **B1 state identifies the domain.** A paper-variant online run: its final mixture; how
   often the state's counts group (the previous batch's sequences per domain, floor included)
   names the domain the actor weights most; which state groups carry the actor's choice.
-* **B2 scale-dependent state.** The paper state of llama-tiny (2 layers) vs llama-1m (8
-  layers) at the same step: the depth-norm groups take two distinct values on the proxy.
+* **B2 scale-dependent state.** llama-tiny (2 layers) and llama-1m (8 layers) trained on the
+  same data order: how well each state group of the paper and of mixlab agrees between the two
+  sizes (the proxy -> target transfer reads the target's state with the proxy's actor).
 * **B3 repeated small domains.** In the same run, the collapsed domain's epochs, and the cosine
   between its training gradient and its own held-out gradient (repetition makes the training
   gradient stop describing held-out text, which a train-only reward cannot see).
 * **B4 reward vs ground truth.** At checkpoints of a uniform run: one real AdamW step on 16
-  sequences of domain i, then the change of the mean held-out log-loss over all domains. The
+  sequences of domain i (3 batches, averaged), then the change of the mean held-out log-loss
+  over all domains (16 windows each, from the start of the split: not the reward's windows). The
   Spearman correlation across domains of that ground truth with the paper reward and with the
   held-out alignment reward (both averaged over 8 mixed batches at the same parameters).
 
@@ -51,6 +53,7 @@ import numpy as np
 import torch
 
 K_SYN = 8
+TRUTH_BATCHES = 3  # B4: one-step effects averaged over this many 16-sequence batches
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -313,24 +316,55 @@ def b1_b3_paper_run(store: Path, steps: int, seed: int, out: Path) -> None:
 
 
 def b2_scale_dependent_state(store: Path, steps: int, out: Path) -> None:
+    """The same seed and data order on llama-tiny and llama-1m: do the state groups agree?"""
+    from mixlab.mixing.acodm.state import MixlabStateBuilder
     from mixlab.train.loop import Trainer
 
     print(
-        f"\nB2  paper state on llama-tiny (2 layers) vs llama-1m (8 layers), step {steps}, seed 0"
+        f"\nB2  the state on llama-tiny (2 layers, d 32) vs llama-1m (8 layers, d 64), same seed "
+        f"and data order, {steps} steps"
     )
+    traces: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for preset in ("llama-tiny", "llama-1m"):
         mixing = {"name": "acodm", "acodm": {"variant": "paper", "train_actor": False}}
         trainer = Trainer(_config(store, mixing, preset, steps, 0), out / f"state-{preset}")
-        for _ in range(steps):
-            trainer.run_step()
-        s = trainer.policy.last_state  # type: ignore[attr-defined]
         k = len(trainer.domains)
-        norms, diffs = s[3 * k : 3 * k + 5], s[3 * k + 5 : 3 * k + 10]
-        print(
-            f"    {preset:<11} depth blocks {trainer.probes.tracked and _blocks(trainer)}: "  # type: ignore[union-attr]
-            f"norm group {np.round(norms, 2).tolist()}, change group {np.round(diffs, 2).tolist()}"
-        )
+        mixlab = MixlabStateBuilder(np.full(k, 1.0 / k))
+        paper_states, mixlab_states = [], []
+        for t in range(1, steps + 1):
+            o = trainer.run_step()
+            loss = np.divide(o["loss_sum"], np.maximum(o["token_count"], 1))
+            mixlab_states.append(mixlab.build(loss, o["token_count"], t, steps))
+            paper_states.append(trainer.policy.last_state)  # type: ignore[attr-defined]
+        traces[preset] = (np.array(paper_states), np.array(mixlab_states))
+        print(f"    {preset:<11} depth-point blocks {_blocks(trainer)}")
         trainer.probes.close()  # type: ignore[union-attr]
+    k, late = 8, slice(steps // 2, steps)
+    groups = {
+        "paper": [
+            ("loss", 0, k),
+            ("loss change", k, 2 * k),
+            ("counts", 2 * k, 3 * k),
+            ("weight norms", 3 * k, 3 * k + 5),
+            ("norm change", 3 * k + 5, 3 * k + 10),
+        ],
+        "mixlab": [("EMA loss", 0, k), ("loss trend", k, 2 * k), ("served share", 2 * k, 3 * k)],
+    }
+    print("    mean over the 2nd half of the steps of corr(group on tiny, group on 1m):")
+    for index, kind in enumerate(("paper", "mixlab")):
+        tiny, big = traces["llama-tiny"][index], traces["llama-1m"][index]
+        cells = []
+        for name, lo, hi in groups[kind]:
+            corr = [
+                np.corrcoef(tiny[t, lo:hi], big[t, lo:hi])[0, 1]
+                for t in range(steps)[late]
+                if tiny[t, lo:hi].std() > 0 and big[t, lo:hi].std() > 0
+            ]
+            cells.append(f"{name} {np.mean(corr):+.2f}" if corr else f"{name} (constant)")
+        print(f"    {kind:<7} " + ", ".join(cells))
+    tiny, big = traces["llama-tiny"][0][-1], traces["llama-1m"][0][-1]
+    norms = [np.round(x[3 * k : 3 * k + 5], 2).tolist() for x in (tiny, big)]
+    print(f"    paper weight-norm group at the end: tiny {norms[0]}, 1m {norms[1]}")
 
 
 def _blocks(trainer: Any) -> list[int]:
@@ -343,6 +377,7 @@ def _blocks(trainer: Any) -> list[int]:
 def b4_reward_vs_truth(store: Path, checkpoints: list[int], batches: int, out: Path) -> None:
     from mixlab.mixing.acodm.reward import alignment_reward, heldout_alignment, heldout_direction
     from mixlab.model.losses import token_losses
+    from mixlab.train.build import build_optimizer
     from mixlab.train.loop import Trainer
 
     print(
@@ -353,7 +388,8 @@ def b4_reward_vs_truth(store: Path, checkpoints: list[int], batches: int, out: P
     trainer = Trainer(_config(store, mixing, "llama-1m", max(checkpoints), 0), out / "truth")
     k = len(trainer.domains)
     eval_windows = [
-        torch.from_numpy(_first_windows(trainer.store.tokens(d, "val"), 8)) for d in trainer.domains
+        torch.from_numpy(_first_windows(trainer.store.tokens(d, "val"), 16))
+        for d in trainer.domains
     ]
     probe = _heldout_probe(trainer, 4)
     done = 0
@@ -365,13 +401,15 @@ def b4_reward_vs_truth(store: Path, checkpoints: list[int], batches: int, out: P
         # the ground truth: one AdamW step on a 16-sequence batch of domain i alone
         truth = np.zeros(k)
         for i, d in enumerate(trainer.domains):
-            model = copy.deepcopy(trainer.raw_model)
-            opt = torch.optim.AdamW(model.parameters(), lr=trainer.scheduler.get_last_lr()[0])
-            opt.load_state_dict(trainer.optimizer.state_dict())
-            ids = torch.from_numpy(_train_windows(trainer.store.tokens(d, "train"), 16, ckpt))
-            token_losses(model(input_ids=ids).logits, ids).mean().backward()
-            opt.step()
-            truth[i] = base_loss - _heldout_loss(model, eval_windows)
+            for rep in range(TRUTH_BATCHES):
+                model = copy.deepcopy(trainer.raw_model)
+                opt = build_optimizer(model, trainer.cfg)  # the run's groups, then its state
+                opt.load_state_dict(trainer.optimizer.state_dict())
+                seed = 7919 * ckpt + rep
+                ids = torch.from_numpy(_train_windows(trainer.store.tokens(d, "train"), 16, seed))
+                token_losses(model(input_ids=ids).logits, ids).mean().backward()
+                opt.step()
+                truth[i] += (base_loss - _heldout_loss(model, eval_windows)) / TRUTH_BATCHES
         # the rewards at the same parameters, from mixed batches as the policy sees them
         paper, heldout = np.zeros(k), np.zeros(k)
         for b in range(batches):
@@ -466,8 +504,8 @@ def main() -> None:
         out = Path(args.workdir) if args.workdir else Path(tmp)
         store = Path(args.store)
         b1_b3_paper_run(store, args.steps, args.lm_seed, out)
-        b2_scale_dependent_state(store, 60, out)
-        b4_reward_vs_truth(store, [60, 180], 8, out)
+        b2_scale_dependent_state(store, 120, out)
+        b4_reward_vs_truth(store, [60, 150, 250], 8, out)
 
 
 if __name__ == "__main__":
