@@ -73,6 +73,7 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
         "actor_lr": 1e-4,
         "warmup_mixer": "odm",
         "zero_init_head": False,
+        "reward_layers": [-1, -3, -5],
     },
     "mixlab": {
         "bound": 1.0,
@@ -83,6 +84,7 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
         "actor_lr": 1e-3,
         "warmup_mixer": "prior",
         "zero_init_head": True,
+        "reward_layers": [-1],
     },
 }
 
@@ -236,10 +238,11 @@ class AcodmOptions(Section):
         description="Relative depths q in [0, 1] of the tracked MLP down-projections; block "
         "b = floor(q (L-1) + 0.5). D = len. Default [0, .25, .5, .75, 1].",
     )
-    reward_layers: list[Int] = Field(
-        default_factory=lambda: [-1, -3, -5],
+    reward_layers: list[Int] | None = Field(
+        None,
         description="Blocks whose MLP down-projection gradients form the reward; negative = "
-        "from the end, out-of-range dropped. Default [-1, -3, -5].",
+        "from the end, out-of-range dropped. null = variant default (paper [-1, -3, -5]; "
+        "mixlab [-1]: the held-out pass then backpropagates through the last block only).",
     )
     reward_role: str = Field(
         "mlp_down",
@@ -308,7 +311,11 @@ def with_variant_defaults(opts: AcodmOptions) -> AcodmOptions:
     """A copy of ``opts`` whose null fields hold the value of ``opts.variant``."""
     if opts.variant not in VARIANT_DEFAULTS:
         raise _err("variant", f"choose one of {', '.join(VARIANTS)}", opts.variant)
-    fill = {k: v for k, v in VARIANT_DEFAULTS[opts.variant].items() if getattr(opts, k) is None}
+    fill = {
+        k: list(v) if isinstance(v, list) else v
+        for k, v in VARIANT_DEFAULTS[opts.variant].items()
+        if getattr(opts, k) is None
+    }
     return opts.model_copy(update=fill) if fill else opts
 
 
@@ -464,7 +471,7 @@ def resolve_options(
     return opts.model_copy(
         update={
             "depth_points": [float(q) for q in opts.depth_points],
-            "reward_layers": [int(b) for b in opts.reward_layers],
+            "reward_layers": [int(b) for b in opts.reward_layers],  # type: ignore[union-attr]
             "preset_except": list(opts.preset_except),
         }
     )

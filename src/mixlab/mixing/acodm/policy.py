@@ -240,7 +240,7 @@ class AcodmPolicy(PolicyBase):
         weight norms for the paper state; the file in proxy_train."""
         opts = self.opts
         training = opts.mode != "frozen"
-        blocks = tuple(opts.reward_layers)
+        blocks = tuple(opts.reward_layers or ())
         heldout = None
         if training and opts.reward == "heldout_alignment":
             heldout = HeldoutGradientNeeds(
