@@ -14,30 +14,34 @@ Synthetic (no LM, about a minute):
   step (the clip cannot bind for K <= 10) and has unit spread whether the gradients carry
   information or are pure noise.
 * **A3 critic extrapolation.** A critic fitted on actions near uniform (the warm-up and sigma
-  0.1 exploration) with a reward that does not depend on the action still assigns values to
-  the never-tried vertices, and the actor follows those values.
+  0.1 exploration) with a reward that does not depend on the action: what it says about the
+  never-tried vertices (it extends Q(s) flat, so nothing tells the actor a vertex costs).
 * **A4 exploration.** How far sigma = 0.1 logit noise moves w and p_eff (floor 1, B = 16,
-  K = 8), against how far the actor moves.
+  K = 8), against how far a collapsing actor moves.
 
-LM (``--lm``; llama-1m on the demo store, 300 steps x 16 x 128, a few minutes per run):
+LM (``--lm``; llama-1m on the demo store, 16 x 128 tokens per step; ~15 min on one core):
 
-* **B1 state identifies the domain.** A paper-variant online run: its final mixture; how
-  often the state's counts group (the previous batch's sequences per domain, floor included)
-  names the domain the actor weights most; which state groups carry the actor's choice.
+* **B1 state identifies the domain.** A paper-variant online run (300 steps): its mixture;
+  how often the state's counts group (the previous batch's sequences per domain, floor
+  included) names the domain the actor weights most; which state groups carry its choice;
+  which domains the paper reward favours early (Spearman with domain size).
+* **B3 repeated domains.** In the same run, the most-weighted domain's epochs, and the cosine
+  between its training gradient and its own held-out gradient (a train-only reward cannot see
+  repetition).
 * **B2 scale-dependent state.** llama-tiny (2 layers) and llama-1m (8 layers) trained on the
   same data order: how well each state group of the paper and of mixlab agrees between the two
   sizes (the proxy -> target transfer reads the target's state with the proxy's actor).
-* **B3 repeated small domains.** In the same run, the collapsed domain's epochs, and the cosine
-  between its training gradient and its own held-out gradient (repetition makes the training
-  gradient stop describing held-out text, which a train-only reward cannot see).
-* **B4 reward vs ground truth.** At checkpoints of a uniform run: one real AdamW step on 16
-  sequences of domain i (3 batches, averaged), then the change of the mean held-out log-loss
-  over all domains (16 windows each, from the start of the split: not the reward's windows). The
-  Spearman correlation across domains of that ground truth with the paper reward and with the
-  held-out alignment reward (both averaged over 8 mixed batches at the same parameters).
+* **B4/B5 reward vs ground truth.** At steps 60, 150, 250 of a near-uniform run: what sampling
+  domain i really does to the mean held-out log-loss (16 windows per domain from the start of
+  each split; the reward's windows come from the end) -- B4: one real AdamW step (the run's
+  optimizer state) or one SGD step on 16 sequences of domain i; B5: 20 steps with the mixture
+  tilted toward domain i by a log-ratio of 1, on the same data stream, against no tilt -- and
+  the Spearman correlation over the 8 domains of that truth with the paper reward, the
+  held-out alignment reward, first-order oracles on the full model (with and without Adam's
+  preconditioner) and the domain's training loss.
 
     PYTHONPATH=src python scripts/acodm_mechanism.py            # A1-A4
-    PYTHONPATH=src python scripts/acodm_mechanism.py --lm       # + B1-B4 (demo store)
+    PYTHONPATH=src python scripts/acodm_mechanism.py --lm       # + B1-B5 (demo store)
 """
 
 from __future__ import annotations
@@ -374,60 +378,175 @@ def _blocks(trainer: Any) -> list[int]:
     return select_depth_blocks(len(decoder_blocks(trainer.raw_model)), [0, 0.25, 0.5, 0.75, 1])
 
 
-def b4_reward_vs_truth(store: Path, checkpoints: list[int], batches: int, out: Path) -> None:
-    from mixlab.mixing.acodm.reward import alignment_reward, heldout_alignment, heldout_direction
-    from mixlab.model.losses import token_losses
-    from mixlab.train.build import build_optimizer
+def b4_b5_reward_vs_truth(
+    store: Path, checkpoints: list[int], batches: int, horizon: int, out: Path
+) -> None:
+    """Per-domain predictions at theta_t against what sampling the domain really does."""
     from mixlab.train.loop import Trainer
 
     print(
-        f"\nB4  reward vs the real effect of one step on domain i (uniform run, llama-1m; "
-        f"rewards averaged over {batches} mixed batches of 16)"
+        "\nB4/B5  rewards vs what sampling domain i really does (uniform+floor run, llama-1m, "
+        f"seed 0; paper and heldout_alignment rewards averaged over {batches} mixed batches)"
     )
-    mixing = {"name": "acodm", "acodm": {"train_actor": False, "exploration": "none"}}
-    trainer = Trainer(_config(store, mixing, "llama-1m", max(checkpoints), 0), out / "truth")
-    k = len(trainer.domains)
-    eval_windows = [
+    print(
+        "    truths: B4 one AdamW step (the run's optimizer state) / one SGD step (lr 0.05) on "
+        f"16 sequences of domain i ({TRUTH_BATCHES} batches);\n    B5 {horizon} training steps "
+        "with the mixture tilted toward domain i (log-ratio +1, the same data stream) vs not."
+    )
+    print(
+        "    held-out loss = mean over domains of 16 validation windows from the start of the "
+        "split (the reward's windows come from the end).\n    oracle = <g_i, P h_E> on the "
+        "full model with the eval windows' own gradient h_E (P: AdamW's 1/sqrt(v) or 1)"
+    )
+    acodm = {"train_actor": False, "exploration": "none", "reward_layers": [-1, -3, -5]}
+    trainer = Trainer(
+        _config(store, {"name": "acodm", "acodm": acodm}, "llama-1m", max(checkpoints), 0),
+        out / "truth",
+    )
+    evals = [
         torch.from_numpy(_first_windows(trainer.store.tokens(d, "val"), 16))
         for d in trainer.domains
     ]
     probe = _heldout_probe(trainer, 4)
-    done = 0
     for ckpt in checkpoints:
-        while done < ckpt:
+        while trainer.step < ckpt:
             trainer.run_step()
-            done += 1
-        base_loss = _heldout_loss(trainer.raw_model, eval_windows)
-        # the ground truth: one AdamW step on a 16-sequence batch of domain i alone
-        truth = np.zeros(k)
-        for i, d in enumerate(trainer.domains):
-            for rep in range(TRUTH_BATCHES):
-                model = copy.deepcopy(trainer.raw_model)
-                opt = build_optimizer(model, trainer.cfg)  # the run's groups, then its state
-                opt.load_state_dict(trainer.optimizer.state_dict())
-                seed = 7919 * ckpt + rep
-                ids = torch.from_numpy(_train_windows(trainer.store.tokens(d, "train"), 16, seed))
-                token_losses(model(input_ids=ids).logits, ids).mean().backward()
-                opt.step()
-                truth[i] += (base_loss - _heldout_loss(model, eval_windows)) / TRUTH_BATCHES
-        # the rewards at the same parameters, from mixed batches as the policy sees them
-        paper, heldout = np.zeros(k), np.zeros(k)
-        for b in range(batches):
-            g = _domain_gradients(trainer, seed=1000 * ckpt + b)
-            present = np.ones(k, dtype=bool)
-            paper += alignment_reward(g, present)[0] / batches
-            hd = probe.measure(trainer.raw_model, step=b + 1)
-            h = heldout_direction(hd["heldout_grad_sum"], hd["heldout_grad_count"])
-            heldout += heldout_alignment(g, present, h) / batches
-        print(
-            f"    step {ckpt:>4}: Spearman(truth, paper reward) = {_spearman(truth, paper):+.2f}, "
-            f"Spearman(truth, heldout_alignment) = {_spearman(truth, heldout):+.2f}; "
-            f"best domain by truth {trainer.domains[int(truth.argmax())]}, by paper "
-            f"{trainer.domains[int(paper.argmax())]}, by heldout "
-            f"{trainer.domains[int(heldout.argmax())]}"
-        )
+        preds = _predictions(trainer, probe, evals, batches, ckpt)
+        truths = _one_step_truths(trainer, evals, ckpt)
+        truths[f"B5 {horizon}-step tilt"] = _tilt_truth(trainer, evals, horizon)
+        names = list(preds)
+        print(f"    step {ckpt}: Spearman over the 8 domains")
+        print(f"      {'truth':<18}" + "".join(f"{n:>20}" for n in names))
+        for label, truth in truths.items():
+            cells = "".join(f"{_spearman(truth, preds[n]):>+20.2f}" for n in names)
+            print(f"      {label:<18}{cells}")
     probe.capture.close()
     trainer.probes.close()  # type: ignore[union-attr]
+
+
+def _predictions(
+    trainer: Any, probe: Any, evals: list[torch.Tensor], batches: int, ckpt: int
+) -> dict[str, np.ndarray]:
+    from mixlab.mixing.acodm.reward import alignment_reward, heldout_alignment, heldout_direction
+
+    k = len(trainer.domains)
+    paper, heldout = np.zeros(k), np.zeros(k)
+    present = np.ones(k, dtype=bool)
+    for b in range(batches):
+        g = _domain_gradients(trainer, seed=1000 * ckpt + b)
+        paper += alignment_reward(g, present)[0] / batches
+        hd = probe.measure(trainer.raw_model, step=b + 1)
+        h = heldout_direction(hd["heldout_grad_sum"], hd["heldout_grad_count"])
+        heldout += heldout_alignment(g, present, h) / batches
+    model = trainer.raw_model
+    params = list(model.parameters())
+    h_e = _flat_grad(model, lambda m: _mean_loss(m, evals))
+    inv_sqrt_v = []
+    for p in params:
+        state = trainer.optimizer.state[p]
+        v_hat = state["exp_avg_sq"] / (1 - 0.999 ** float(state["step"]))
+        inv_sqrt_v.append((1.0 / (v_hat.sqrt() + 1e-8)).flatten())
+    precond = torch.cat(inv_sqrt_v).double()
+    oracle, oracle_adam, loss = np.zeros(k), np.zeros(k), np.zeros(k)
+    for i, d in enumerate(trainer.domains):
+        for rep in range(TRUTH_BATCHES):
+            ids = torch.from_numpy(
+                _train_windows(trainer.store.tokens(d, "train"), 16, 7919 * ckpt + rep)
+            )
+            g = _flat_grad(model, lambda m, ids=ids: _token_loss(m, ids))
+            oracle[i] += float(g @ h_e) / TRUTH_BATCHES
+            oracle_adam[i] += float((g * precond) @ h_e) / TRUTH_BATCHES
+            with torch.no_grad():
+                loss[i] += float(_token_loss(model, ids)) / TRUTH_BATCHES
+    return {
+        "paper reward": paper,
+        "heldout_alignment": heldout,
+        "oracle, P = 1": oracle,
+        "oracle, P = Adam": oracle_adam,
+        "train loss": loss,
+    }
+
+
+def _one_step_truths(trainer: Any, evals: list[torch.Tensor], ckpt: int) -> dict[str, np.ndarray]:
+    from mixlab.train.build import build_optimizer
+
+    k = len(trainer.domains)
+    base = _heldout_loss(trainer.raw_model, evals)
+    adam, sgd = np.zeros(k), np.zeros(k)
+    for i, d in enumerate(trainer.domains):
+        for rep in range(TRUTH_BATCHES):
+            ids = torch.from_numpy(
+                _train_windows(trainer.store.tokens(d, "train"), 16, 7919 * ckpt + rep)
+            )
+            model = copy.deepcopy(trainer.raw_model)
+            opt = build_optimizer(model, trainer.cfg)  # the run's groups, then its state
+            opt.load_state_dict(trainer.optimizer.state_dict())
+            _token_loss(model, ids).backward()
+            opt.step()
+            adam[i] += (base - _heldout_loss(model, evals)) / TRUTH_BATCHES
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.grad = None
+            model.load_state_dict(trainer.raw_model.state_dict())
+            _token_loss(model, ids).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p -= 0.05 * p.grad
+            sgd[i] += (base - _heldout_loss(model, evals)) / TRUTH_BATCHES
+    return {"B4 one AdamW step": adam, "B4 one SGD step": sgd}
+
+
+def _tilt_truth(trainer: Any, evals: list[torch.Tensor], horizon: int) -> np.ndarray:
+    """Held-out gain of `horizon` steps tilted toward each domain, against no tilt."""
+    snap = (
+        copy.deepcopy(trainer.raw_model.state_dict()),
+        copy.deepcopy(trainer.optimizer.state_dict()),
+        copy.deepcopy(trainer.scheduler.state_dict()),
+        copy.deepcopy(trainer.sampler.state_dict()),
+    )
+    k = len(trainer.domains)
+
+    def arm(weights: np.ndarray) -> float:
+        trainer.raw_model.load_state_dict(snap[0])
+        trainer.optimizer.load_state_dict(copy.deepcopy(snap[1]))
+        trainer.scheduler.load_state_dict(snap[2])
+        trainer.sampler.load_state_dict(copy.deepcopy(snap[3]))
+        trainer.sampler.set_weights(weights)
+        for _ in range(horizon):
+            trainer.train_step(trainer.sampler.next_step())
+        return _heldout_loss(trainer.raw_model, evals)
+
+    uniform = np.full(k, 1.0 / k)
+    base = arm(uniform)
+    gains = np.zeros(k)
+    for i in range(k):
+        logits = np.log(uniform)
+        logits[i] += 1.0
+        gains[i] = base - arm(np.exp(logits) / np.exp(logits).sum())
+    trainer.raw_model.load_state_dict(snap[0])
+    trainer.optimizer.load_state_dict(copy.deepcopy(snap[1]))
+    trainer.scheduler.load_state_dict(snap[2])
+    trainer.sampler.load_state_dict(copy.deepcopy(snap[3]))
+    trainer.sampler.set_weights(uniform)
+    return gains
+
+
+def _token_loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    from mixlab.model.losses import token_losses
+
+    return token_losses(model(input_ids=ids).logits, ids).mean()
+
+
+def _mean_loss(model: torch.nn.Module, windows: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([_token_loss(model, w) for w in windows]).mean()
+
+
+def _flat_grad(model: torch.nn.Module, loss_fn: Any) -> torch.Tensor:
+    params = list(model.parameters())
+    grads = torch.autograd.grad(loss_fn(model), params, allow_unused=True)
+    flat = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    return torch.cat([g.flatten() for g in flat]).double()
 
 
 def _domain_gradients(trainer: Any, seed: int) -> np.ndarray:
@@ -505,7 +624,7 @@ def main() -> None:
         store = Path(args.store)
         b1_b3_paper_run(store, args.steps, args.lm_seed, out)
         b2_scale_dependent_state(store, 120, out)
-        b4_reward_vs_truth(store, [60, 150, 250], 8, out)
+        b4_b5_reward_vs_truth(store, [60, 150, 250], 8, 20, out)
 
 
 if __name__ == "__main__":
