@@ -5,7 +5,8 @@
    sizes are printed (see :mod:`mixlab.data.demo_corpus`).
 2. Prepare a shard store from it (train a small byte-level BPE, tokenize, split).
 3. Run the demo suite (``mixlab/configs/demo_suite.yaml``) with :mod:`mixlab.comparison`:
-   ``uniform``, ``natural``, ``odm``, ``doremi`` (reference + proxy -> weights -> target),
+   the baselines ``uniform``, ``natural``, ``unimax`` and ``stratified``, then ``odm``,
+   ``doremi`` (reference + proxy -> weights -> target),
    ``acodm`` (actor-critic learned on a tiny proxy, frozen on the target) and ``meco``
    (metadata conditioning then cooldown), same model, seed(s) and token budget. Finished runs
    are reused and interrupted ones continue, so an interrupted demo resumes.

@@ -13,9 +13,10 @@ SUMMARY = "compare every mixing method on the built-in demo corpus (no data need
 DESCRIPTION = """\
 Unpack the 8-domain corpus shipped with mixlab (Python stdlib source, C headers, docstrings,
 license texts, ...; the same on every machine, its fingerprint is printed), prepare shards,
-and run the demo suite: uniform, natural, odm, doremi (reference + proxy -> target), acodm
-(actor-critic learned on a tiny proxy, frozen on the target) and meco, with the same tiny
-model, seed and token budget (~10 min on 2 CPU cores). Prints the summary table and writes
+and run the demo suite: the baselines uniform, natural, unimax and stratified, then odm,
+doremi (reference + proxy -> target), acodm (actor-critic learned on a tiny proxy, frozen on
+the target) and meco, with the same tiny model, seed and token budget (~15 min on 2 CPU
+cores). Prints the summary table and writes
 OUT/report/report.html. Interrupted demos resume.
 """
 
