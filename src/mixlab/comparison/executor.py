@@ -54,6 +54,9 @@ class Launch:
     ``threads`` is the number of threads the run uses (None: the machine's default), which
     cluster executors request as CPUs. ``dir`` is the step's folder, ``log`` its ``run.log``;
     ``cwd`` is where relative paths of the config (``data.store: shards``) are resolved.
+    ``retry_checkpoint``: a checkpoint that did not exist when the step was planned; if it
+    exists when the process starts, an earlier attempt of this same launch got that far (its
+    node died), and ``--resume`` is added so the retry continues it.
     """
 
     args: tuple[str, ...]
@@ -65,10 +68,14 @@ class Launch:
     kind: str = "train"  # train | doremi | search
     label: str = ""
     module: str = "mixlab"
+    retry_checkpoint: Path | None = None
 
     def command(self) -> list[str]:
-        """The command line with this machine's Python."""
-        return [sys.executable, "-m", self.module, *self.args]
+        """The command line with this machine's Python (``--resume`` for a retry that can)."""
+        args = list(self.args)
+        if self.retry_checkpoint is not None and self.retry_checkpoint.exists():
+            args.append("--resume")
+        return [sys.executable, "-m", self.module, *args]
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,7 @@ def _execute(
         threads=threads,
         kind=step.kind,
         label=label,
+        retry_checkpoint=_retry_checkpoint(step, resume),
     )
     done = executor.run(launch)
     seconds = float(partial.get("seconds", 0.0)) + done.seconds
@@ -280,6 +281,18 @@ def _execute(
     write_json(folder.cost, cost.to_dict())
     folder.partial_cost.unlink(missing_ok=True)
     return cost, done.node
+
+
+def _retry_checkpoint(step: Step, resume: bool) -> Path | None:
+    """The checkpoint whose later appearance means a retried attempt must pass ``--resume``.
+
+    Only ``mixlab train`` needs the flag (``doremi`` and ``search`` resume on their own), and
+    only a step that starts now, with no checkpoint yet.
+    """
+    checkpoint = step.folder.checkpoint
+    if step.kind != "train" or resume or checkpoint.exists():
+        return None
+    return checkpoint
 
 
 def _tokens(step: Step) -> int:
