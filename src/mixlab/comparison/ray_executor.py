@@ -52,7 +52,6 @@ Extra: ``pip install 'mixlab[ray]'`` (Ray alone, no dashboard; ``ray`` + ``msgpa
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -280,6 +279,8 @@ def _acquire(path: Path, run_log: Path, poll: float) -> int:
     The holder is an earlier attempt of the same step: its Ray worker died but its trainer,
     which inherited the lock, is still saving its checkpoint.
     """
+    import fcntl  # POSIX only, like the rest of the task body
+
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     waiting = False
     try:
