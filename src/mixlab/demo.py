@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from mixlab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mixlab.comparison import Suite
+    from mixlab.comparison import Executor, Suite
     from mixlab.report import Summary
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,17 @@ def run_demo(
     methods: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     preset: str | None = None,
-    jobs: int = 2,
+    jobs: int | None = 2,
     fresh: bool = False,
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
+    executor: Executor | None = None,
 ) -> Summary:
     """Run the demo suite and write its report; returns the summary.
 
     ``store`` runs the suite on another prepared store instead of the demo corpus's;
-    ``overrides`` (``a.b=c``) change every run, e.g. ``model.preset=llama-tiny``.
+    ``overrides`` (``a.b=c``) change every run, e.g. ``model.preset=llama-tiny``;
+    ``executor`` runs them elsewhere (:func:`mixlab.comparison.make_executor`).
     """
     from mixlab.comparison import compare
 
@@ -128,6 +130,7 @@ def run_demo(
         overrides=sets,
         jobs=jobs,
         fresh=fresh,
+        executor=executor,
         report_dir=report,
         title="mixlab demo: mixing methods on the built-in corpus",
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from mixlab.cli.options import add_command, add_suite_options
+from mixlab.cli.options import add_command, add_suite_options, executor_from_args
 
 SUMMARY = "compare every mixing method on the built-in demo corpus (no data needed)"
 DESCRIPTION = """\
@@ -55,5 +55,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         preset=args.preset,
         jobs=args.jobs,
         fresh=args.fresh,
+        executor=executor_from_args(args),
     )
     return 0
