@@ -320,6 +320,17 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def resolved(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config as this mixlab resolves it: fields added since it was saved take their
+    defaults. Run folders are compared this way, so a new option (at its default) does not make
+    every earlier folder "made with other settings". A config this version cannot read is
+    returned as it is (and then differs)."""
+    try:
+        return RunConfig.from_dict(raw).to_dict()
+    except ConfigError:
+        return dict(raw)
+
+
 def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
     """A YAML file that holds a mapping (an empty file is ``{}``); ConfigError naming it."""
     p = Path(path)

@@ -44,7 +44,7 @@ import yaml
 
 from mixlab.comparison.executor import Executor, Launch, LocalExecutor, StepError
 from mixlab.comparison.suite import Job, Step, Suite, run_tokens
-from mixlab.config import RunConfig, read_yaml_mapping
+from mixlab.config import RunConfig, read_yaml_mapping, resolved
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.files import remove_stale_temporaries, write_json, write_text
 from mixlab.interrupt import terminate_as_interrupt
@@ -314,7 +314,8 @@ def _action(step: Step) -> Action:
     """
     folder = step.folder
     planned = step.config.to_dict()
-    saved = read_yaml_mapping(folder.planned_config) if folder.planned_config.exists() else None
+    plan = folder.planned_config
+    saved = resolved(read_yaml_mapping(plan)) if plan.exists() else None
     finished = _read_cost(folder) is not None
     if saved is None and finished:
         saved = planned  # a finished folder whose plan was deleted: reused

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mixlab.config import RunConfig
+from mixlab.config import RunConfig, resolved
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.files import write_json
 from mixlab.train.checkpoint import load_checkpoint
@@ -71,7 +71,7 @@ def train_in_folder(
         state = load_checkpoint(folder.checkpoint)
         action = next_action(
             run_dir,
-            state["config"],
+            resolved(state["config"]),
             cfg.to_dict(),
             finished=bool(state.get("finished")),
             hint="rerun with the same config, or choose a new --out",
