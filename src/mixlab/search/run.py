@@ -182,6 +182,7 @@ def fit_swarm(plan: SearchPlan, out: str | Path) -> SearchOutcome:
         law=fit.law,
         caps=plan.caps,
         kl_weight=fit.kl_weight,
+        trust_region=fit.trust_region,
         cv_folds=fit.cv_folds,
         n_bootstrap=fit.bootstrap,
         bootstrap_level=fit.bootstrap_level,
