@@ -131,10 +131,10 @@ def test_shipped_suites_parse() -> None:
     demo = demo_suite()
     assert demo.methods == [
         *["uniform", "natural", "unimax", "stratified"],
-        *["odm", "doremi", "acodm", "meco"],
+        *["search", "odm", "doremi", "acodm", "meco"],
     ]
     jobs = demo.plan("/tmp/x", overrides=["data.store=/tmp/s"])
-    assert {s.kind for j in jobs for s in j.stages} == {"doremi", "train"}
+    assert {s.kind for j in jobs for s in j.stages} == {"doremi", "search", "train"}
     suites = sorted((Path(__file__).parents[2] / "configs" / "suites").glob("*.yaml"))
     assert len(suites) >= 2
     for path in suites:
