@@ -333,8 +333,12 @@ def cluster_suite(store: Path, **train: Any) -> dict:
             },
             "eval": {"max_tokens_per_domain": 1000},
         },
-        "runs": [{"name": "uniform", "set": {"mixing.name": "uniform"}}],
-    }  # + natural, always included: two jobs, one per worker node
+        "include_baselines": False,
+        "runs": [
+            {"name": "uniform", "set": {"mixing.name": "uniform"}},
+            {"name": "natural", "set": {"mixing.name": "natural"}},
+        ],
+    }  # two jobs, one per worker node
 
 
 def results(run_dir: Path) -> dict[str, Any]:

@@ -36,7 +36,10 @@ def tiny_suite(store: Path, **train: int) -> dict:
             },
             "eval": {"max_tokens_per_domain": 1000},
         },
+        "include_baselines": False,  # uniform and natural only: the runner, not the baselines
         "runs": [
+            {"name": "uniform", "set": {"mixing.name": "uniform"}},
+            {"name": "natural", "set": {"mixing.name": "natural"}},
             {
                 "name": "transfer",
                 "stages": [
