@@ -86,6 +86,13 @@ class TrainConfig(Section):
     )
     beta1: Float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     beta2: Float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
+    max_nonfinite_steps: Int = Field(
+        5,
+        ge=1,
+        description="A step whose loss or gradient is not finite is skipped (no update) and "
+        "counted; this many in a row stop the run with an error (diverged), keeping the last "
+        "checkpoint.",
+    )
     grad_clip: Float = Field(
         1.0, ge=0, description="Max global gradient norm; 0 disables clipping."
     )
@@ -240,6 +247,12 @@ class RunConfig(Section):
     def validate(self) -> None:  # type: ignore[override]
         """The rules that span fields or sections (types and ranges are checked on build)."""
         self._validate_meco()
+        ev = self.eval
+        if ev.max_tokens_per_domain < self.data.seq_len:
+            raise ConfigError(
+                f"eval.max_tokens_per_domain={ev.max_tokens_per_domain} is below one window "
+                f"(data.seq_len={self.data.seq_len}); raise it to at least {self.data.seq_len}"
+            )
         sources = [
             s for s in ("preset", "config_path", "pretrained_path") if getattr(self.model, s)
         ]
@@ -305,6 +318,17 @@ def _migrate(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def resolved(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config as this mixlab resolves it: fields added since it was saved take their
+    defaults. Run folders are compared this way, so a new option (at its default) does not make
+    every earlier folder "made with other settings". A config this version cannot read is
+    returned as it is (and then differs)."""
+    try:
+        return RunConfig.from_dict(raw).to_dict()
+    except ConfigError:
+        return dict(raw)
 
 
 def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:

@@ -5,7 +5,8 @@
    sizes are printed (see :mod:`mixlab.data.demo_corpus`).
 2. Prepare a shard store from it (train a small byte-level BPE, tokenize, split).
 3. Run the demo suite (``mixlab/configs/demo_suite.yaml``) with :mod:`mixlab.comparison`:
-   ``uniform``, ``natural``, ``odm``, ``doremi`` (reference + proxy -> weights -> target),
+   the baselines ``uniform``, ``natural``, ``unimax`` and ``stratified``, then ``odm``,
+   ``doremi`` (reference + proxy -> weights -> target),
    ``acodm`` (actor-critic learned on a tiny proxy, frozen on the target) and ``meco``
    (metadata conditioning then cooldown), same model, seed(s) and token budget. Finished runs
    are reused and interrupted ones continue, so an interrupted demo resumes.
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from mixlab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mixlab.comparison import Suite
+    from mixlab.comparison import Executor, Suite
     from mixlab.report import Summary
 
 log = logging.getLogger(__name__)
@@ -96,15 +97,17 @@ def run_demo(
     methods: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     preset: str | None = None,
-    jobs: int = 2,
+    jobs: int | None = 2,
     fresh: bool = False,
     overrides: Sequence[str] = (),
     store: str | Path | None = None,
+    executor: Executor | None = None,
 ) -> Summary:
     """Run the demo suite and write its report; returns the summary.
 
     ``store`` runs the suite on another prepared store instead of the demo corpus's;
-    ``overrides`` (``a.b=c``) change every run, e.g. ``model.preset=llama-tiny``.
+    ``overrides`` (``a.b=c``) change every run, e.g. ``model.preset=llama-tiny``;
+    ``executor`` runs them elsewhere (:func:`mixlab.comparison.make_executor`).
     """
     from mixlab.comparison import compare
 
@@ -127,6 +130,7 @@ def run_demo(
         overrides=sets,
         jobs=jobs,
         fresh=fresh,
+        executor=executor,
         report_dir=report,
         title="mixlab demo: mixing methods on the built-in corpus",
     )

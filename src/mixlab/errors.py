@@ -22,3 +22,7 @@ class DataError(MixlabError):
 
 class ResumeError(MixlabError):
     """A checkpoint cannot be resumed (missing, corrupt, or from another store/config)."""
+
+
+class DivergenceError(MixlabError):
+    """Training diverged: too many steps in a row had a non-finite loss or gradient."""

@@ -36,7 +36,10 @@ def tiny_suite(store: Path, **train: int) -> dict:
             },
             "eval": {"max_tokens_per_domain": 1000},
         },
+        "include_baselines": False,  # uniform and natural only: the runner, not the baselines
         "runs": [
+            {"name": "uniform", "set": {"mixing.name": "uniform"}},
+            {"name": "natural", "set": {"mixing.name": "natural"}},
             {
                 "name": "transfer",
                 "stages": [
@@ -193,3 +196,12 @@ def test_search_stage_runs_its_swarm_and_feeds_the_main_run(
     lines: list[str] = []
     run_suite(parse_suite(raw), out, echo=lines.append)
     assert sum("finished before" in line for line in lines) == 2
+
+
+def test_a_folder_saved_before_a_new_option_existed_is_not_other_settings() -> None:
+    from mixlab.config import RunConfig, resolved
+
+    now = RunConfig().to_dict()
+    older = {**now, "train": {k: v for k, v in now["train"].items() if k != "max_nonfinite_steps"}}
+    assert resolved(older) == now  # the option added since takes its default
+    assert resolved({**now, "train": {**now["train"], "max_steps": 7}}) != now

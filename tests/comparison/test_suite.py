@@ -37,20 +37,25 @@ def suite_dict(**extra: object) -> dict:
 
 
 def test_baselines_are_added_first_unless_disabled() -> None:
-    assert parse_suite(suite_dict()).methods == ["uniform", "natural", "odm", "acodm"]
+    base = ["uniform", "natural", "unimax", "stratified"]
+    assert parse_suite(suite_dict()).methods == [*base, "odm", "acodm"]
+    stratified = parse_suite(suite_dict()).runs[3]
+    assert dict(stratified.overrides) == {"mixing.name": "uniform", "mixing.sampling": "stratified"}
     raw = suite_dict(include_baselines=False, baseline="odm")
     assert parse_suite(raw).methods == ["odm", "acodm"]
 
 
 def test_plan_resolves_folders_seeds_and_placeholders(tmp_path: Path) -> None:
     jobs = parse_suite(suite_dict()).plan(tmp_path)
-    assert [(j.method, j.seed) for j in jobs][:4] == [
+    assert [(j.method, j.seed) for j in jobs][:6] == [
         ("uniform", 0),
         ("natural", 0),
+        ("unimax", 0),
+        ("stratified", 0),
         ("odm", 0),
         ("acodm", 0),
     ]
-    assert len(jobs) == 8
+    assert len(jobs) == 12
     acodm = next(j for j in jobs if j.method == "acodm" and j.seed == 1)
     proxy = acodm.stages[0]
     assert acodm.dir == tmp_path / "acodm" / "seed1"
@@ -83,7 +88,8 @@ def test_base_config_is_relative_to_the_suite_file(tmp_path: Path) -> None:
 
 def test_select_keeps_order_and_rejects_unknown_names() -> None:
     suite = parse_suite(suite_dict())
-    assert suite.select(exclude=["odm"]).methods == ["uniform", "natural", "acodm"]
+    base = ["uniform", "natural", "unimax", "stratified"]
+    assert suite.select(exclude=["odm"]).methods == [*base, "acodm"]
     assert suite.select(["acodm", "uniform"]).methods == ["uniform", "acodm"]
     with pytest.raises(ConfigError, match="no run named 'nope'"):
         suite.select(["nope"])
@@ -123,14 +129,17 @@ def test_shipped_suites_parse() -> None:
     from mixlab.demo import demo_suite
 
     demo = demo_suite()
-    assert demo.methods == ["uniform", "natural", "odm", "doremi", "acodm", "meco"]
+    assert demo.methods == [
+        *["uniform", "natural", "unimax", "stratified"],
+        *["search", "odm", "doremi", "acodm", "meco"],
+    ]
     jobs = demo.plan("/tmp/x", overrides=["data.store=/tmp/s"])
-    assert {s.kind for j in jobs for s in j.stages} == {"doremi", "train"}
+    assert {s.kind for j in jobs for s in j.stages} == {"doremi", "search", "train"}
     suites = sorted((Path(__file__).parents[2] / "configs" / "suites").glob("*.yaml"))
     assert len(suites) >= 2
     for path in suites:
         suite = load_suite(path)
-        assert {"uniform", "natural"} <= set(suite.methods)
+        assert {"uniform", "natural", "unimax", "stratified"} <= set(suite.methods)
         assert suite.plan("/tmp/x", overrides=["data.store=/tmp/s"])
 
 

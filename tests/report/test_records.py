@@ -9,6 +9,7 @@ import pytest
 
 from mixlab.errors import DataError
 from mixlab.report import load_records
+from mixlab.report.records import load_run
 from tests.report.conftest import curve, write_run, write_suite
 
 
@@ -83,3 +84,12 @@ def test_a_suite_run_without_files_is_missing(tmp_path: Path) -> None:
     (r,) = load_records([tmp_path / "s"])
     assert r.status == "missing" and not r.ok
     assert json.dumps(r.metadata(), allow_nan=False)
+
+
+def test_a_diverged_run_is_marked_diverged(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "uniform", seed=0, evals=curve([2.0, 3.0, 4.0]), final=False)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": 9, "train/diverged": 1}) + "\n")
+    record = load_run(run)
+    assert record.status == "diverged" and not record.ok
+    assert "diverged at step 9" in (record.note or "")

@@ -116,3 +116,39 @@ def test_infeasible_caps_and_bad_knobs_are_config_errors():
         optimize_mixture(LAW, make_objective("mean", 3), UNIFORM, caps=[0.2, 0.2, 0.2])
     with pytest.raises(ConfigError, match="kl_weight"):
         optimize_mixture(LAW, make_objective("mean", 3), UNIFORM, kl_weight=-1.0)
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.005, 0.02])
+def test_the_trust_region_bounds_the_kl_and_is_tight_when_it_binds(radius: float):
+    far = kkt(np.ones(3))  # the unconstrained optimum, KL ~0.03 from uniform
+    assert kl_divergence(far, UNIFORM) > radius
+    res = optimize_mixture(LAW, make_objective("mean", 3), UNIFORM, max_kl=radius)
+    kl = float(kl_divergence(res.best.weights, UNIFORM))
+    assert kl <= radius + 1e-8 and kl == pytest.approx(radius, abs=2e-4)
+    free = optimize_mixture(LAW, make_objective("mean", 3), UNIFORM)
+    assert res.best.objective >= free.best.objective - 1e-12
+    for c in res.runner_ups:
+        assert kl_divergence(c.weights, UNIFORM) <= radius + 1e-8
+
+
+def test_the_trust_region_also_holds_for_random_search():
+    res = optimize_mixture(NoGradient(), make_objective("mean", 3), UNIFORM, max_kl=0.005)
+    assert kl_divergence(res.best.weights, UNIFORM) <= 0.005 + 1e-8
+
+
+def test_search_mixture_trust_region_comes_from_the_swarm():
+    from mixlab.search.recommend import search_mixture, trust_radius
+
+    x, y = swarm(true_law(5), n=30, noise=0.0, seed=1)
+    prior = np.full(x.shape[1], 1 / x.shape[1])
+    median = float(np.median(kl_divergence(x, prior)))
+    assert trust_radius("median", x, prior) == pytest.approx(median)
+    assert trust_radius(None, x, prior) is None and trust_radius(0.1, x, prior) == 0.1
+    res = search_mixture(x, y, prior, n_bootstrap=0)
+    assert res.max_kl == pytest.approx(median)
+    assert kl_divergence(res.weights, prior) <= median + 1e-8
+    assert res.to_dict(tuple("abcdefgh"[: x.shape[1]]), tuple("abcdefgh"[: y.shape[1]]))[
+        "trust_region"
+    ]["max_kl"] == pytest.approx(median)
+    with pytest.raises(ConfigError, match="trust_region"):
+        trust_radius("wide", x, prior)

@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mixlab.cli.options import add_command, add_set_option, add_suite_options
+from mixlab.cli.options import (
+    add_command,
+    add_set_option,
+    add_suite_options,
+    executor_from_args,
+)
 
 SUMMARY = "run a suite of mixing methods (same budget, seeds) and summarise it"
 DESCRIPTION = """\
@@ -20,7 +25,9 @@ A suite is a YAML file of named runs sharing one base config (store, model, budg
 may have stages that run first (DoReMi's reference + proxy, AC-ODM's proxy). uniform and
 natural are always included (unless the suite says include_baselines: false). Each run is
 its own process; finished runs are skipped and interrupted ones continue from their
-checkpoint, so re-running the same command resumes an interrupted suite.
+checkpoint, so re-running the same command resumes an interrupted suite. The processes run
+on this machine, or as Ray tasks on a cluster with --executor ray (the run folders must then
+be on a filesystem every node sees).
 
 Writes OUT/suite.json (status, wall-clock, tokens and peak RSS of every run and stage),
 OUT/<method>/seed<k>/ (normal run folders), and OUT/report/ (report.html, report.md,
@@ -35,6 +42,8 @@ example:
   mixlab compare configs/suites/example.yaml --set data.store=shards --out runs/suite \\
       --seeds 0 1 2 --jobs 2          # 3 seeds, two single-thread runs side by side
   mixlab compare configs/suites/example.yaml --out runs/suite --dry-run   # show the plan
+  mixlab compare configs/suites/example.yaml --set data.store=/shared/shards \\
+      --out /shared/runs/suite --executor ray --ray-address head:6379   # on a Ray cluster
 """
 
 
@@ -58,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def cmd_compare(args: argparse.Namespace) -> int:
     from mixlab.comparison import MANIFEST_NAME, compare, load_suite
 
+    executor = executor_from_args(args)  # a bad --executor option fails before anything runs
     suite = load_suite(args.suite).select(args.methods, args.exclude)
     if args.seeds:
         suite.seeds = list(args.seeds)
@@ -79,6 +89,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         overrides=args.set,
         jobs=args.jobs,
         fresh=args.fresh,
+        executor=executor,
         baseline=args.baseline,
         report=not args.no_report,
     )

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 
-from mixlab.cli.options import add_command, add_suite_options
+from mixlab.cli.options import add_command, add_suite_options, executor_from_args
 
 SUMMARY = "compare every mixing method on the built-in demo corpus (no data needed)"
 DESCRIPTION = """\
 Unpack the 8-domain corpus shipped with mixlab (Python stdlib source, C headers, docstrings,
 license texts, ...; the same on every machine, its fingerprint is printed), prepare shards,
-and run the demo suite: uniform, natural, odm, doremi (reference + proxy -> target), acodm
-(actor-critic learned on a tiny proxy, frozen on the target) and meco, with the same tiny
-model, seed and token budget (~10 min on 2 CPU cores). Prints the summary table and writes
+and run the demo suite: the baselines uniform, natural, unimax and stratified, then odm,
+doremi (reference + proxy -> target), acodm (actor-critic learned on a tiny proxy, frozen on
+the target) and meco, with the same tiny model, seed and token budget (~15 min on 2 CPU
+cores). Prints the summary table and writes
 OUT/report/report.html. Interrupted demos resume.
 """
 
@@ -54,5 +55,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         preset=args.preset,
         jobs=args.jobs,
         fresh=args.fresh,
+        executor=executor_from_args(args),
     )
     return 0

@@ -56,7 +56,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = RunConfig.load(args.config, args.set)
     trainer = train(cfg, args.out, resume=args.resume)
+    if not trainer.dist.is_main:  # under torchrun rank 0 prints the result
+        return 0
     if trainer.last_eval is not None:
         print(trainer.last_eval.format_table())
+    else:
+        print(f"{args.out} had finished at step {trainer.step}; its evaluation is in eval.json")
     print(f"\nrun folder: {args.out}")
     return 0

@@ -4,6 +4,9 @@
   multi-stage methods (DoReMi reference + proxy, AC-ODM proxy -> target), seeds.
 * :mod:`mixlab.comparison.runner` — runs every (method, seed) as its own process, skips what
   finished, resumes what was interrupted, records each run's cost in ``suite.json``.
+* :mod:`mixlab.comparison.executor` — where those processes run: children of this process
+  (:class:`LocalExecutor`, the default) or Ray tasks on a cluster
+  (:mod:`mixlab.comparison.ray_executor`; ``make_executor("ray", ray_address=...)``).
 * :func:`compare` — the notebook entry point: run a suite, then summarise it with
   :mod:`mixlab.report` (steps-to-target, paired differences over seeds, overhead).
 """
@@ -14,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mixlab.comparison.executor import Executor, LocalExecutor, make_executor
 from mixlab.comparison.runner import MANIFEST_NAME, SuiteFailed, run_suite
 from mixlab.comparison.suite import Job, RunSpec, StageSpec, Step, Suite, load_suite, parse_suite
 from mixlab.errors import ConfigError
@@ -23,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANIFEST_NAME",
+    "Executor",
     "Job",
+    "LocalExecutor",
     "RunSpec",
     "StageSpec",
     "Step",
@@ -31,6 +37,7 @@ __all__ = [
     "SuiteFailed",
     "compare",
     "load_suite",
+    "make_executor",
     "parse_suite",
     "run_suite",
 ]
@@ -44,8 +51,9 @@ def compare(
     methods: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
     overrides: Sequence[str] = (),
-    jobs: int = 1,
+    jobs: int | None = None,
     fresh: bool = False,
+    executor: Executor | None = None,
     baseline: str | None = None,
     report: bool = True,
     report_dir: str | Path | None = None,
@@ -54,7 +62,10 @@ def compare(
     """Run (or resume) a suite into ``out`` and return its :class:`~mixlab.report.Summary`.
 
     ``suite`` is a suite file or a :class:`Suite`; ``seeds`` / ``methods`` / ``exclude``
-    narrow it; ``overrides`` (``"a.b=c"``) apply to every run. With ``report=True`` the
+    narrow it; ``overrides`` (``"a.b=c"``) apply to every run. ``executor`` says where the
+    runs go (default: processes on this machine, ``jobs`` at a time, default 1;
+    ``make_executor("ray", ray_address="HOST:PORT")`` for a Ray cluster, where ``jobs``
+    defaults to all of them). With ``report=True`` the
     report (``report.html``, ``report.md``, ``results.json``) is written to ``report_dir``
     (default ``out/report``) under ``title``.
 
@@ -73,7 +84,7 @@ def compare(
                 f"baseline {baseline!r} is not a method of the suite ({', '.join(spec.methods)})"
             )
         spec.baseline = baseline
-    manifest = run_suite(spec, out, overrides=overrides, jobs=jobs, fresh=fresh)
+    manifest = run_suite(spec, out, overrides=overrides, jobs=jobs, fresh=fresh, executor=executor)
     records = load_records([manifest.parent])
     if report:
         write_report(

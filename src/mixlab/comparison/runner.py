@@ -8,6 +8,11 @@ and peak RSS (``os.wait4``), which the report puts next to each result as its co
 runner trains the proxy swarm of ``mixlab search`` (:mod:`mixlab.search.run` hands it a suite
 built in code: one method per mixture).
 
+Where a process runs is the executor's business (:mod:`mixlab.comparison.executor`): a child
+process of this one by default, a Ray task on a cluster with ``executor=RayExecutor(...)``
+(:mod:`mixlab.comparison.ray_executor`). Skipping, resuming, costs and Ctrl-C are decided
+here, the same for every executor.
+
 Folders, under the suite's output folder::
 
     suite.json                      manifest: methods, seeds, status and cost of every run
@@ -26,11 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,8 +42,9 @@ from typing import Any
 
 import yaml
 
+from mixlab.comparison.executor import Executor, Launch, LocalExecutor, StepError
 from mixlab.comparison.suite import Job, Step, Suite, run_tokens
-from mixlab.config import RunConfig, read_yaml_mapping
+from mixlab.config import RunConfig, read_yaml_mapping, resolved
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.files import remove_stale_temporaries, write_json, write_text
 from mixlab.interrupt import terminate_as_interrupt
@@ -83,17 +85,22 @@ def run_suite(
     out: str | Path,
     *,
     overrides: Sequence[str] = (),
-    jobs: int = 1,
+    jobs: int | None = None,
     fresh: bool = False,
     echo: Callable[[str], None] = print,
+    executor: Executor | None = None,
 ) -> Path:
     """Run (or resume) every job of ``suite`` into ``out``; returns the manifest path.
 
-    Raises :class:`SuiteFailed` after all other jobs finished when some job failed (its
-    ``run.log`` has the reason); the manifest is written either way.
+    ``jobs``: jobs side by side (default: 1 locally, all of them on a cluster, whose
+    scheduler queues them). ``executor``: where each process runs (default
+    :class:`~mixlab.comparison.executor.LocalExecutor`). Raises :class:`SuiteFailed` after
+    all other jobs finished when some job failed (its ``run.log`` has the reason); the
+    manifest is written either way.
     """
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
+    executor = executor if executor is not None else LocalExecutor()
     root = Path(out).resolve()
     plan = suite.plan(root, overrides=overrides)
     if fresh:
@@ -109,8 +116,7 @@ def run_suite(
     lock = threading.Lock()
     print_lock = threading.Lock()
     stop = threading.Event()
-    running: set[subprocess.Popen[bytes]] = set()
-    threads = _threads_per_run(jobs)
+    slots = executor.slots(jobs, len(plan))
     t0 = time.perf_counter()
     counter = {"started": 0}
     n_steps = sum(len(j.steps) for j in plan)
@@ -140,8 +146,10 @@ def run_suite(
             else:
                 say(f"[{k}/{n_steps}] {label}: running -> {_rel(step.folder.run_log, root)}")
                 try:
-                    cost = _execute(step, threads, running, resume=action == "resume")
-                except _StepError as exc:
+                    cost, node = _execute(
+                        step, executor, slots, resume=action == "resume", label=label
+                    )
+                except StepError as exc:
                     if stop.is_set():  # interrupted with the suite: resumes next time
                         return
                     with lock:
@@ -149,8 +157,9 @@ def run_suite(
                         write_manifest()
                     say(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.folder.run_log)}")
                     return
+                on = f" on {node}" if node else ""
                 say(
-                    f"[{k}/{n_steps}] {label}: done in {_fmt_seconds(cost.seconds)} "
+                    f"[{k}/{n_steps}] {label}: done in {_fmt_seconds(cost.seconds)}{on} "
                     f"(suite {_fmt_seconds(time.perf_counter() - t0)} so far)"
                 )
             with lock:
@@ -161,33 +170,17 @@ def run_suite(
             write_manifest()
 
     write_manifest()
-    say(
-        f"suite {suite.name!r}: {len(suite.runs)} method(s) x {len(suite.seeds)} seed(s) = "
-        f"{len(plan)} job(s), {n_steps} process(es), {jobs} at a time -> {root}"
-    )
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    futures = [pool.submit(run_job, s) for s in states]
-    terminated = threading.Event()  # SIGTERM reached the suite alone: stop its runs at once
-    with terminate_as_interrupt(on_terminate=terminated.set):
-        try:
-            pending = set(futures)
-            while pending:  # short waits: the main thread must run to see Ctrl-C / SIGTERM
-                _, pending = wait(pending, timeout=0.5)
-            for f in futures:
-                f.result()
-        except BaseException:
-            # Ctrl-C in a terminal reaches the runs too (same process group): they checkpoint
-            # and exit. Start nothing new, pass the interrupt on to runs that did not get it
-            # (the suite alone was signalled), wait for them and keep the manifest consistent.
-            stop.set()
-            _interrupt(running, grace=0.0 if terminated.is_set() else 5.0)
-            pool.shutdown(wait=True, cancel_futures=True)
-            for s in states:
-                if s.status == "running":
-                    s.status = "pending"
-            write_manifest()
-            raise
-    pool.shutdown()
+    where = executor.open()
+    try:
+        say(
+            f"suite {suite.name!r}: {len(suite.runs)} method(s) x {len(suite.seeds)} seed(s) = "
+            f"{len(plan)} job(s), {n_steps} process(es), {slots} at a time"
+            + (f" on {where}" if where else "")
+            + f" -> {root}"
+        )
+        _run_jobs(states, run_job, slots, executor, stop, write_manifest)
+    finally:
+        executor.close()
     write_manifest()
     failed = [s for s in states if s.status == "failed"]
     if failed:
@@ -199,30 +192,60 @@ def run_suite(
     return root / MANIFEST_NAME
 
 
+def _run_jobs(
+    states: Sequence[JobState],
+    run_job: Callable[[JobState], None],
+    slots: int,
+    executor: Executor,
+    stop: threading.Event,
+    write_manifest: Callable[[], None],
+) -> None:
+    """Run every job on ``slots`` threads; on Ctrl-C / SIGTERM stop them and re-raise."""
+    pool = ThreadPoolExecutor(max_workers=slots)
+    futures = [pool.submit(run_job, s) for s in states]
+    terminated = threading.Event()  # SIGTERM reached the suite alone: stop its runs at once
+    with terminate_as_interrupt(on_terminate=terminated.set):
+        try:
+            pending = set(futures)
+            while pending:  # short waits: the main thread must run to see Ctrl-C / SIGTERM
+                _, pending = wait(pending, timeout=0.5)
+            for f in futures:
+                f.result()
+        except BaseException:
+            # Ctrl-C in a terminal reaches local runs too (same process group): they
+            # checkpoint and exit. Start nothing new, pass the interrupt on to runs that did
+            # not get it (the suite alone was signalled, or the runs are on a cluster), wait
+            # for them and keep the manifest consistent.
+            stop.set()
+            executor.interrupt(grace=0.0 if terminated.is_set() else 5.0)
+            pool.shutdown(wait=True, cancel_futures=True)
+            for s in states:
+                if s.status == "running":
+                    s.status = "pending"
+            write_manifest()
+            raise
+    pool.shutdown()
+
+
 # ---------------------------------------------------------------------------- one process
-class _StepError(Exception):
-    pass
-
-
-def _command(step: Step, resume: bool) -> list[str]:
-    """``mixlab search`` / ``mixlab doremi`` (which resume their own runs) or ``mixlab train
+def _command(step: Step, resume: bool) -> tuple[str, ...]:
+    """``mixlab`` arguments: ``search`` / ``doremi`` (which resume their own runs) or ``train
     [--resume]``."""
     plan = str(step.folder.planned_config)
     if step.kind == "search":
         spec = str(step.folder.search_spec)
-        cmd = [sys.executable, "-m", "mixlab", "search", spec, "--out", str(step.dir)]
-        return cmd + (["--allow-unrecommended"] if step.allow_unrecommended else [])
+        cmd: tuple[str, ...] = ("search", spec, "--out", str(step.dir))
+        return cmd + (("--allow-unrecommended",) if step.allow_unrecommended else ())
     if step.kind == "doremi":
-        return [sys.executable, "-m", "mixlab", "doremi", "--config", plan, "--out", str(step.dir)]
-    cmd = [sys.executable, "-m", "mixlab", "train", "--config", plan, "--out", str(step.dir)]
-    if resume:
-        cmd.append("--resume")
-    return cmd
+        return ("doremi", "--config", plan, "--out", str(step.dir))
+    cmd = ("train", "--config", plan, "--out", str(step.dir))
+    return (*cmd, "--resume") if resume else cmd
 
 
 def _execute(
-    step: Step, threads: int | None, running: set[subprocess.Popen[bytes]], *, resume: bool
-) -> StepCost:
+    step: Step, executor: Executor, slots: int, *, resume: bool, label: str
+) -> tuple[StepCost, str | None]:
+    """Write the step's plan, run it with ``executor``, record its cost; and where it ran."""
     step.dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(step.dir)
     folder = step.folder
@@ -230,60 +253,46 @@ def _execute(
     if step.search is not None:
         write_text(folder.search_spec, yaml.safe_dump(step.search, sort_keys=False))
     partial = _read_json(folder.partial_cost) or {}
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_MININTERVAL="15")
+    env = {"PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "15"}
+    threads = executor.threads(step.config, slots)
     if threads is not None and step.config.train.threads == 0:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = _command(step, resume)
-    with open(folder.run_log, "a", encoding="utf-8") as fh:
-        fh.write(f"\n$ {' '.join(cmd)}\n")
-        fh.flush()
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        running.add(proc)
-        try:
-            code, peak = _wait(proc)
-        finally:
-            running.discard(proc)
-        seconds = float(partial.get("seconds", 0.0)) + time.perf_counter() - start
+    launch = Launch(
+        args=_command(step, resume),
+        dir=step.dir,
+        log=folder.run_log,
+        cwd=Path.cwd(),
+        env=env,
+        threads=threads,
+        kind=step.kind,
+        label=label,
+        retry_checkpoint=_retry_checkpoint(step, resume),
+    )
+    done = executor.run(launch)
+    seconds = float(partial.get("seconds", 0.0)) + done.seconds
+    peak = done.peak_rss_mb
     old_peak = partial.get("peak_rss_mb")
     if peak is not None and old_peak is not None:
         peak = max(peak, float(old_peak))
-    if code != 0:
+    if done.code != 0:
         write_json(folder.partial_cost, {"seconds": seconds, "peak_rss_mb": peak})
-        raise _StepError(f"exit status {code}")
+        raise StepError(f"exit status {done.code}")
     cost = StepCost(seconds, _tokens(step), peak)
     write_json(folder.cost, cost.to_dict())
     folder.partial_cost.unlink(missing_ok=True)
-    return cost
+    return cost, done.node
 
 
-def _interrupt(running: set[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
-    """SIGTERM to runs still alive after ``grace`` seconds; ``mixlab train`` checkpoints on it.
+def _retry_checkpoint(step: Step, resume: bool) -> Path | None:
+    """The checkpoint whose later appearance means a retried attempt must pass ``--resume``.
 
-    Not SIGINT: a process started in the background by a non-interactive shell (``nohup``,
-    ``&``) ignores SIGINT, and its runs inherit that.
+    Only ``mixlab train`` needs the flag (``doremi`` and ``search`` resume on their own), and
+    only a step that starts now, with no checkpoint yet.
     """
-    deadline = time.monotonic() + grace
-    while running and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for proc in list(running):
-        proc.send_signal(signal.SIGTERM)  # a no-op for a run that exited meanwhile
-
-
-def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, float | None]:
-    """Exit code and peak RSS (MB) of a child process."""
-    if not hasattr(os, "wait4"):  # Windows
-        return proc.wait(), None
-    while True:
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-            break
-        except InterruptedError:  # pragma: no cover - retried by Python already
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code  # the child is reaped: tell Popen so it does not wait again
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return code, usage.ru_maxrss / scale
+    checkpoint = step.folder.checkpoint
+    if step.kind != "train" or resume or checkpoint.exists():
+        return None
+    return checkpoint
 
 
 def _tokens(step: Step) -> int:
@@ -305,7 +314,8 @@ def _action(step: Step) -> Action:
     """
     folder = step.folder
     planned = step.config.to_dict()
-    saved = read_yaml_mapping(folder.planned_config) if folder.planned_config.exists() else None
+    plan = folder.planned_config
+    saved = resolved(read_yaml_mapping(plan)) if plan.exists() else None
     finished = _read_cost(folder) is not None
     if saved is None and finished:
         saved = planned  # a finished folder whose plan was deleted: reused
@@ -327,12 +337,6 @@ def _has_progress(step: Step) -> bool:
     if step.kind != "train":
         return any(step.dir.rglob(RunFolder.CHECKPOINT))
     return step.folder.checkpoint.exists()
-
-
-def _threads_per_run(jobs: int) -> int | None:
-    if jobs == 1:
-        return None
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 # ---------------------------------------------------------------------------- manifest

@@ -45,8 +45,11 @@ of the job's main run, ``swarm.proxy_seeds`` to ``[seed]`` and ``swarm.seed`` to
 each seed of the suite runs its own swarm (for one shared search, run ``mixlab search`` once
 and give its weights file to a plain run).
 
-``uniform`` and ``natural`` are always part of a suite (METHODS.md §5's mandatory baselines):
-they are added when missing unless ``include_baselines: false``.
+The baselines that are hard to beat are always part of a suite (METHODS.md §5 and §7):
+``uniform``, ``natural``, ``unimax`` (uniform up to ``mixing.unimax.max_epochs`` epochs of any
+domain) and ``stratified`` (uniform shares drawn exactly in every step, Aioli's strong
+baseline); each is added when no run has its name, and they come first, unless
+``include_baselines: false``.
 
 :func:`load_suite` parses and validates a file (every error names the file and the run);
 :meth:`Suite.plan` expands it into :class:`Job` objects, one per (run, seed), each with its
@@ -73,7 +76,13 @@ from mixlab.train.run_folder import RunFolder
 log = logging.getLogger(__name__)
 
 STAGE_KINDS = ("train", "doremi", "search")
-BASELINES = ("uniform", "natural")
+# The baselines every comparison needs (METHODS.md §5, §7): name -> its settings.
+BASELINES: dict[str, tuple[tuple[str, Any], ...]] = {
+    "uniform": (("mixing.name", "uniform"),),
+    "natural": (("mixing.name", "natural"),),
+    "unimax": (("mixing.name", "unimax"),),  # uniform up to an epoch cap (arXiv 2304.09151)
+    "stratified": (("mixing.name", "uniform"), ("mixing.sampling", "stratified")),
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PLACEHOLDER = re.compile(r"\{(dir|seed|suite|stage:[A-Za-z0-9_.-]+)\}")
 _SUITE_KEYS = {
@@ -348,9 +357,10 @@ def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) 
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"{source}: run names must be unique; repeated: {', '.join(sorted(dup))}")
-    if raw.get("include_baselines", True):
-        missing = [b for b in BASELINES if b not in names]
-        runs = [RunSpec(b, (("mixing.name", b),)) for b in missing] + runs
+    if raw.get("include_baselines", True):  # baselines first, in BASELINES order
+        given = {r.name: r for r in runs}
+        first = [given.get(b) or RunSpec(b, BASELINES[b]) for b in BASELINES]
+        runs = first + [r for r in runs if r.name not in BASELINES]
 
     baseline = str(raw.get("baseline", "uniform"))
     if baseline not in [r.name for r in runs]:

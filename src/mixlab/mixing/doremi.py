@@ -171,7 +171,22 @@ class GroupDRO:
         self.skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
 
 
-class DoremiOnlinePolicy(PolicyBase):
+class _GroupDroPolicy(PolicyBase):
+    """A policy whose state is one :class:`GroupDRO` (``self.dro``)."""
+
+    dro: GroupDRO
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"group_dro": self.dro.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dro.load_state_dict(state["group_dro"])
+
+    def log_values(self) -> dict[str, float]:
+        return self.dro.log_values()
+
+
+class DoremiOnlinePolicy(_GroupDroPolicy):
     """``doremi-online``: sample the next step from alpha_t, updated on the target's batches.
 
     Its ``needs.reference`` makes the trainer score every micro-batch with the frozen
@@ -199,15 +214,6 @@ class DoremiOnlinePolicy(PolicyBase):
                 "Trainer, or fill Feedback.excess_sum in your own loop)"
             )
         self.dro.update(feedback.excess_sum, feedback.token_count)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"group_dro": self.dro.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.dro.load_state_dict(state["group_dro"])
-
-    def log_values(self) -> dict[str, float]:
-        return self.dro.log_values()
 
 
 class DoremiOnlineSection(Section):
@@ -285,7 +291,7 @@ class DoremiOptions(MixingOptions):
     doremi: DoremiSection = Field(default_factory=DoremiSection)
 
 
-class DoremiProxyPolicy(PolicyBase):
+class DoremiProxyPolicy(_GroupDroPolicy):
     """``doremi``: DoReMi's proxy. Samples uniformly; Group DRO reweights its *loss*.
 
     The trainer scores every micro-batch with the reference (``needs.reference``) and its
@@ -319,15 +325,6 @@ class DoremiProxyPolicy(PolicyBase):
 
     def update(self, feedback: Feedback) -> None:
         """alpha was already updated from this step's excess by the group_dro objective."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"group_dro": self.dro.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.dro.load_state_dict(state["group_dro"])
-
-    def log_values(self) -> dict[str, float]:
-        return self.dro.log_values()
 
 
 def group_dro(

@@ -61,7 +61,8 @@ class RunRecord:
 
     ``eval_curve`` holds one dict per eval line (keys ``eval/...`` and ``eval_<mode>/...``)
     in the order of ``eval_steps``; ``final_eval`` is the last validation pass. ``status`` is
-    ``done`` for a usable run; anything else (``failed``, ``pending``, ``missing``) is skipped
+    ``done`` for a usable run; anything else (``failed``, ``diverged``, ``pending``,
+    ``missing``) is skipped
     by the summary, with ``note`` saying why.
     """
 
@@ -211,7 +212,14 @@ def load_run(
         seconds=_estimate_seconds(train_log),
         tokens=_served_tokens(train_log, config),
     )
-    if not record.final_eval:
+    diverged = [int(r["step"]) for r in rows if r.get("train/diverged")]
+    if diverged:  # the trainer stopped it: too many non-finite steps in a row
+        record.status = "diverged"
+        record.note = (
+            f"{path}: diverged at step {diverged[-1]} (non-finite loss or gradient for "
+            "train.max_nonfinite_steps steps in a row; lower train.lr)"
+        )
+    elif not record.final_eval:
         record.status = "missing"
         record.note = f"{path}: no evaluation (no {RunFolder.EVAL} and no eval lines)"
     return record
@@ -239,7 +247,7 @@ def _load_suite(folder: Path) -> list[RunRecord]:
         else:
             record = RunRecord(method=method, seed=seed, run_dir=run_dir, status="missing")
             record.note = f"{run_dir}: no run files"
-        if status != "done":
+        if status != "done" and record.status != "diverged":
             record.status = status
             error = entry.get("error")
             record.note = f"status {status} in {MANIFEST_NAME}" + (f": {error}" if error else "")

@@ -104,6 +104,7 @@ def bootstrap(
     reoptimize: bool = True,
     caps: Sequence[float] | np.ndarray | None = None,
     kl_weight: float = 0.0,
+    max_kl: float | None = None,
 ) -> BootstrapResult:
     """Refit ``law`` on ``n_resamples`` bootstrap resamples of the swarm (see above)."""
     x, y = check_swarm(mixtures, losses)
@@ -133,6 +134,7 @@ def bootstrap(
                 prior,
                 caps=caps,
                 kl_weight=kl_weight,
+                max_kl=max_kl,
                 starts=w[None, :],
                 n_random_starts=0,
                 n_runner_ups=0,

@@ -28,12 +28,15 @@ another base/target/swarm is refused (a changed fit section only refits). Writes
 OUT/search_weights.json ({"weights": ..., "recommended": ...}; use it with
 --set mixing.name=fixed mixing.weights_file=OUT/search_weights.json), OUT/swarm.json and the
 runs under OUT/swarm/ (a suite folder: `mixlab report OUT` draws the search's figures).
+The swarm's runs are processes on this machine, or Ray tasks on a cluster with --executor ray.
 """
 
 EPILOG = """\
 examples:
   mixlab search configs/search/demo.yaml --out runs/search --dry-run   # the plan only
   mixlab search configs/search/demo.yaml --out runs/search --jobs 2
+  mixlab search configs/search/demo.yaml --out /shared/runs/search --executor ray \\
+      --ray-address head:6379          # the swarm as Ray tasks (folders on a shared filesystem)
   mixlab search configs/search/demo.yaml --out runs/search --set swarm.runs=4 fit.law=linear
 exit status: 0 recommended, 3 not recommended (see the printed reasons), 2 error
 """
@@ -50,12 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("spec", metavar="SPEC", help="search spec YAML, e.g. configs/search/demo.yaml")
     p.add_argument("--out", "-o", required=True, help="search folder (swarm runs and results)")
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="proxy runs side by side, each with cores/jobs threads (default 1)",
-    )
+    from mixlab.cli.options import add_executor_options, jobs_help
+
+    p.add_argument("--jobs", type=int, default=None, help=jobs_help(None))
     p.add_argument("--dry-run", action="store_true", help="print the plan; train nothing")
     p.add_argument("--fresh", action="store_true", help="delete OUT's swarm and redo it")
     p.add_argument(
@@ -70,17 +70,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="A.B=C",
         help="override spec fields: swarm.runs=4 fit.law=linear base.train.max_steps=50",
     )
+    add_executor_options(p)
     p.set_defaults(func=cmd_search)
     return p
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from mixlab.cli.options import executor_from_args
     from mixlab.search.run import run_search
 
     outcome = run_search(
         args.spec,
         args.out,
         jobs=args.jobs,
+        executor=executor_from_args(args),
         fresh=args.fresh,
         dry_run=args.dry_run,
         overrides=args.set,

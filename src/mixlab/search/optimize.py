@@ -4,10 +4,17 @@ Problem (``w`` the mixture, ``L(w)`` the law's per-domain losses, ``p`` the prio
 
     minimise   f(w) = objective(L(w)) + lam * KL(w || p),   KL(w || p) = sum_d w_d log(w_d / p_d)
     subject to sum_d w_d = 1,   0 <= w_d <= u_d = min(1, E_d N_d / B)   (epoch caps)
+               KL(w || p) <= rho                                      (trust region, optional)
 
 ``lam`` (``kl_weight``) keeps the answer near the prior, where the swarm has data and the law
-can be trusted; a huge ``lam`` returns the prior (projected on the caps). With ``lam > 0``
-domains the prior excludes stay excluded (their KL would be infinite).
+can be trusted; a huge ``lam`` returns the prior (projected on the caps). With ``lam > 0`` (or
+a trust region) domains the prior excludes stay excluded (their KL would be infinite).
+
+``rho`` (``max_kl``) is a hard trust region: a fitted law is only evidence where the swarm
+sampled, and its unconstrained optimum is often a vertex far outside it (measured on the demo
+corpus: a law with held-out Spearman 0.90 put 0 on four domains and 46% on one, and the target
+run was 14% worse in geometric-mean perplexity than uniform). :func:`~mixlab.search.recommend.
+search_mixture` sets ``rho`` from the swarm itself (the median KL of its mixtures to the prior).
 
 * Smooth laws (``loglinear``, ``linear``: they give a Jacobian) are solved with SciPy's SLSQP
   (sequential least squares QP: handles the equality, the bounds and, for ``worst``, the
@@ -79,10 +86,11 @@ class _Problem:
         prior: np.ndarray,
         caps: np.ndarray | None,
         kl_weight: float,
+        max_kl: float | None = None,
     ) -> None:
         k = prior.size
         upper = np.ones(k) if caps is None else np.minimum(1.0, caps)
-        if kl_weight > 0:
+        if kl_weight > 0 or max_kl is not None:
             upper = np.where(prior > 0, upper, 0.0)
         if upper.sum() < 1.0 - 1e-12:
             raise ConfigError(
@@ -91,14 +99,32 @@ class _Problem:
                 "prior that covers more domains"
             )
         self.fitted, self.objective, self.prior = fitted, objective, prior
-        self.upper, self.kl_weight = upper, kl_weight
+        self.upper, self.kl_weight, self.max_kl = upper, kl_weight, max_kl
+
+    def inside(self, w: np.ndarray) -> bool:
+        """Within the trust region (always, without one)."""
+        return self.max_kl is None or float(kl_divergence(w, self.prior)) <= self.max_kl + 1e-9
+
+    def shrink(self, w: np.ndarray) -> np.ndarray:
+        """``w`` pulled toward the prior along the straight line until it is inside the trust
+        region (bisection; the prior itself is inside)."""
+        if self.inside(w):
+            return w
+        low, high = 0.0, 1.0  # fraction of the way from the prior to w
+        for _ in range(50):
+            mid = 0.5 * (low + high)
+            if self.inside(self.prior + mid * (w - self.prior)):
+                low = mid
+            else:
+                high = mid
+        return self.prior + low * (w - self.prior)
 
     def project(self, weights: np.ndarray) -> np.ndarray | None:
         w = np.clip(np.nan_to_num(np.asarray(weights, dtype=np.float64)), 0.0, None)
         w = np.where(self.upper > 0, w, 0.0)
         if not w.sum() > 0:
             return None
-        return clip_to_caps(w / w.sum(), self.upper)
+        return self.shrink(clip_to_caps(w / w.sum(), self.upper))
 
     def score(self, rows: np.ndarray) -> list[Candidate]:
         predicted = self.fitted.predict(rows)
@@ -126,6 +152,16 @@ def _slsqp(problem: _Problem, fitted: DifferentiableLaw, start: np.ndarray) -> n
 
     bounds = [(0.0, float(u)) for u in problem.upper]
     total = {"type": "eq", "fun": lambda x: x[:k].sum() - 1.0, "jac": None}
+    region: list[dict] = []
+    if problem.max_kl is not None:
+        rho = problem.max_kl
+        region = [
+            {
+                "type": "ineq",
+                "fun": lambda x: rho - float(kl_divergence(x[:k], prior)),
+                "jac": lambda x: -np.r_[kl_grad(x[:k]), np.zeros(x.size - k)],
+            }
+        ]
     options = {"maxiter": 300, "ftol": 1e-12}
     if a is not None:
 
@@ -136,7 +172,13 @@ def _slsqp(problem: _Problem, fitted: DifferentiableLaw, start: np.ndarray) -> n
 
         total["jac"] = lambda x: np.ones(k)
         res = minimize(
-            f, start, jac=True, method="SLSQP", bounds=bounds, constraints=[total], options=options
+            f,
+            start,
+            jac=True,
+            method="SLSQP",
+            bounds=bounds,
+            constraints=[total, *region],
+            options=options,
         )
         return np.asarray(res.x)
 
@@ -162,7 +204,7 @@ def _slsqp(problem: _Problem, fitted: DifferentiableLaw, start: np.ndarray) -> n
         jac=True,
         method="SLSQP",
         bounds=[*bounds, (None, None)],
-        constraints=[total, {"type": "ineq", "fun": epigraph, "jac": epigraph_jac}],
+        constraints=[total, {"type": "ineq", "fun": epigraph, "jac": epigraph_jac}, *region],
         options=options,
     )
     return np.asarray(res.x[:k])
@@ -185,6 +227,7 @@ def optimize_mixture(
     *,
     caps: Sequence[float] | np.ndarray | None = None,
     kl_weight: float = 0.0,
+    max_kl: float | None = None,
     starts: np.ndarray | None = None,
     n_random_starts: int = 8,
     concentration: float = 1.0,
@@ -195,7 +238,8 @@ def optimize_mixture(
 ) -> OptimizeResult:
     """Minimise ``objective(L(w)) + kl_weight * KL(w || prior)`` under the caps (see above).
 
-    ``caps``: weight upper bounds ``E_d N_d / B`` (None = none); ``starts``: extra start
+    ``caps``: weight upper bounds ``E_d N_d / B`` (None = none); ``max_kl``: the trust region
+    ``KL(w || prior) <= max_kl`` (None = none); ``starts``: extra start
     mixtures (m, K); ``concentration``: of the Dirichlet random starts / candidates
     (``alpha = c K p``); ``n_candidates``: random-search size for non-smooth laws.
     """
@@ -208,7 +252,9 @@ def optimize_mixture(
         raise ConfigError(f"search.kl_weight: must be a number >= 0, got {kl_weight}")
     if not (np.isfinite(concentration) and concentration > 0):
         raise ConfigError(f"search.concentration: must be > 0, got {concentration}")
-    problem = _Problem(fitted, objective, p, u, float(kl_weight))
+    if max_kl is not None and not (np.isfinite(max_kl) and max_kl >= 0):
+        raise ConfigError(f"search: the trust region (max KL) must be a number >= 0, got {max_kl}")
+    problem = _Problem(fitted, objective, p, u, float(kl_weight), max_kl)
     rng = np.random.default_rng(seed)
     support = np.flatnonzero(p > 0)
 
@@ -236,7 +282,7 @@ def optimize_mixture(
                 rows.append(w)
     else:
         for w in dirichlet(n_candidates):
-            w_ok = problem.project(w) if (w > problem.upper).any() else w
+            w_ok = problem.project(w) if (w > problem.upper).any() else problem.shrink(w)
             if w_ok is not None:
                 rows.append(w_ok)
     ranked = sorted(problem.score(np.array(rows)), key=lambda c: c.penalised)

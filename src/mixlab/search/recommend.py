@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixlab.errors import ConfigError
 from mixlab.search.bootstrap import BootstrapResult, bootstrap
 from mixlab.search.law import FittedLaw, MixingLaw, build_law, check_swarm
 from mixlab.search.objective import Objective, make_objective
-from mixlab.search.optimize import Candidate, OptimizeResult, optimize_mixture
+from mixlab.search.optimize import Candidate, OptimizeResult, kl_divergence, optimize_mixture
 from mixlab.search.propose import check_prior
 from mixlab.search.validate import CrossValidation, Verdict, cross_validate, verdict
 
@@ -39,6 +40,7 @@ class SearchResult:
     uncertainty: BootstrapResult | None
     prior: np.ndarray
     caps: np.ndarray | None
+    max_kl: float | None = None  # the trust region's radius (nats), None = none
 
     @property
     def weights(self) -> np.ndarray:
@@ -79,10 +81,36 @@ class SearchResult:
             "runner_ups": [candidate(c) for c in self.optimum.runner_ups],
             "fit": self.cv.summary(tuple(eval_domains)),
             "optimizer": {"method": self.optimum.method, "starts": self.optimum.n_starts},
+            "trust_region": {
+                "max_kl": self.max_kl,
+                "kl": float(kl_divergence(best.weights, self.prior)),
+            },
         }
         if self.uncertainty is not None:
             out["uncertainty"] = self.uncertainty.summary(domains, eval_domains)
         return out
+
+
+def trust_radius(
+    trust_region: str | float | None, mixtures: np.ndarray, prior: np.ndarray
+) -> float | None:
+    """The trust region's radius in nats of ``KL(w || prior)``: ``median``/``max`` over the
+    swarm's mixtures (those the prior gives support), a number, or None (no region)."""
+    if trust_region is None:
+        return None
+    if isinstance(trust_region, str):
+        inside = mixtures[(mixtures[:, prior <= 0] <= 0).all(axis=1)]
+        spread = kl_divergence(inside, prior) if inside.size else np.zeros(1)
+        if trust_region == "median":
+            return float(np.median(spread))
+        if trust_region == "max":
+            return float(np.max(spread))
+        raise ConfigError(
+            f"search.trust_region: {trust_region!r} is not median, max, a number or null"
+        )
+    if not (np.isfinite(trust_region) and trust_region >= 0):
+        raise ConfigError(f"search.trust_region: must be >= 0 nats, got {trust_region}")
+    return float(trust_region)
 
 
 def search_mixture(
@@ -94,6 +122,7 @@ def search_mixture(
     law: str | MixingLaw = "loglinear",
     caps: Sequence[float] | np.ndarray | None = None,
     kl_weight: float = 0.0,
+    trust_region: str | float | None = "median",
     n_best_starts: int = 3,
     cv_folds: int | None = None,
     n_bootstrap: int = 50,
@@ -107,7 +136,9 @@ def search_mixture(
 
     ``objective`` defaults to the mean loss over the evaluation domains; ``law`` is a name
     (built with ``seed``) or a configured law; ``caps`` are weight upper bounds
-    (:func:`mixlab.mixing.budget.weight_caps`).
+    (:func:`mixlab.mixing.budget.weight_caps`). ``trust_region`` bounds ``KL(w || prior)`` of
+    the answer: ``"median"`` / ``"max"`` of the swarm's own mixtures (the law is evidence only
+    where the swarm sampled), a number of nats, or None for no bound.
     """
     x, y = check_swarm(mixtures, losses)
     p = check_prior(prior)
@@ -121,9 +152,17 @@ def search_mixture(
         cv, min_spearman=min_spearman, min_objective_r2=min_objective_r2, eval_domains=names
     )
     fitted = mixing_law.fit(x, y)
+    max_kl = trust_radius(trust_region, x, p)
     best_runs = x[np.argsort(obj(y))[: max(n_best_starts, 0)]]
     optimum = optimize_mixture(
-        fitted, obj, p, caps=u, kl_weight=kl_weight, starts=best_runs, seed=seed
+        fitted,
+        obj,
+        p,
+        caps=u,
+        kl_weight=kl_weight,
+        max_kl=max_kl,
+        starts=best_runs,
+        seed=seed,
     )
     uncertainty = None
     if n_bootstrap > 0:
@@ -139,6 +178,7 @@ def search_mixture(
             seed=seed,
             caps=u,
             kl_weight=kl_weight,
+            max_kl=max_kl,
         )
     return SearchResult(
         law=mixing_law.name,
@@ -149,4 +189,5 @@ def search_mixture(
         uncertainty=uncertainty,
         prior=p,
         caps=u,
+        max_kl=max_kl,
     )

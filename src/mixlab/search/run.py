@@ -18,10 +18,11 @@ the target ``B``. Proxies train on ``data.subsample = f = b / B`` of every domai
 prints both). Off with ``swarm.repetition_matching: false`` (then ``f = 1``; an ablation).
 
 **Resumable.** The swarm is a suite run by :func:`~mixlab.comparison.runner.run_suite`: one
-process per run, ``jobs`` side by side, finished runs skipped, interrupted ones resumed, costs in
-``OUT/swarm/suite.json``. ``OUT/search_plan.json`` keeps the spec: a folder made with another
-swarm (base, target or swarm settings) is refused (``fresh=True`` redoes it); a changed ``fit``
-or ``eval.domains`` only refits. ``dry_run=True`` plans and writes nothing.
+process per run, ``jobs`` side by side (or Ray tasks on a cluster: ``executor``), finished runs
+skipped, interrupted ones resumed, costs in ``OUT/swarm/suite.json``. ``OUT/search_plan.json``
+keeps the spec: a folder made with another swarm (base, target or swarm settings) is refused
+(``fresh=True`` redoes it); a changed ``fit`` or ``eval.domains`` only refits. ``dry_run=True``
+plans and writes nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from mixlab.comparison.executor import Executor
 from mixlab.comparison.runner import MANIFEST_NAME, run_suite
 from mixlab.errors import ConfigError, DataError
 from mixlab.files import write_json
@@ -99,13 +101,17 @@ def run_search(
     spec: SearchSpec | str | Path | dict[str, Any],
     out: str | Path,
     *,
-    jobs: int = 1,
+    jobs: int | None = None,
     fresh: bool = False,
     dry_run: bool = False,
     overrides: Sequence[str] = (),
     echo: Callable[[str], None] = print,
+    executor: Executor | None = None,
 ) -> SearchOutcome:
     """Plan, train (or resume) the swarm into ``out``, fit and write the recommendation.
+
+    ``executor`` runs the swarm's processes (default: on this machine, ``jobs`` at a time;
+    :func:`~mixlab.comparison.executor.make_executor` ``("ray", ...)`` for a Ray cluster).
 
     Returns a :class:`SearchOutcome`; ``outcome.recommended`` is the verdict (the weights are
     written either way, with ``"recommended": false`` when the fit is not trusted).
@@ -127,7 +133,7 @@ def run_search(
     if fresh and (root / SWARM_DIR).exists():
         shutil.rmtree(root / SWARM_DIR)
     start = time.perf_counter()
-    run_suite(plan.suite(), root / SWARM_DIR, jobs=jobs, echo=echo)
+    run_suite(plan.suite(), root / SWARM_DIR, jobs=jobs, echo=echo, executor=executor)
     log.info("swarm finished in %.1f s", time.perf_counter() - start)
     outcome = fit_swarm(plan, root)
     echo(format_outcome(outcome))
@@ -176,6 +182,7 @@ def fit_swarm(plan: SearchPlan, out: str | Path) -> SearchOutcome:
         law=fit.law,
         caps=plan.caps,
         kl_weight=fit.kl_weight,
+        trust_region=fit.trust_region,
         cv_folds=fit.cv_folds,
         n_bootstrap=fit.bootstrap,
         bootstrap_level=fit.bootstrap_level,

@@ -27,6 +27,7 @@ A spec is a YAML file (``configs/search/demo.yaml``)::
       objective: mean                 # mean | worst | weighted | natural
       objective_weights: null         # {domain: weight} for objective=weighted
       kl_weight: 0.0                  # + kl_weight * KL(w || prior)
+      trust_region: median            # KL(w || prior) <= the swarm's median | max | nats | null
       bootstrap: 50                   # resamples for the intervals (0 = none)
       bootstrap_level: 0.9
       cv_folds: null                  # null = leave-one-out up to 40 runs
@@ -82,6 +83,7 @@ class FitSettings:
     objective: str = "mean"
     objective_weights: dict[str, float] | None = None
     kl_weight: float = 0.0
+    trust_region: str | float | None = "median"
     bootstrap: int = 50
     bootstrap_level: float = 0.9
     cv_folds: int | None = None
@@ -291,6 +293,15 @@ def _fit(raw: dict[str, Any], source: str) -> FitSettings:
     f.kl_weight = _float(raw.get("kl_weight", 0.0), "fit.kl_weight", source)
     if f.kl_weight < 0:
         raise ConfigError(f"{source}: fit.kl_weight: must be >= 0, got {f.kl_weight}")
+    region = raw.get("trust_region", "median")
+    if region is not None and region not in ("median", "max"):
+        region = _float(region, "fit.trust_region", source)
+        if region < 0:
+            raise ConfigError(
+                f"{source}: fit.trust_region: median, max, a KL radius >= 0 (nats) or null, "
+                f"got {region}"
+            )
+    f.trust_region = region
     f.bootstrap = _int(raw.get("bootstrap", f.bootstrap), "fit.bootstrap", source, minimum=0)
     f.bootstrap_level = _float(raw.get("bootstrap_level", 0.9), "fit.bootstrap_level", source)
     if not 0 < f.bootstrap_level < 1:

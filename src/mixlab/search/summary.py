@@ -211,6 +211,12 @@ def format_outcome(outcome: SearchOutcome, *, top: int = 3) -> str:
         f"{_num(prior_obj)} predicted; best swarm run {best['name']} {_num(best['objective'])} "
         "measured"
     )
+    region = record.get("trust_region") or {}
+    if region.get("max_kl") is not None:
+        lines.append(
+            f"trust region: KL(chosen || prior) = {region['kl']:.3f} <= {region['max_kl']:.3f} "
+            "nats (fit.trust_region; the law is evidence only where the swarm sampled)"
+        )
     if record["runner_ups"]:
         lines.append("runner-ups:")
         for i, c in enumerate(record["runner_ups"][:top], 1):

@@ -14,7 +14,7 @@ import torch
 
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
-from mixlab.eval.perplexity import EvalResult, evaluate
+from mixlab.eval.perplexity import EvalResult, evaluate, validation_windows
 
 
 def eval_record(result: EvalResult, step: int) -> dict[str, Any]:
@@ -30,6 +30,19 @@ class RunEvaluator:
         self.store = store
         self.autocast_dtype = autocast_dtype
         self._documents: Any = None  # mixlab.eval.conditional.DocumentEvaluator
+        self.check()
+
+    def check(self) -> None:
+        """Fail now, before step 1, on what would fail at the first evaluation."""
+        for d in self.store.domains:  # DataError for a validation split too short to score
+            validation_windows(
+                self.store.tokens(d, "val"),
+                seq_len=self.cfg.data.seq_len,
+                max_tokens=self.cfg.eval.max_tokens_per_domain,
+                domain=d,
+            )
+        if self.cfg.eval.document_modes:
+            self._document_evaluator()
 
     def __call__(self, model: torch.nn.Module, step: int) -> tuple[EvalResult, dict[str, Any]]:
         """The result and its flat record (``eval/...`` and ``eval_<mode>/...``)."""
@@ -49,17 +62,7 @@ class RunEvaluator:
         ev = self.cfg.eval
         if not ev.document_modes:
             return {}
-        if self._documents is None:
-            from mixlab.eval.conditional import DocumentEvaluator
-
-            self._documents = DocumentEvaluator(
-                self.store,
-                seq_len=self.cfg.data.seq_len,
-                meco=self.cfg.meco,
-                max_tokens_per_domain=ev.max_tokens_per_domain,
-                batch_size=ev.batch_size,
-            )
-        results = self._documents.evaluate_modes(
+        results = self._document_evaluator().evaluate_modes(
             model,
             ev.document_modes,
             fixed_prefix=ev.fixed_prefix,
@@ -69,3 +72,17 @@ class RunEvaluator:
         for mode, res in results.items():
             out.update(res.to_metrics(prefix=f"eval_{mode}"))
         return out
+
+    def _document_evaluator(self) -> Any:
+        if self._documents is None:
+            from mixlab.eval.conditional import DocumentEvaluator
+
+            ev = self.cfg.eval
+            self._documents = DocumentEvaluator(
+                self.store,
+                seq_len=self.cfg.data.seq_len,
+                meco=self.cfg.meco,
+                max_tokens_per_domain=ev.max_tokens_per_domain,
+                batch_size=ev.batch_size,
+            )
+        return self._documents

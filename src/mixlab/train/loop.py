@@ -56,8 +56,9 @@ from mixlab import __version__
 from mixlab.config import RunConfig
 from mixlab.data.store import ShardStore
 from mixlab.data.subsample import SubsampledStore, subsample_store
-from mixlab.errors import ConfigError, ResumeError
+from mixlab.errors import ConfigError, DivergenceError, ResumeError
 from mixlab.eval.perplexity import EvalResult
+from mixlab.interrupt import GracefulStop
 from mixlab.mixing.base import MixingPolicy, PolicyContext, PolicyNeeds, build_policy
 from mixlab.mixing.budget import run_caps
 from mixlab.model.factory import count_parameters
@@ -189,6 +190,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.last_eval: EvalResult | None = None
+        self.nonfinite_steps = 0  # steps skipped for a non-finite loss or gradient
+        self.nonfinite_run = 0  # ... of them in a row, up to the last step
         self.callbacks = self._callbacks(callbacks, needs)
 
     def _callbacks(self, extra: Sequence[Callback], needs: PolicyNeeds) -> list[Callback]:
@@ -231,6 +234,7 @@ class Trainer:
             "probes": {} if self.probes is None else self.probes.state_dict(),
             "rng": capture_rng(),
             "elapsed_seconds": self.elapsed,
+            "nonfinite": [self.nonfinite_steps, self.nonfinite_run],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -256,6 +260,7 @@ class Trainer:
         restore_rng(state["rng"])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
+        self.nonfinite_steps, self.nonfinite_run = state.get("nonfinite", [0, 0])
 
     def save(self, finished: bool = False) -> Path:
         """Write the checkpoint (rank 0; the others only take part in gathering the state)."""
@@ -313,15 +318,17 @@ class Trainer:
         heldout = {}  # AC-ODM: gradients of a small held-out batch every k steps, same params
         if self.probes is not None:
             heldout = self.probes.measure_heldout(self.raw_model, self.step + 1, self.autocast())
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-            if self.cfg.train.grad_clip > 0
-            else torch.tensor(float("nan"))
-        )
-        self.optimizer.step()
-        self.scheduler.step()
+        # The global gradient norm (the same on every rank) also tells a non-finite step: it
+        # is skipped, never applied (max_norm inf leaves the gradients as they are).
+        clip = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        finite = bool(torch.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+        self.scheduler.step()  # the schedule follows the step count either way
         self.optimizer.zero_grad(set_to_none=True)
         out: dict[str, Any] = {
+            "finite": finite,
             "loss": float(loss_sum.sum()) / max(1, local_tokens),
             "loss_sum": loss_sum.cpu().numpy(),
             "token_count": token_count.cpu().numpy(),
@@ -343,7 +350,7 @@ class Trainer:
         out = self.train_step(batches)
         out["microbatch_count"] = self.microbatch_counts(batches)
         self.step += 1
-        self.mixer.step(self.step, out)  # <- the mixture learns from this step
+        self.mixer.step(self.step, out, update=out["finite"])  # <- the mixture learns
         out.update(self.mixer.sums)  # feedback is global: per-domain sums of all ranks
         out["loss"] = float(out["loss_sum"].sum() / max(1.0, float(out["token_count"].sum())))
         out["policy_seconds"] = self.mixer.seconds
@@ -364,34 +371,57 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> EvalResult:
+        """Train to ``train.max_steps``, evaluate, checkpoint; return the final evaluation.
+
+        Ctrl-C or SIGTERM stops after the current step with a checkpoint that resumes exactly
+        (:class:`~mixlab.interrupt.GracefulStop`). Any other failure outside a step (an eval,
+        a callback) also saves one first, so trained steps are never lost. A step whose loss
+        or gradient is not finite is skipped; ``train.max_nonfinite_steps`` of them in a row
+        stop the run (:class:`~mixlab.errors.DivergenceError`), keeping the last checkpoint.
+        """
         t = self.cfg.train
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        stop, in_step = GracefulStop(), False
         try:
-            for cb in self.callbacks:
-                cb.on_train_start(self)
-            self._log_start()
-            window = TrainWindow(self.domains)
-            for _ in self._progress():
-                out = self.run_step()
-                self.elapsed += out["seconds"]
-                window.add(out)
+            with stop.installed():
                 for cb in self.callbacks:
-                    cb.on_step_end(self)
-                if self.step % t.log_every == 0 or self.step == t.max_steps:
-                    self._emit(self._train_record(window))
-                    window = TrainWindow(self.domains)
-                if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
-                    self.run_eval()
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0:
-                    self.save()
-            result = self.run_eval()
-            self.save(finished=True)
-            return result
+                    cb.on_train_start(self)
+                self._log_start()
+                window = TrainWindow(self.domains)
+                for _ in self._progress():
+                    in_step = True  # inside a step a torn state must not be saved
+                    out = self.run_step()
+                    in_step = False
+                    self.elapsed += out["seconds"]
+                    window.add(out)
+                    self._count_nonfinite(out)
+                    for cb in self.callbacks:
+                        cb.on_step_end(self)
+                    if self.step % t.log_every == 0 or self.step == t.max_steps:
+                        self._emit(self._train_record(window))
+                        window = TrainWindow(self.domains)
+                    due = t.checkpoint_every and self.step % t.checkpoint_every == 0
+                    if due and not self.nonfinite_run:  # keep the last good one in a bad run
+                        self.save()
+                    stop.check()
+                    if t.eval_every and self.step % t.eval_every == 0 and self.step < t.max_steps:
+                        self.run_eval()
+                        stop.check()
+                    self._check_divergence(t.max_nonfinite_steps)
+                if not (t.checkpoint_every and self.step % t.checkpoint_every == 0):
+                    self.save()  # the steps are safe before the final evaluation
+                stop.check()
+                result = self.run_eval()
+                self.save(finished=True)
+                return result
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt):
+            if in_step or isinstance(exc, DivergenceError):
+                log.warning("stopped inside step %d: the last checkpoint is kept", self.step)
+            else:
+                what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 log.warning(
-                    "interrupted at step %d; saving a checkpoint (resume with --resume)", self.step
+                    "%s at step %d; saving a checkpoint (resume with --resume)", what, self.step
                 )
                 self.save()
             for cb in self.callbacks:
@@ -402,6 +432,31 @@ class Trainer:
                 cb.on_close(self)
             if self.probes is not None:
                 self.probes.close()
+
+    def _count_nonfinite(self, out: dict[str, Any]) -> None:
+        if out["finite"]:
+            self.nonfinite_run = 0
+            return
+        self.nonfinite_run += 1
+        self.nonfinite_steps += 1
+        log.warning(
+            "step %d: the loss or gradient is not finite; the step is skipped (%d in a row)",
+            self.step,
+            self.nonfinite_run,
+        )
+
+    def _check_divergence(self, limit: int) -> None:
+        if self.nonfinite_run < max(1, limit):
+            return
+        self._emit(
+            {"step": self.step, "train/diverged": 1, "train/nonfinite_steps": self.nonfinite_run}
+        )
+        raise DivergenceError(
+            f"the run diverged: {self.nonfinite_run} steps in a row (up to step {self.step}) "
+            f"had a non-finite loss or gradient (train.max_nonfinite_steps={limit}); the last "
+            f"checkpoint in {self.run_dir} is kept. Lower train.lr (now {self.cfg.train.lr:g}) "
+            "or raise train.warmup_steps, and start again"
+        )
 
     def run_eval(self) -> EvalResult:
         """Validation on every rank (FSDP's forward is collective); rank 0 logs it."""
@@ -417,6 +472,8 @@ class Trainer:
         lr = float(self.scheduler.get_last_lr()[0])
         capped = None if self.mixer.caps is None else self.mixer.weights
         record = window.record(self.step, lr, self.sampler, self.policy, capped)
+        if self.nonfinite_steps:
+            record["train/nonfinite_steps"] = self.nonfinite_steps
         for cb in self.callbacks:
             record.update(cb.log_values(self))
         return record
@@ -427,6 +484,8 @@ class Trainer:
                 cb.on_log(self, record)
 
     def _log_start(self) -> None:
+        if not self.dist.is_main:  # one header per run, not one per rank
+            return
         log.info(
             "training %s (%s params) on %d domains for %d steps, precision %s%s",
             self.cfg.model.preset or self.cfg.model.config_path or self.cfg.model.pretrained_path,

@@ -103,11 +103,13 @@ class Mixer:
         """The :data:`REDUCED` arrays among ``sums``, summed over ranks."""
         return all_reduce_sum(self.dist, {k: sums[k] for k in REDUCED if k in sums})
 
-    def step(self, step: int, sums: Mapping[str, Any]) -> Feedback:
+    def step(self, step: int, sums: Mapping[str, Any], *, update: bool = True) -> Feedback:
         """End of optimiser step ``step``: reduce, update the policy, maybe move the weights.
 
-        ``sums`` must hold ``loss_sum``, ``token_count`` and ``microbatch_count`` (K,) and may
-        hold the other :data:`REDUCED` arrays, ``param_norms`` and ``param_diff_norms``.
+        ``update=False`` (a step skipped for a non-finite loss) reduces and returns the
+        feedback but keeps it from the policy. ``sums`` must hold ``loss_sum``, ``token_count``
+        and ``microbatch_count`` (K,) and may hold the other :data:`REDUCED` arrays,
+        ``param_norms`` and ``param_diff_norms``.
         """
         self.sums = self.reduce(sums)
         reduced = {**sums, **self.sums}
@@ -121,7 +123,7 @@ class Mixer:
             extras={k: reduced[k] for k in _EXTRAS if k in reduced},
         )
         start = time.perf_counter()
-        if self.dist.is_main:
+        if self.dist.is_main and update:
             self.policy.update(feedback)  # <- the mixture learns from this step
         if step % self.update_every == 0:
             self.weights = broadcast_weights(self.dist, self.capped(self.policy.weights()))

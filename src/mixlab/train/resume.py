@@ -7,7 +7,7 @@ settings). ``existing`` says what an existing folder means to the caller:
 * ``"refuse"`` (``mixlab train``): a folder that holds a checkpoint is an error;
 * ``"resume"`` (``mixlab train --resume``): continue it with the config saved in it (the
   given one is ignored, with a warning), on any world size that splits its global batch
-  (:func:`fit_world_size`); a finished run is evaluated again;
+  (:func:`fit_world_size`); a finished run is left as it is (no second final eval);
 * ``"reuse"`` (``mixlab doremi``'s reference and proxy runs): ``next_action`` decides, with
   the checkpoint's ``config`` as the folder's settings.
 
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mixlab.config import RunConfig
+from mixlab.config import RunConfig, resolved
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.files import write_json
 from mixlab.train.checkpoint import load_checkpoint
@@ -71,7 +71,7 @@ def train_in_folder(
         state = load_checkpoint(folder.checkpoint)
         action = next_action(
             run_dir,
-            state["config"],
+            resolved(state["config"]),
             cfg.to_dict(),
             finished=bool(state.get("finished")),
             hint="rerun with the same config, or choose a new --out",
@@ -85,10 +85,10 @@ def train_in_folder(
         cfg.save(folder.config)
     if state is not None:
         trainer.load_state_dict(state)
-        if state.get("finished"):
-            log.info("%s already finished at step %d", run_dir, trainer.step)
-        else:
-            log.info("%s: resuming at step %d", run_dir, trainer.step)
+        if state.get("finished"):  # nothing to train or evaluate again (eval.json is there)
+            log.info("%s already finished at step %d: nothing to do", run_dir, trainer.step)
+            return trainer
+        log.info("%s: resuming at step %d", run_dir, trainer.step)
     trainer.fit()
     if trainer.dist.is_main:
         last = trainer.last_eval

@@ -18,6 +18,7 @@ A run folder is what ``mixlab train --out DIR`` (and every run of ``mixlab dorem
     run.log                       mixlab compare: the run's output
     cost.json                     mixlab compare: wall-clock, tokens, peak RSS once finished
     cost.partial.json             mixlab compare: the cost of attempts that did not finish
+    .executor.lock                mixlab compare --executor ray: held while a run's process lives
 
 ``RunFolder(path).checkpoint`` is the path of a file; ``RunFolder.CHECKPOINT`` its name (for
 globbing, temporaries and copies next to it).
@@ -71,6 +72,7 @@ class RunFolder:
     RUN_LOG: ClassVar[str] = "run.log"
     COST: ClassVar[str] = "cost.json"
     PARTIAL_COST: ClassVar[str] = "cost.partial.json"
+    EXECUTOR_LOCK: ClassVar[str] = ".executor.lock"
 
     def __init__(self, path: str | Path) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -134,6 +136,10 @@ class RunFolder:
     @property
     def partial_cost(self) -> Path:
         return self.path / self.PARTIAL_COST
+
+    @property
+    def executor_lock(self) -> Path:
+        return self.path / self.EXECUTOR_LOCK
 
 
 def next_action(

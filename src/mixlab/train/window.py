@@ -26,6 +26,7 @@ class TrainWindow:
         self.domains = domains
         self.loss = 0.0
         self.steps = 0
+        self.finite_steps = 0
         self.tokens = 0
         self.seconds = 0.0
         self.policy_seconds = 0.0
@@ -39,10 +40,12 @@ class TrainWindow:
 
     def add(self, out: dict[str, Any]) -> None:
         """Add one step's ``Trainer.run_step`` output."""
-        self.loss += out["loss"]
-        self.grad_norm += out["grad_norm"]
-        self.loss_sum += out["loss_sum"]
-        self.token_count += out["token_count"]
+        if out.get("finite", True):  # a skipped (non-finite) step is counted, not averaged
+            self.loss += out["loss"]
+            self.grad_norm += out["grad_norm"]
+            self.loss_sum += out["loss_sum"]
+            self.token_count += out["token_count"]
+            self.finite_steps += 1
         for key in ("excess_sum", "ref_loss_sum", "clipped_count"):
             if key in out:
                 self.ref_sums[key] = self.ref_sums.get(key, 0) + out[key]
@@ -64,11 +67,12 @@ class TrainWindow:
     ) -> dict[str, Any]:
         """The record; ``capped``: the weights after the epoch caps (``mix/capped/<d>``)."""
         n = max(1, self.steps)
+        finite = self.finite_steps
         rec: dict[str, Any] = {
             "step": step,
-            "train/loss": self.loss / n,
+            "train/loss": self.loss / finite if finite else float("nan"),
             "train/lr": lr,
-            "train/grad_norm": self.grad_norm / n,
+            "train/grad_norm": self.grad_norm / finite if finite else float("nan"),
             "train/tokens_per_s": self.tokens / max(self.seconds, 1e-9),
             "train/step_seconds": self.seconds / n,
             "mix/policy_seconds": self.policy_seconds / n,
