@@ -55,7 +55,7 @@ def tiny_suite(store: Path, **train: int) -> dict:
                     "mixing.name": "acodm",
                     "mixing.policy_in": "{stage:proxy}/policy.acodm.pt",
                 },
-            }
+            },
         ],
     }
 

@@ -18,7 +18,6 @@ DOMAINS = ("code", "news", "web")
 CTX = PolicyContext(DOMAINS, np.array([500, 300, 200]), seed=1, total_steps=10)
 
 
-
 def feedback(step: int) -> Feedback:
     return Feedback(
         step=step,
@@ -38,9 +37,7 @@ def test_temperature_by_hand_and_limits() -> None:
     s = np.sqrt([0.5, 0.3, 0.2])
     got = build("temperature", CTX, temperature=2.0).weights()
     np.testing.assert_allclose(got, s / s.sum(), rtol=1e-12)
-    np.testing.assert_allclose(
-        build("temperature", CTX).weights(), [0.5, 0.3, 0.2], rtol=1e-12
-    )
+    np.testing.assert_allclose(build("temperature", CTX).weights(), [0.5, 0.3, 0.2], rtol=1e-12)
     np.testing.assert_allclose(temperature_weights(CTX.natural_weights, 1e9), [1 / 3] * 3)
     np.testing.assert_allclose(temperature_weights(CTX.natural_weights, float("inf")), [1 / 3] * 3)
     sharp = temperature_weights(CTX.natural_weights, 0.01)  # 0.6^100 would underflow naively

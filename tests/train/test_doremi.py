@@ -208,8 +208,6 @@ def test_mixlab_doremi_end_to_end(
     assert "other settings (mixing.doremi.eta" in capsys.readouterr().err
 
 
-
-
 def test_interrupted_proxy_resumes_to_the_same_weights(
     tiny_store: Path, reference_run: Path, tmp_path: Path
 ) -> None:
