@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mixlab.config import RunConfig, apply_override, describe_fields
+from mixlab.config import RunConfig, apply_override, describe_fields, resolved, saved_config
 from mixlab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,6 +133,16 @@ def test_configs_of_earlier_versions_still_load():
     cfg = RunConfig.from_dict({"mixing": {"name": "odm", "temperature": 1.0, **every}})
     assert cfg.mixing.odm.alpha == 0.5 and set(cfg.to_dict()["mixing"]) >= {"odm", "name"}
     assert "acodm" not in cfg.to_dict()["mixing"] and "temperature" not in cfg.to_dict()["mixing"]
+
+
+def test_an_acodm_run_saved_before_the_mixlab_variant_stays_the_papers():
+    saved = RunConfig.from_dict({"mixing": {"name": "acodm"}}).to_dict()
+    assert saved["mixing"]["acodm"]["variant"] == "mixlab"  # the default, saved with the run
+    del saved["mixing"]["acodm"]["variant"]  # how an earlier mixlab saved it
+    assert saved_config(saved).mixing.acodm.variant == "paper"
+    assert resolved(saved)["mixing"]["acodm"]["variant"] == "paper"
+    # a recipe is not a saved config: there no variant means the default
+    assert RunConfig.from_dict(saved).mixing.acodm.variant == "mixlab"
 
 
 def test_mixing_is_tagged_by_policy():

@@ -320,13 +320,30 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def saved_config(raw: Mapping[str, Any]) -> RunConfig:
+    """A config saved whole in a run folder (``config.yaml``, ``planned_config.yaml``, a
+    checkpoint) by this or an earlier mixlab, with the behaviour it was run with.
+
+    Fields added since take their defaults, except where a new default changes what an old
+    run did: a saved AC-ODM section without ``variant`` was run before the mixlab variant
+    existed, so it is ``variant: paper`` (a resumed or compared old run stays the paper's).
+    Recipes are not saved configs: there a missing ``variant`` means the default.
+    """
+    mixing = raw.get("mixing")
+    if isinstance(mixing, Mapping) and mixing.get("name") == "acodm":
+        acodm = mixing.get("acodm")
+        if isinstance(acodm, Mapping) and "variant" not in acodm:
+            raw = {**raw, "mixing": {**mixing, "acodm": {**acodm, "variant": "paper"}}}
+    return RunConfig.from_dict(raw)
+
+
 def resolved(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved config as this mixlab resolves it: fields added since it was saved take their
-    defaults. Run folders are compared this way, so a new option (at its default) does not make
-    every earlier folder "made with other settings". A config this version cannot read is
-    returned as it is (and then differs)."""
+    """A saved config as this mixlab resolves it (:func:`saved_config`): fields added since it
+    was saved take their defaults. Run folders are compared this way, so a new option (at its
+    default) does not make every earlier folder "made with other settings". A config this
+    version cannot read is returned as it is (and then differs)."""
     try:
-        return RunConfig.from_dict(raw).to_dict()
+        return saved_config(raw).to_dict()
     except ConfigError:
         return dict(raw)
 

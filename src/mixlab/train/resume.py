@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mixlab.config import RunConfig, resolved
+from mixlab.config import RunConfig, resolved, saved_config
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.files import write_json
 from mixlab.train.checkpoint import load_checkpoint
@@ -56,7 +56,7 @@ def train_in_folder(
     state: dict[str, Any] | None = None
     if existing == "resume":
         state = load_checkpoint(folder.checkpoint)
-        saved = RunConfig.from_dict(state["config"])
+        saved = saved_config(state["config"])
         if saved.to_dict() != cfg.to_dict():
             log.warning(
                 "resuming with the config saved in %s (command-line config ignored)",
