@@ -29,7 +29,7 @@ from tests.conftest import tiny_run_config
 
 # Makes torch.save write the first `cut` share of the payload, then wait to be killed.
 _BLOCKING_SAVE = r"""
-import io, sys, time
+import io, os, sys, time
 from pathlib import Path
 import torch
 
@@ -49,7 +49,8 @@ def _save(obj, fh, *args, **kwargs):
     data = buf.getvalue()
     fh.write(data[: int(len(data) * _cut)])
     fh.flush()
-    _marker.write_text(str(len(data)))
+    _marker.with_suffix(".part").write_text(str(len(data)))
+    os.replace(_marker.with_suffix(".part"), _marker)  # whole when the test sees it
     time.sleep(3600)
 
 
