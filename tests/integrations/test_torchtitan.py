@@ -31,13 +31,13 @@ if importlib.util.find_spec("torchtitan") is None or importlib.util.find_spec("t
         allow_module_level=True,
     )
 
-from mixlab.data.store import ShardStore  # noqa: E402
-from mixlab.errors import ConfigError, ResumeError  # noqa: E402
-from mixlab.integrations import torchtitan as tt  # noqa: E402
-from mixlab.integrations.controller import build_adapter_policy  # noqa: E402
-from mixlab.model.losses import per_domain_sums  # noqa: E402
-from mixlab.sampling.sampler import MixtureSampler  # noqa: E402
-from tests.conftest import tiny_run_config  # noqa: E402
+from mixlab.data.store import ShardStore
+from mixlab.errors import ConfigError, ResumeError
+from mixlab.integrations import torchtitan as tt
+from mixlab.integrations.controller import build_adapter_policy
+from mixlab.model.losses import per_domain_sums
+from mixlab.sampling.sampler import MixtureSampler
+from tests.conftest import tiny_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("titan_worker.py")
@@ -117,7 +117,7 @@ def test_loader_state_resumes_the_stream_exactly(tiny_store: Path, consumed: int
 
 
 def test_loader_needs_a_store() -> None:
-    with pytest.raises(ConfigError, match="mixing.store"):
+    with pytest.raises(ConfigError, match=r"mixing\.store"):
         tt.MixtureDataLoader(
             tt.MixtureDataLoader.Config(), dp_world_size=1, dp_rank=0, seq_len=8, local_batch_size=1
         )
@@ -163,7 +163,7 @@ def test_acodm_is_refused_naming_per_domain_gradients(tiny_store: Path) -> None:
 def test_bad_options_and_parallelism_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="not valid JSON"):
         tt._parse_options("{odm")
-    with pytest.raises(ConfigError, match="--mixing.policy"):
+    with pytest.raises(ConfigError, match=r"--mixing\.policy"):
         tt._parse_options('{"name": "odm"}')
     cfg = tt.llama3_debugmodel_mixing()
     cfg.parallelism.pipeline_parallel_degree = 2
@@ -240,9 +240,7 @@ def test_odm_on_two_ranks_same_weights_every_step_and_exact_resume(
 
 
 @pytest.mark.slow
-def test_doremi_online_under_fsdp_with_a_mixlab_reference(
-    tiny_store: Path, tmp_path: Path
-) -> None:
+def test_doremi_online_under_fsdp_with_a_mixlab_reference(tiny_store: Path, tmp_path: Path) -> None:
     from mixlab.config import RunConfig
     from mixlab.train.loop import train
 

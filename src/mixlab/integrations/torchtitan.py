@@ -169,20 +169,25 @@ class MixtureDataLoader(BaseDataLoader):
         self.store = ShardStore(_required_store(config.store))
         self.domains: tuple[str, ...] = tuple(self.store.domains)
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
-        self._args = {
-            "seq_len": seq_len + 1,  # inputs and labels are the window shifted by one
-            "batch_size": local_batch_size,
-            "mode": config.sampling,
-            "seed": config.seed,
-            "rank": dp_rank,
-            "world_size": dp_world_size,
-        }
-        self.sampler = MixtureSampler(
-            self.store, grad_accum=config.grad_accum, weights=self._natural(), **self._args
-        )
+        self._seq_len, self._batch_size = seq_len, local_batch_size
+        self._mode, self._seed = config.sampling, config.seed
+        self.sampler = self._new_sampler(config.grad_accum, self._natural())
         self._step_batches: list[dict[str, torch.Tensor]] = []  # the drawn step
         self._consumed = 0  # of its micro-batches
         self._pre_state: dict[str, Any] | None = None  # sampler state before the drawn step
+
+    def _new_sampler(self, grad_accum: int, weights: np.ndarray) -> MixtureSampler:
+        return MixtureSampler(
+            self.store,
+            seq_len=self._seq_len + 1,  # inputs and labels are the window shifted by one
+            batch_size=self._batch_size,
+            grad_accum=grad_accum,
+            weights=weights,
+            mode=self._mode,
+            seed=self._seed,
+            rank=self.dp_rank,
+            world_size=self.dp_world_size,
+        )
 
     def _natural(self) -> np.ndarray:
         tokens = self.store.train_tokens_per_domain().astype(np.float64)
@@ -206,9 +211,7 @@ class MixtureDataLoader(BaseDataLoader):
             return
         if self.sampler.step:
             raise ConfigError("MixtureDataLoader: grad_accum can change only before the first step")
-        self.sampler = MixtureSampler(
-            self.store, grad_accum=grad_accum, weights=self.sampler.weights(), **self._args
-        )
+        self.sampler = self._new_sampler(grad_accum, self.sampler.weights())
 
     def weights(self) -> np.ndarray:
         return self.sampler.weights()
@@ -452,10 +455,12 @@ class MixingTrainer(Trainer):
 
     def _log_mixing(self, mean_loss: np.ndarray) -> None:
         domains = self.mixture_loader.domains
-        values = {f"mix/weight/{d}": float(w) for d, w in zip(domains, self.mixer.weights)}
-        values.update(
-            {f"domain/{d}/train_loss": float(x) for d, x in zip(domains, mean_loss) if np.isfinite(x)}
-        )
+        values = {
+            f"mix/weight/{d}": float(w) for d, w in zip(domains, self.mixer.weights, strict=True)
+        }
+        for d, x in zip(domains, mean_loss, strict=True):
+            if np.isfinite(x):
+                values[f"domain/{d}/train_loss"] = float(x)
         self.metrics_processor.logger.log(values, self.step)
         if self.mixing_log is not None:
             record = {
