@@ -1,4 +1,4 @@
-"""Online domain mixing inside torchtitan (extra ``mixlab[torchtitan]``; torchtitan 0.3.0).
+"""Online domain mixing inside torchtitan 0.3.0 (installed beside mixlab, see the README).
 
 torchtitan trains on static data; none of its loaders changes the mixture from the loss. This
 module plugs mixlab's sampler and a mixing policy into a torchtitan run without editing
@@ -93,9 +93,10 @@ try:
     from torchtitan.trainer import Trainer
 except ImportError as exc:  # the extra is not installed
     raise ConfigError(
-        "the torchtitan adapter needs torchtitan 0.3.0 (and triton, which it imports): "
-        "pip install 'mixlab[torchtitan]' — in a separate environment if your datasets / "
-        "huggingface_hub are newer than torchtitan allows (see the README)"
+        "the torchtitan adapter needs torchtitan 0.3.0 and triton (which it imports); "
+        "install them with --no-deps so that datasets / huggingface_hub stay as transformers "
+        "needs them: see README 'Online mixing inside torchtitan' or run "
+        "tests/integrations/verify_torchtitan.py, which builds such a venv"
     ) from exc
 
 logger = logging.getLogger(__name__)
