@@ -245,7 +245,6 @@ def test_doremi_online_under_fsdp_with_a_mixlab_reference(tiny_store: Path, tmp_
     from mixlab.train.loop import train
 
     ref_cfg = tiny_run_config(tiny_store, max_steps=4, eval_every=0, checkpoint_every=4)
-    ref_cfg["data"]["seq_len"] = 33  # the adapter scores windows of seq_len + 1 tokens
     train(RunConfig.from_dict(ref_cfg), tmp_path / "ref")
     options = {"doremi": {"reference": str(tmp_path / "ref")}}
     torchrun(
