@@ -270,3 +270,16 @@ def test_doremi_online_under_fsdp_with_a_mixlab_reference(tiny_store: Path, tmp_
     assert all(min(r["excess_sum"]) >= 0 for r in r0)
     weights = np.array([r["weights"] for r in r0])
     assert np.ptp(weights, axis=0).max() > 1e-4  # DoReMi's alpha moved
+
+
+def test_example_config_module_parses_like_torchtitans_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchtitan.config import ConfigManager
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    argv = ["--module", "torchtitan_odm", "--config", "odm_llama3_debug"]
+    cfg = ConfigManager().parse_args([*argv, "--mixing.store", "shards/", "--mixing.seed", "7"])
+    assert isinstance(cfg, tt.MixingTrainer.Config)
+    assert (cfg.mixing.store, cfg.mixing.seed, cfg.mixing.policy) == ("shards/", 7, "odm")
+    assert cfg.mixing.sampling == "homogeneous"
+    assert json.loads(cfg.mixing.options)["odm"]["warmup_steps"] == 100
+    assert cfg._owner is tt.MixingTrainer  # config.build() makes a MixingTrainer
