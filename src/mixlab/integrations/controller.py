@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from mixlab.errors import ConfigError, ResumeError
 from mixlab.integrations.torch_dataset import MixtureDataset
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
+from mixlab.sampling.sampler import TokenSource
 from mixlab.train.checkpoint import load_checkpoint, save_checkpoint
 from mixlab.train.distributed import DistContext
 from mixlab.train.mixer import Mixer
@@ -49,9 +50,25 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
+class PolicyData(Protocol):
+    """What a policy is built over: a :class:`MixtureDataset` or the torchtitan data loader."""
+
+    @property
+    def store(self) -> TokenSource: ...
+
+    @property
+    def domains(self) -> tuple[str, ...]: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
 def build_adapter_policy(
     name: str,
-    dataset: MixtureDataset,
+    dataset: PolicyData,
     *,
     total_steps: int,
     options: Mapping[str, Any] | None = None,
