@@ -606,7 +606,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4, help="seeds of the synthetic runs")
     ap.add_argument("--updates", type=int, default=600, help="agent updates per synthetic run")
     ap.add_argument("--lm", action="store_true", help="also run the LM measurements B1-B4")
-    ap.add_argument("--store", default="mixlab-demo/store", help="the demo store (made by mixlab demo)")
+    ap.add_argument("--store", default="mixlab-demo/store", help="the store mixlab demo made")
     ap.add_argument("--steps", type=int, default=300, help="LM steps of the B1 run")
     ap.add_argument("--lm-seed", type=int, default=0, help="seed of the B1 run")
     ap.add_argument("--workdir", help="where the LM runs go (default: a temporary folder)")
