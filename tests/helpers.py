@@ -7,6 +7,9 @@ folder's conftest (``from tests.helpers import one_torch_thread``).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,3 +86,21 @@ def build(name: str, ctx: Any, **options: Any) -> Any:
     from mixlab.mixing.base import build_policy, parse_mixing
 
     return build_policy(ctx, parse_mixing({"name": name, **options}))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> str:
+    """``python -m torch.distributed.run --standalone`` on ``args`` with one thread per rank and
+    this checkout's ``src`` first on the path; asserts exit 0 and returns stdout + stderr."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT / "src") + os.pathsep + str(ROOT),
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd.append(f"--nproc-per-node={nproc}")
+    done = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done.stdout + done.stderr

@@ -13,8 +13,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from mixlab.integrations.controller import build_adapter_policy
 from mixlab.model.losses import per_domain_sums
 from mixlab.sampling.sampler import MixtureSampler
 from tests.conftest import tiny_run_config
+from tests.helpers import torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("titan_worker.py")
@@ -172,32 +171,10 @@ def test_bad_options_and_parallelism_are_config_errors() -> None:
 
 
 # ---------------------------------------------------------------------- 2 gloo ranks
-def torchrun(store: Path, dump: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT / "src") + os.pathsep + str(ROOT),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        str(WORKER),
-        "--module",
-        "tests.integrations.titan_worker",
-        "--config",
-        "mixlab_tiny",
-        "--mixing.store",
-        str(store),
-        "--dump_folder",
-        str(dump),
-        *args,
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    return done.stdout + done.stderr
+def torchrun_titan(store: Path, dump: Path, *args: str) -> str:
+    worker = [str(WORKER), "--module", "tests.integrations.titan_worker", "--config"]
+    worker += ["mixlab_tiny", "--mixing.store", str(store), "--dump_folder", str(dump)]
+    return torchrun([*worker, *args], timeout=600)
 
 
 def records(dump: Path, rank: int) -> list[dict[str, Any]]:
@@ -219,7 +196,7 @@ def test_odm_on_two_ranks_same_weights_every_step_and_exact_resume(
     tiny_store: Path, tmp_path: Path
 ) -> None:
     opts = ["--mixing.options", json.dumps(ODM)]
-    full = torchrun(tiny_store, tmp_path / "a", *opts)
+    full = torchrun_titan(tiny_store, tmp_path / "a", *opts)
     a0, a1 = records(tmp_path / "a", 0), records(tmp_path / "a", 1)
     assert [r["step"] for r in a0] == [1, 2, 3, 4, 5, 6]
     assert a0 == a1  # bit-identical weights and reduced sums on both ranks, every step
@@ -230,7 +207,7 @@ def test_odm_on_two_ranks_same_weights_every_step_and_exact_resume(
     # resume from the step-3 checkpoint in a fresh folder: steps 4-6 as in the full run
     (tmp_path / "b" / "checkpoint").mkdir(parents=True)
     shutil.copytree(tmp_path / "a/checkpoint/step-3", tmp_path / "b/checkpoint/step-3")
-    resumed = torchrun(tiny_store, tmp_path / "b", *opts)
+    resumed = torchrun_titan(tiny_store, tmp_path / "b", *opts)
     assert "Training starts at step 4" in resumed
     for rank in (0, 1):
         assert records(tmp_path / "b", rank) == a0[3:]
@@ -247,7 +224,7 @@ def test_doremi_online_under_fsdp_with_a_mixlab_reference(tiny_store: Path, tmp_
     ref_cfg = tiny_run_config(tiny_store, max_steps=4, eval_every=0, checkpoint_every=4)
     train(RunConfig.from_dict(ref_cfg), tmp_path / "ref")
     options = {"doremi": {"reference": str(tmp_path / "ref")}}
-    torchrun(
+    torchrun_titan(
         tiny_store,
         tmp_path / "d",
         "--mixing.policy",

@@ -9,10 +9,7 @@ tests/integrations/test_controller.py checks the mixer's all-reduce on 2 ranks b
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +21,11 @@ from mixlab.train.callbacks import read_metrics
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.loop import train
 from tests.conftest import tiny_run_config
+from tests.helpers import torchrun
 
 pytestmark = pytest.mark.distributed
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-ROOT = Path(__file__).resolve().parents[2]
 ACODM = {"hidden": 16, "n_hidden": 1, "batch_size": 4, "buffer_size": 50, "warmup_steps": 4}
 
 
@@ -37,23 +34,6 @@ def config(store: Path, mixing: dict[str, Any], **train_kw: Any) -> dict[str, An
     raw = tiny_run_config(store, **kw)
     raw["mixing"] = mixing
     return raw
-
-
-def torchrun(args: list[str], nproc: int = 2) -> None:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(ROOT / "src") + os.pathsep + str(ROOT),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-    ]
-    done = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
 
 def run_worker(tmp: Path, raw: dict[str, Any], run_dir: Path, nproc: int = 2, **spec: Any) -> None:

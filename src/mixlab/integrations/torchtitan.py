@@ -79,6 +79,7 @@ from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.integrations.controller import build_adapter_policy
 from mixlab.mixing.base import MixingPolicy
+from mixlab.mixing.budget import natural_weights
 from mixlab.model.losses import per_domain_sums
 from mixlab.sampling.sampler import MODES, MixtureSampler
 from mixlab.train.distributed import DistContext
@@ -172,7 +173,8 @@ class MixtureDataLoader(BaseDataLoader):
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
         self._seq_len, self._batch_size = seq_len, local_batch_size
         self._mode, self._seed = config.sampling, config.seed
-        self.sampler = self._new_sampler(config.grad_accum, self._natural())
+        natural = natural_weights(self.store.train_tokens_per_domain())
+        self.sampler = self._new_sampler(config.grad_accum, natural)
         self._step_batches: list[dict[str, torch.Tensor]] = []  # the drawn step
         self._consumed = 0  # of its micro-batches
         self._pre_state: dict[str, Any] | None = None  # sampler state before the drawn step
@@ -189,10 +191,6 @@ class MixtureDataLoader(BaseDataLoader):
             rank=self.dp_rank,
             world_size=self.dp_world_size,
         )
-
-    def _natural(self) -> np.ndarray:
-        tokens = self.store.train_tokens_per_domain().astype(np.float64)
-        return tokens / tokens.sum()
 
     @property
     def mode(self) -> str:
