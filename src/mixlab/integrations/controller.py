@@ -50,6 +50,23 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
+def check_saved_state(
+    state: Mapping[str, Any], what: str, version: int, policy_name: str | None = None
+) -> None:
+    """ResumeError unless a saved adapter state has format ``version`` (and, given
+    ``policy_name``, was written by that policy): the check every adapter's resume starts with."""
+    if state.get("version") != version:
+        raise ResumeError(
+            f"{what} has version {state.get('version')!r}, which is not supported "
+            f"(this mixlab reads version {version})"
+        )
+    if policy_name is not None and state.get("policy_name") != policy_name:
+        raise ResumeError(
+            f"{what} is for policy {state.get('policy_name')!r}, this run uses "
+            f"{policy_name!r}; resume with the same policy"
+        )
+
+
 class PolicyData(Protocol):
     """What a policy is built over: a :class:`MixtureDataset` or the torchtitan data loader."""
 
@@ -260,16 +277,9 @@ class MixingController:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ResumeError(
-                f"mixing controller state version {state.get('version')!r} is not supported "
-                f"(this mixlab reads version {STATE_VERSION})"
-            )
-        if state.get("policy_name") != self.policy_name:
-            raise ResumeError(
-                f"the saved mixing state is for policy {state.get('policy_name')!r}, this run "
-                f"uses {self.policy_name!r}; resume with the same policy"
-            )
+        check_saved_state(
+            state, "the saved mixing controller state", STATE_VERSION, self.policy_name
+        )
         self.policy.load_state_dict(state["policy"])
         self.dataset.load_state_dict(state["dataset"])
         self.step_count = int(state["step"])

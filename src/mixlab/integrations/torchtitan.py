@@ -77,7 +77,7 @@ import torch.nn.functional as F
 
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
-from mixlab.integrations.controller import build_adapter_policy
+from mixlab.integrations.controller import build_adapter_policy, check_saved_state
 from mixlab.mixing.base import MixingPolicy
 from mixlab.mixing.budget import natural_weights
 from mixlab.model.losses import per_domain_sums
@@ -250,11 +250,7 @@ class MixtureDataLoader(BaseDataLoader):
                 f"{sorted(state_dict)}); resume with the data-parallel degree it was saved with"
             )
         state = pickle.loads(state_dict[key])
-        if state.get("version") != STATE_VERSION:
-            raise ResumeError(
-                f"MixtureDataLoader state version {state.get('version')!r} is not supported "
-                f"(this mixlab reads version {STATE_VERSION})"
-            )
+        check_saved_state(state, "the MixtureDataLoader state", STATE_VERSION)
         self.sampler.load_state_dict(state["sampler"])
         self._step_batches, self._consumed = [], 0
         if state["consumed"]:
@@ -492,16 +488,9 @@ class MixingTrainer(Trainer):
                 "not written by MixingTrainer — start the mixture fresh in a new dump_folder"
             )
         mine = pickle.loads(state_dict["mixlab"])
-        if mine.get("version") != STATE_VERSION:
-            raise ResumeError(
-                f"mixlab state version {mine.get('version')!r} is not supported "
-                f"(this mixlab reads version {STATE_VERSION})"
-            )
-        if mine.get("policy_name") != self.policy_name:
-            raise ResumeError(
-                f"the checkpoint's mixture was learned by policy {mine.get('policy_name')!r}, "
-                f"this run uses mixing.policy={self.policy_name!r}; resume with the same policy"
-            )
+        check_saved_state(
+            mine, "the checkpoint's mixlab state (--mixing.policy)", STATE_VERSION, self.policy_name
+        )
         if self.mixer.dist.is_main:
             self.policy.load_state_dict(pickle.loads(state_dict["mixlab_policy"]))
         self.mixer.weights = np.asarray(mine["weights"], dtype=np.float64)
