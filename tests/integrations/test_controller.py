@@ -81,6 +81,20 @@ def test_odm_smoothed_moves_the_dataset_weights_every_update(tiny_store):
     assert values["mix/odm/updates"] == 30.0
 
 
+def test_epoch_caps_bound_the_weights_odm_asks_for(tiny_store):
+    ds = dataset(tiny_store)
+    tokens = np.array([ds.store.num_tokens(d) for d in ds.domains], dtype=float)
+    noise = ds.domains.index("noise")
+    steps = 2000
+    budget_share = tokens[noise] / (steps * ds.sampler.tokens_per_step)  # 1 epoch as a weight
+    options = {**ODM, "max_epochs": {"noise": 1.0}}
+    controller = MixingController(ds, "odm-smoothed", total_steps=steps, options=options)
+    assert budget_share < 0.3  # below what ODM gives noise uncapped (see the test above)
+    weights = run_steps(controller, iter(DataLoader(controller.dataset, batch_size=4)), 30)
+    assert max(w[noise] for w in weights) <= budget_share + 1e-12
+    assert controller.policy.weights()[noise] > budget_share  # the policy asked for more
+
+
 def test_update_every_holds_the_weights_in_between(tiny_store):
     controller = MixingController(
         dataset(tiny_store), "odm-smoothed", total_steps=50, options={**ODM, "update_every": 3}

@@ -149,14 +149,33 @@ def test_loss_is_torchtitans_and_keeps_per_domain_sums() -> None:
     np.testing.assert_array_equal(loss_fn.feedback()["token_count"], [4, 6, 12])
 
 
-# ---------------------------------------------------------------------- refusals
-def test_acodm_is_refused_naming_per_domain_gradients(tiny_store: Path) -> None:
-    dl = loader(tiny_store, sampling="homogeneous")
-    policy, _ = build_adapter_policy("acodm", dl, total_steps=10)
-    with pytest.raises(ConfigError, match="per-domain gradients"):
-        tt._check_policy(policy, "acodm")
-    odm, _ = build_adapter_policy("odm", dl, total_steps=10)
-    tt._check_policy(odm, "odm")
+# ---------------------------------------------------------------------- policies
+def test_acodm_takes_its_floor_and_epoch_caps_bound_the_weights(tiny_store: Path) -> None:
+    dl = loader(tiny_store, sampling="mixed")
+    policy, _, caps = build_adapter_policy("acodm", dl, total_steps=10)
+    assert policy.needs.looks_inside_model and policy.needs.floor_per_domain == 1 and caps is None
+    dl.configure(2, policy.needs.floor_per_domain)
+    step = take(iter(dl), 2)
+    ids = torch.cat([x["domain_id"] for x, _ in step])
+    assert set(ids.tolist()) == set(range(len(dl.domains)))  # every domain, every step
+    assert dl.tokens_per_step == 3 * 2 * 1 * 16
+    steps = 625  # 60k tokens: more than the store's ~47k, so 2 epochs is a real bound
+    _, _, caps = build_adapter_policy(
+        "odm", dl, total_steps=steps, options={"max_epochs": 2}, tokens_per_step=96
+    )
+    assert caps is not None
+    tokens = np.array([dl.store.num_tokens(d) for d in dl.domains], dtype=float)
+    np.testing.assert_allclose(caps, 2 * tokens / (steps * 96))
+    with pytest.raises(ConfigError, match="tokens_per_step"):
+        build_adapter_policy("odm", dl, total_steps=10, options={"max_epochs": 2})
+
+
+def test_compiled_models_are_refused_for_acodm() -> None:
+    cfg = tt.llama3_debugmodel_mixing()
+    cfg.compile.enable = True
+    cfg.compile.components = ["model"]
+    with pytest.raises(ConfigError, match=r"compile\.components"):
+        tt._check_probe_support(cfg, "acodm")
 
 
 def test_bad_options_and_parallelism_are_config_errors() -> None:
@@ -247,6 +266,69 @@ def test_doremi_online_under_fsdp_with_a_mixlab_reference(tiny_store: Path, tmp_
     assert all(min(r["excess_sum"]) >= 0 for r in r0)
     weights = np.array([r["weights"] for r in r0])
     assert np.ptp(weights, axis=0).max() > 1e-4  # DoReMi's alpha moved
+
+
+ACODM = {
+    "acodm": {"hidden": 16, "n_hidden": 1, "batch_size": 2, "warmup_steps": 2, "heldout_every": 2}
+}
+
+
+@pytest.mark.slow
+def test_acodm_on_two_ranks_replicated_and_sharded_then_exact_resume(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    """AC-ODM (mixlab variant: held-out gradient reward) inside torchtitan on 2 gloo ranks."""
+    args = ["--mixing.policy", "acodm", "--mixing.sampling", "mixed"]
+    args += ["--mixing.options", json.dumps(ACODM)]
+    runs = {}
+    for dp, (replicate, shard) in {"replicate": ("2", "1"), "shard": ("1", "2")}.items():
+        degrees = ["--parallelism.data_parallel_replicate_degree", replicate]
+        degrees += ["--parallelism.data_parallel_shard_degree", shard]
+        log = torchrun_titan(tiny_store, tmp_path / dp, *args, *degrees)
+        r0, r1 = records(tmp_path / dp, 0), records(tmp_path / dp, 1)
+        assert [r["step"] for r in r0] == [1, 2, 3, 4, 5, 6] and r0 == r1  # same on both ranks
+        assert all(min(r["grad_count"]) > 0 for r in r0)  # the floor: every domain, every step
+        assert all(r["grad_count"] == r["token_count"] for r in r0)
+        assert all(min(r["grad_sum_norm"]) > 0 for r in r0)  # captured in the one backward
+        assert [r["step"] for r in r0 if "heldout_loss" in r] == [1, 3, 5]
+        weights = np.array([r["weights"] for r in r0])
+        assert np.ptp(weights[2:], axis=0).max() > 1e-6  # the actor drives it after warm-up
+        assert not (tmp_path / dp / "policy.acodm.pt").exists()  # online mode exports nothing
+        runs[dp] = (log, r0)
+    # torchtitan initialises replicated and sharded parameters from different random streams,
+    # so the first gradients differ a little; a wrong normaliser (the global token count, the
+    # rank count) would differ by a factor of 2 or more
+    (_, rep), (_, shd) = runs["replicate"], runs["shard"]
+    np.testing.assert_allclose(rep[0]["grad_sum_norm"], shd[0]["grad_sum_norm"], rtol=0.15)
+
+    # resume the replicated run from its step-3 checkpoint: steps 4-6 as in the full run
+    (tmp_path / "b" / "checkpoint").mkdir(parents=True)
+    shutil.copytree(tmp_path / "replicate/checkpoint/step-3", tmp_path / "b/checkpoint/step-3")
+    resumed = torchrun_titan(tiny_store, tmp_path / "b", *args)
+    for rank in (0, 1):
+        assert records(tmp_path / "b", rank) == rep[3:]  # the agent's state resumed exactly
+    want, got = step_losses(runs["replicate"][0]), step_losses(resumed)
+    assert sorted(got) == [4, 5, 6] and all(got[s] == want[s] for s in got)
+
+
+@pytest.mark.slow
+def test_acodm_proxy_to_frozen_target_inside_torchtitan(tiny_store: Path, tmp_path: Path) -> None:
+    """The paper variant (weight-norm state, gathered from FSDP shards) from proxy to target."""
+    policy = tmp_path / "proxy.acodm.pt"
+    args = ["--mixing.policy", "acodm", "--mixing.sampling", "mixed", "--checkpoint.no-enable"]
+    args += ["--parallelism.data_parallel_replicate_degree", "1"]
+    args += ["--parallelism.data_parallel_shard_degree", "2"]
+    paper = {"acodm": {**ACODM["acodm"], "variant": "paper"}}
+    proxy = {**paper, "policy_out": str(policy)}
+    torchrun_titan(tiny_store, tmp_path / "p", *args, "--mixing.options", json.dumps(proxy))
+    assert policy.is_file()  # proxy_train: rank 0 wrote the actor at the last step
+    target = {**paper, "policy_in": str(policy)}
+    torchrun_titan(tiny_store, tmp_path / "t", *args, "--mixing.options", json.dumps(target))
+    r0, r1 = records(tmp_path / "t", 0), records(tmp_path / "t", 1)
+    assert r0 == r1 and [r["step"] for r in r0] == [1, 2, 3, 4, 5, 6]
+    assert all("grad_count" not in r and "heldout_loss" not in r for r in r0)  # frozen: no capture
+    weights = np.array([r["weights"] for r in r0])
+    assert np.ptp(weights[2:], axis=0).max() > 1e-6  # the transferred actor drives the mixture
 
 
 def test_example_config_module_parses_like_torchtitans_cli(monkeypatch: pytest.MonkeyPatch) -> None:

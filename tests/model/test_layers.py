@@ -46,3 +46,24 @@ def test_unknown_role_or_block_without_it_is_a_config_error() -> None:
         role_module(block, "mlp_down")
     with pytest.raises(ConfigError, match="ModuleList"):
         decoder_blocks(torch.nn.Linear(2, 2))
+
+
+def test_blocks_in_a_module_dict_and_behind_a_checkpoint_wrapper_are_found() -> None:
+    """torchtitan keeps its blocks in a ModuleDict and wraps them for activation checkpointing."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    def block() -> torch.nn.Module:
+        b = torch.nn.Module()
+        b.feed_forward = torch.nn.Module()
+        b.feed_forward.w2 = torch.nn.Linear(8, 4)
+        b.attention = torch.nn.Module()
+        b.attention.wo = torch.nn.Linear(4, 4)
+        return b
+
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleDict({str(i): checkpoint_wrapper(block()) for i in range(3)})
+    blocks = decoder_blocks(model)
+    assert blocks == list(model.layers.values())
+    down = role_modules(model, "mlp_down", [2])[0]
+    assert down is model.layers["2"]._checkpoint_wrapped_module.feed_forward.w2
+    assert role_module(blocks[0], "attn_out").out_features == 4

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from mixlab.config import RunConfig
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.integrations.torch_dataset import MixtureDataset
 from mixlab.mixing.base import Feedback, MixingPolicy, PolicyContext, build_policy
+from mixlab.mixing.budget import run_caps
 from mixlab.model.losses import per_domain_sums, target_mask, token_losses
 from mixlab.sampling.sampler import TokenSource
 from mixlab.train.checkpoint import load_checkpoint, save_checkpoint
@@ -83,17 +84,29 @@ class PolicyData(Protocol):
     def seed(self) -> int: ...
 
 
+class AdapterPolicy(NamedTuple):
+    """A policy built for an adapter, with the recipe keys the adapter applies around it."""
+
+    policy: MixingPolicy
+    update_every: int
+    caps: np.ndarray | None
+    """(K,) weight caps from ``max_epochs`` (None without caps)."""
+
+
 def build_adapter_policy(
     name: str,
     dataset: PolicyData,
     *,
     total_steps: int,
     options: Mapping[str, Any] | None = None,
-) -> tuple[MixingPolicy, int]:
-    """Build policy ``name`` for ``dataset``; return it and ``mixing.update_every``.
+    tokens_per_step: int = 0,
+) -> AdapterPolicy:
+    """Build policy ``name`` for ``dataset`` with its ``update_every`` and epoch caps.
 
     ``options`` are validated like a recipe's ``mixing:`` section (unknown keys and bad
-    values raise ConfigError naming the field).
+    values raise ConfigError naming the field). ``tokens_per_step`` (over all ranks) gives the
+    run's budget ``total_steps x tokens_per_step``, which ``max_epochs`` caps and budget-aware
+    policies (``unimax``) need; without it they raise a ConfigError saying so.
     """
     raw = {"name": name, "sampling": dataset.mode, **dict(options or {})}
     cfg = RunConfig.from_dict({"mixing": raw, "train": {"max_steps": total_steps}})
@@ -103,8 +116,17 @@ def build_adapter_policy(
         train_tokens=np.array([dataset.store.num_tokens(d) for d in dataset.domains]),
         seed=dataset.seed,
         total_steps=total_steps,
+        tokens_per_step=tokens_per_step,
     )
-    return build_policy(ctx, cfg.mixing), cfg.mixing.update_every
+    caps = None
+    if cfg.mixing.max_epochs is not None:
+        if tokens_per_step <= 0:
+            raise ConfigError(
+                "mixing max_epochs: the caps bound repetition over the run's token budget; "
+                "give the adapter tokens_per_step (tokens of one optimiser step over all ranks)"
+            )
+        caps = run_caps(cfg.mixing.max_epochs, ctx.domains, ctx.budget_tokens, ctx.train_tokens)
+    return AdapterPolicy(build_policy(ctx, cfg.mixing), cfg.mixing.update_every, caps)
 
 
 def check_adapter_support(policy: MixingPolicy, name: str) -> None:
@@ -133,6 +155,10 @@ class MixingController:
         total_steps: planned optimiser steps T (ODM's warm-up and schedules use it).
         options: a recipe's ``mixing:`` keys (only with a policy name).
         update_every: steps between reading new weights (default: ``options`` or 1).
+
+    ``max_epochs`` in ``options`` caps every weight at ``E_d N_d / B`` with the budget ``B =
+    total_steps x`` the dataset's tokens per step (batch x accumulation x ranks x seq_len), as
+    in ``mixlab train``.
     """
 
     def __init__(
@@ -151,8 +177,12 @@ class MixingController:
         self.total_steps = total_steps
         if isinstance(policy, str):
             self.policy_name = policy
-            self.policy, configured_every = build_adapter_policy(
-                policy, dataset, total_steps=total_steps, options=options
+            self.policy, configured_every, caps = build_adapter_policy(
+                policy,
+                dataset,
+                total_steps=total_steps,
+                options=options,
+                tokens_per_step=dataset.sampler.tokens_per_step,
             )
         else:
             if options:
@@ -163,6 +193,7 @@ class MixingController:
                     f"{self.domains}"
                 )
             self.policy_name, self.policy, configured_every = type(policy).__name__, policy, 1
+            caps = None
         check_adapter_support(self.policy, self.policy_name)
         self.update_every = configured_every if update_every is None else int(update_every)
         if self.update_every < 1:
@@ -181,6 +212,7 @@ class MixingController:
             dist=DistContext(),
             update_every=self.update_every,
             total_steps=total_steps,
+            caps=caps,
         )
         logger.info(
             "mixing with %s over %d domains: %s",

@@ -15,7 +15,7 @@ torchtitan, through its ``Configurable`` components, and closes the loop with th
         post_dataloading_process: pops "domain_id" before the model sees the batch
         train_step: super().train_step(), then Mixer.step(step, per-domain sums):
             sums -> all_reduce over the data-parallel ranks -> policy.update on rank 0
-            -> weights broadcast -> the loader draws step t + 1 with them
+            -> epoch caps -> weights broadcast -> the loader draws step t + 1 with them
         state_dict: the mixture and rank 0's policy ride in torchtitan's "train_state"
 
 So every rank trains step ``t + 1`` on bit-identical weights, and a run resumed from a
@@ -33,11 +33,25 @@ that calls :func:`mixing_config` on any stock ``Trainer.Config``)::
         --training.steps 1000 --checkpoint.enable
 
 Policies: every registered policy whose feedback is per-domain losses (``odm``,
-``odm-smoothed``, static ones) and ``doremi-online``, whose frozen reference is a model trained
+``odm-smoothed``, static ones), ``doremi-online``, whose frozen reference is a model trained
 by ``mixlab train`` on the same store (``--mixing.options '{"doremi": {"reference":
-"runs/ref"}}'``): it scores each micro-batch on every rank, as in ``mixlab train``. ``acodm``
-is refused: it needs per-domain gradients of the trained model, which would take a backward
-pass per domain inside torchtitan's (FSDP-sharded) step.
+"runs/ref"}}'``): it scores each micro-batch on every rank, as in ``mixlab train``, and
+``acodm`` (all its modes and variants). AC-ODM looks inside the model the way ``mixlab train``
+does (:class:`~mixlab.train.probes.ModelProbes` on torchtitan's blocks, found by role:
+``feed_forward.w2`` / ``attention.wo``): per-domain gradients of the reward layers come from
+hooks in the ordinary backward of the mixed micro-batches (no extra backward), scaled back by
+torchtitan's global token count and summed over ranks; the held-out reward's small batch of
+validation windows goes forward (and backward to the hooked outputs only) at the start of the
+step, before any micro-batch, so at the same parameters as the step's training gradients;
+every rank computes it, also under FSDP (the sharded blocks gather their weights as in any
+forward). The paper state's weight norms are gathered after the optimiser step and their
+references ride in the checkpoint. ``proxy_train`` writes its policy file (rank 0) at every
+checkpoint interval and at the last step. Compiled models are refused for ``acodm`` (the
+capture hooks sit inside the blocks); activation checkpointing works (recomputed forwards are
+not captured twice).
+
+Epoch caps (``--mixing.options '{"max_epochs": 4}'``, one number or per-domain) bound every
+weight at ``E_d N_d / B`` with ``B = steps x global batch x seq_len``, as in ``mixlab train``.
 
 Knobs (``MixingTrainer.Config.mixing``, CLI ``--mixing.<name>``): ``store`` (the mixlab shard
 store; its tokenizer replaces ``tokenizer``), ``policy``, ``sampling`` (``mixed``,
@@ -78,12 +92,13 @@ import torch.nn.functional as F
 from mixlab.data.store import ShardStore
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.integrations.controller import build_adapter_policy, check_saved_state
-from mixlab.mixing.base import MixingPolicy
+from mixlab.mixing.base import Feedback
 from mixlab.mixing.budget import natural_weights
 from mixlab.model.losses import per_domain_sums
 from mixlab.sampling.sampler import MODES, MixtureSampler
 from mixlab.train.distributed import DistContext
 from mixlab.train.mixer import Mixer
+from mixlab.train.probes import ModelProbes
 from mixlab.train.reference import ReferenceScorer
 
 try:
@@ -156,6 +171,8 @@ class MixtureDataLoader(BaseDataLoader):
         """sampling seed (domain labels and window orders)"""
         grad_accum: int = 1
         """micro-batches per step on each rank (MixingTrainer sets torchtitan's value)"""
+        floor_per_domain: int = 0
+        """sequences (micro-batches in homogeneous) of every domain in each step (AC-ODM's)"""
 
     def __init__(
         self,
@@ -174,12 +191,12 @@ class MixtureDataLoader(BaseDataLoader):
         self._seq_len, self._batch_size = seq_len, local_batch_size
         self._mode, self._seed = config.sampling, config.seed
         natural = natural_weights(self.store.train_tokens_per_domain())
-        self.sampler = self._new_sampler(config.grad_accum, natural)
+        self.sampler = self._new_sampler(config.grad_accum, config.floor_per_domain, natural)
         self._step_batches: list[dict[str, torch.Tensor]] = []  # the drawn step
         self._consumed = 0  # of its micro-batches
         self._pre_state: dict[str, Any] | None = None  # sampler state before the drawn step
 
-    def _new_sampler(self, grad_accum: int, weights: np.ndarray) -> MixtureSampler:
+    def _new_sampler(self, grad_accum: int, floor: int, weights: np.ndarray) -> MixtureSampler:
         return MixtureSampler(
             self.store,
             seq_len=self._seq_len + 1,  # inputs and labels are the window shifted by one
@@ -190,6 +207,7 @@ class MixtureDataLoader(BaseDataLoader):
             seed=self._seed,
             rank=self.dp_rank,
             world_size=self.dp_world_size,
+            floor_per_domain=floor,
         )
 
     @property
@@ -204,13 +222,21 @@ class MixtureDataLoader(BaseDataLoader):
     def grad_accum(self) -> int:
         return self.sampler.grad_accum
 
-    def set_grad_accum(self, grad_accum: int) -> None:
-        """Match torchtitan's gradient accumulation (only before the first draw)."""
-        if grad_accum == self.sampler.grad_accum:
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens the model trains on in one optimiser step over all ranks."""
+        s = self.sampler
+        return s.batch_size * s.grad_accum * self.dp_world_size * self._seq_len
+
+    def configure(self, grad_accum: int, floor_per_domain: int = 0) -> None:
+        """Match torchtitan's gradient accumulation and the policy's per-domain floor (only
+        before the first draw)."""
+        s = self.sampler
+        if (grad_accum, floor_per_domain) == (s.grad_accum, s.floor_per_domain):
             return
-        if self.sampler.step:
-            raise ConfigError("MixtureDataLoader: grad_accum can change only before the first step")
-        self.sampler = self._new_sampler(grad_accum, self.sampler.weights())
+        if s.step:
+            raise ConfigError("MixtureDataLoader: configure() only before the first step")
+        self.sampler = self._new_sampler(grad_accum, floor_per_domain, s.weights())
 
     def weights(self) -> np.ndarray:
         return self.sampler.weights()
@@ -282,6 +308,8 @@ class MixtureLoss(BaseLoss):
         self.domain_id: torch.Tensor | None = None  # the next micro-batch's, then cleared
         self.window: torch.Tensor | None = None  # its full token windows (for the reference)
         self.sums: dict[str, torch.Tensor] = {}
+        # the step's loss normaliser (torchtitan's global_valid_tokens), kept on its device
+        self.global_tokens: torch.Tensor | None = None
 
     def bind(self, num_domains: int, mode: str, reference: ReferenceScorer | None) -> None:
         self.num_domains = num_domains
@@ -318,6 +346,8 @@ class MixtureLoss(BaseLoss):
         if self.domain_id is not None:
             self._observe(tok.detach(), labels, self.domain_id)
             self.domain_id = self.window = None
+            if global_valid_tokens is not None:
+                self.global_tokens = global_valid_tokens.detach()
         loss = tok.sum()
         if global_valid_tokens is not None:
             loss = loss / global_valid_tokens
@@ -384,7 +414,6 @@ class MixingTrainer(Trainer):
         loader, loss = self.dataloader, self.loss_fn
         assert isinstance(loader, MixtureDataLoader) and isinstance(loss, MixtureLoss)
         self.mixture_loader, self.mixture_loss = loader, loss
-        loader.set_grad_accum(self.gradient_accumulation_steps)
         vocab = getattr(self.model_config, "vocab_size", None)
         if isinstance(vocab, int) and vocab < loader.store.vocab_size:
             raise ConfigError(
@@ -393,10 +422,32 @@ class MixingTrainer(Trainer):
                 "use a model with vocab_size >= the store's"
             )
         self.policy_name = section.policy
-        self.policy, update_every = build_adapter_policy(
-            section.policy, loader, total_steps=config.training.steps, options=options
+        loader.configure(self.gradient_accumulation_steps)  # the budget counts accumulation
+        self.policy, update_every, caps = build_adapter_policy(
+            section.policy,
+            loader,
+            total_steps=config.training.steps,
+            options=options,
+            tokens_per_step=loader.tokens_per_step,
         )
-        _check_policy(self.policy, section.policy)
+        needs = self.policy.needs
+        loader.configure(self.gradient_accumulation_steps, needs.floor_per_domain)
+        self.probes: ModelProbes | None = None
+        if needs.looks_inside_model:
+            _check_probe_support(config, section.policy)
+            self.probes = ModelProbes(
+                needs,
+                self.model_parts[0],
+                len(loader.domains),
+                store=loader.store,
+                seq_len=config.training.seq_len,
+                forward=_titan_logits,
+            )
+        self.policy_file: Path | None = None
+        if needs.exports_policy_file:
+            self.policy_file = Path(
+                needs.policy_file or Path(config.dump_folder) / f"policy.{section.policy}.pt"
+            )
         reference = None
         if self.policy.needs.reference is not None:
             reference = ReferenceScorer(
@@ -420,6 +471,7 @@ class MixingTrainer(Trainer):
             dist=ctx,
             update_every=update_every,
             total_steps=config.training.steps,
+            caps=caps,
         )
         self.mixing_log = (
             Path(config.dump_folder) / f"mixing.rank{ctx.rank}.jsonl" if section.log else None
@@ -438,31 +490,60 @@ class MixingTrainer(Trainer):
         domain_id = input_dict.pop("domain_id", None)
         if domain_id is not None:
             self.mixture_loss.domain_id = domain_id
+            if self.probes is not None:  # per-domain gradient hooks see this micro-batch
+                self.probes.begin({"domain_id": domain_id})
             if self.mixture_loss.reference is not None:
                 self.mixture_loss.window = torch.cat([input_dict["input"], labels[:, -1:]], 1)
         return super().post_dataloading_process(input_dict, labels)
 
     def train_step(self, data_iterator: Iterator[Batch]) -> None:
         self.mixture_loss.reset()
+        heldout: dict[str, Any] = {}
+        if self.probes is not None:  # AC-ODM's held-out batch, at this step's parameters
+            heldout = self.probes.measure_heldout(self.model_parts[0], self.step)
         super().train_step(data_iterator)
-        feedback = self.mixer.step(self.step, self.mixture_loss.feedback())  # policy learns
-        self._log_mixing(feedback.mean_loss())
+        sums: dict[str, Any] = self.mixture_loss.feedback()
+        if self.probes is not None:  # gradients of this step, weight norms after it
+            scale = self.mixture_loss.global_tokens
+            sums.update(
+                self.probes.measure(1.0 if scale is None else float(scale), sums["token_count"])
+            )
+            sums.update(heldout)
+        feedback = self.mixer.step(self.step, sums)  # <- the mixture learns from this step
+        self._log_mixing(feedback)
+        if self.policy_file is not None and self.mixer.dist.is_main:
+            interval = self.config.checkpoint.interval
+            if self.step == self.config.training.steps or self.step % interval == 0:
+                provenance = {"seed": self.mixture_loader.seed, "engine": "torchtitan"}
+                self.policy.save_policy_file(self.policy_file, provenance)
 
-    def _log_mixing(self, mean_loss: np.ndarray) -> None:
-        domains = self.mixture_loader.domains
+    def _log_mixing(self, feedback: Feedback) -> None:
+        domains, mean_loss = self.mixture_loader.domains, feedback.mean_loss()
         values = {
             f"mix/weight/{d}": float(w) for d, w in zip(domains, self.mixer.weights, strict=True)
         }
         for d, x in zip(domains, mean_loss, strict=True):
             if np.isfinite(x):
                 values[f"domain/{d}/train_loss"] = float(x)
+        if self.mixer.dist.is_main:  # only rank 0's policy learns
+            values.update({f"mix/{k}": v for k, v in self.policy.log_values().items()})
         self.metrics_processor.logger.log(values, self.step)
         if self.mixing_log is not None:
             record = {
                 "step": self.step,
                 "weights": self.mixer.weights.tolist(),
-                **{k: v.tolist() for k, v in self.mixer.sums.items()},
+                # the (K,) sums and extras (AC-ODM: grad_count, heldout_loss, ...); the
+                # (K, P) gradient sums are too big for a log line
+                **{
+                    k: np.asarray(v).tolist()
+                    for k, v in {**self.mixer.sums, **feedback.extras}.items()
+                    if np.ndim(v) == 1
+                },
             }
+            if "grad_sum" in self.mixer.sums:  # AC-ODM: per-domain gradient norms instead
+                record["grad_sum_norm"] = np.linalg.norm(
+                    self.mixer.sums["grad_sum"], axis=1
+                ).tolist()
             with open(self.mixing_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
@@ -474,6 +555,8 @@ class MixingTrainer(Trainer):
                 "version": STATE_VERSION,
                 "policy_name": self.policy_name,
                 "weights": self.mixer.weights.tolist(),
+                # weight-norm references (AC-ODM paper state): the same on every rank
+                "probes": {} if self.probes is None else self.probes.state_dict(),
             }
         )
         if self.mixer.dist.is_main:
@@ -495,6 +578,13 @@ class MixingTrainer(Trainer):
             self.policy.load_state_dict(pickle.loads(state_dict["mixlab_policy"]))
         self.mixer.weights = np.asarray(mine["weights"], dtype=np.float64)
         self.mixture_loader.set_weights(self.mixer.weights)
+        if self.probes is not None:
+            self.probes.load_state_dict(mine.get("probes") or {})
+
+    def close(self) -> None:
+        if self.probes is not None:
+            self.probes.close()
+        super().close()
 
 
 # ---------------------------------------------------------------------- configs
@@ -569,11 +659,18 @@ def _check_parallelism(config: Trainer.Config) -> None:
         )
 
 
-def _check_policy(policy: MixingPolicy, name: str) -> None:
-    if policy.needs.looks_inside_model:
+def _check_probe_support(config: Trainer.Config, policy: str) -> None:
+    compile_cfg = config.compile
+    if compile_cfg.enable and "model" in compile_cfg.components:
         raise ConfigError(
-            f"mixing.policy={name!r} needs per-domain gradients and weight norms of the trained "
-            "model (a backward pass per domain inside torchtitan's sharded step), which this "
-            "adapter does not capture; use odm, odm-smoothed or doremi-online here, or train "
-            "it with `mixlab train`"
+            f"mixing.policy={policy!r} captures per-domain gradients with hooks inside the "
+            "transformer blocks, which a compiled model skips; drop 'model' from "
+            "--compile.components (or --compile.no-enable) for this policy"
         )
+
+
+def _titan_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """torchtitan's decoders take the token ids and return the logits themselves."""
+    logits = model(input_ids)
+    assert isinstance(logits, torch.Tensor)
+    return logits

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,14 @@ from mixlab.model.layers import decoder_blocks, role_modules
 from mixlab.model.losses import token_losses
 from mixlab.train.distributed import full_tensor
 
+LogitsFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+"""(model, input_ids (B, L)) -> logits (B, L, V): how the held-out batch goes through the model."""
+
+
+def hf_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """A Hugging Face causal LM's logits (the default :data:`LogitsFn`)."""
+    return model(input_ids=input_ids, use_cache=False).logits
+
 
 class ModelProbes:
     """Gradient capture and weight-norm tracking for one (policy needs, model) pair."""
@@ -62,8 +70,10 @@ class ModelProbes:
         *,
         store: ValidationSource | None = None,
         seq_len: int = 0,
+        forward: LogitsFn = hf_logits,
     ) -> None:
-        """``store`` and ``seq_len`` give the held-out windows (``needs.heldout_gradients``)."""
+        """``store`` and ``seq_len`` give the held-out windows (``needs.heldout_gradients``),
+        ``forward`` how they go through the model (torchtitan's models return bare logits)."""
         n_layers = len(decoder_blocks(model))
         self.capture: DomainGradCapture | None = None
         if needs.gradients is not None:
@@ -74,7 +84,7 @@ class ModelProbes:
         if needs.heldout_gradients is not None:
             if store is None:
                 raise ValueError("ModelProbes: held-out gradients need the store's val split")
-            self.heldout = HeldoutProbe(needs.heldout_gradients, model, store, seq_len)
+            self.heldout = HeldoutProbe(needs.heldout_gradients, model, store, seq_len, forward)
         self.tracked: list[torch.nn.Linear] = []  # modules, not weights: FSDP swaps params
         self.tracker: WeightNormTracker | None = None
         if needs.weight_norms is not None:
@@ -91,10 +101,11 @@ class ModelProbes:
         *,
         store: ValidationSource | None = None,
         seq_len: int = 0,
+        forward: LogitsFn = hf_logits,
     ) -> ModelProbes | None:
         if not needs.looks_inside_model:
             return None
-        return cls(needs, model, num_domains, store=store, seq_len=seq_len)
+        return cls(needs, model, num_domains, store=store, seq_len=seq_len, forward=forward)
 
     def measure_heldout(
         self,
@@ -177,8 +188,10 @@ class HeldoutProbe:
         model: torch.nn.Module,
         store: ValidationSource,
         seq_len: int,
+        forward: LogitsFn = hf_logits,
     ) -> None:
         self.needs = needs
+        self.forward = forward
         domains = tuple(store.domains)
         self.num_domains = len(domains)
         blocks = select_reward_blocks(len(decoder_blocks(model)), needs.blocks)
@@ -222,7 +235,7 @@ class HeldoutProbe:
             self.capture.begin(domain_id)
             ids = ids.to(device)
             with autocast if autocast is not None else contextlib.nullcontext():
-                logits = model(input_ids=ids, use_cache=False).logits
+                logits = self.forward(model, ids)
             tok = token_losses(logits, ids)  # (B, L-1) fp32
             outputs = self.capture.outputs
             self.capture.stop()
