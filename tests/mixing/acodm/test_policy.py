@@ -297,7 +297,7 @@ def test_missing_feedback_inputs_raise() -> None:
         ("critic_output", "matrix"),
         ("variant", "dqn"),
         ("prior", "zipf"),
-        ("reward", "loss"),
+        ("reward", "perplexity"),
         ("bound", 0.0),
         ("horizon", 0),
         ("kl_coef", -1.0),
@@ -414,6 +414,24 @@ def test_mixlab_adversarial_reward_stays_within_the_bound() -> None:
     assert max(ratios) <= 0.7 + 1e-9
     assert np.mean([w[2] for w in weights[-50:]]) > 1 / K + 0.05  # it learned to favour c
     assert policy.log_values()["acodm/reward/c"] > 0
+
+
+def test_loss_reward_needs_no_capture_and_favours_the_high_loss_domain() -> None:
+    """reward: loss learns from per-domain losses alone (no gradients, no held-out batch)."""
+    policy = make_mixlab(reward="loss", actor_lr=1e-2)
+    needs = policy.needs
+    assert needs.gradients is None and needs.heldout_gradients is None
+    assert not needs.looks_inside_model and needs.floor_per_domain == 1
+    rng = np.random.default_rng(0)
+    for t in range(1, 301):
+        tok = np.full(K, 64.0)
+        loss = rng.normal(3.0, 0.05, size=K)
+        loss[1] += 0.5  # domain b is always the hardest
+        policy.update(Feedback(t, T, loss * tok, tok, np.ones(K)))
+    logs = policy.log_values()
+    assert logs["acodm/reward/b"] > 0 > logs["acodm/reward/a"]
+    assert policy.weights()[1] == max(policy.weights()) > 1 / K
+    assert np.abs(np.log(policy.weights() * K)).max() <= policy.opts.bound + 1e-9
 
 
 def test_epoch_caps_compose_with_the_bound() -> None:

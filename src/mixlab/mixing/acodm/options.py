@@ -57,7 +57,7 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 PRESETS = ("acodm_release",)
 VARIANTS = ("mixlab", "paper")
 PRIORS = ("uniform", "unimax", "natural")
-REWARDS = ("heldout_alignment", "alignment")
+REWARDS = ("heldout_alignment", "alignment", "loss")
 STATES = ("mixlab", "paper")
 WARMUP_MIXERS = ("prior", "odm")
 UNBOUNDED = "none"
@@ -143,8 +143,10 @@ class AcodmOptions(Section):
         None,
         description="heldout_alignment (each domain's training gradient projected on the "
         "gradient of a small held-out batch, DoGE-style, running-scale normalised) | alignment "
-        "(the paper's train-gradient Gram, off-diagonal, z-scored per step). null = variant "
-        "default (mixlab heldout_alignment, paper alignment).",
+        "(the paper's train-gradient Gram, off-diagonal, z-scored per step) | loss (the "
+        "domain's training loss of the step, ODM's reward, centred and running-scale "
+        "normalised; no gradient capture). null = variant default (mixlab heldout_alignment, "
+        "paper alignment).",
     )
     heldout_every: Int = Field(
         10,

@@ -41,6 +41,12 @@ of that spread, ``r = (r~ - mean r~) / sqrt(EMA(mean_i (r~_i - mean r~)^2))``: a
 stays small instead of being blown up to unit spread, and the scale is comparable across model
 sizes. :func:`heldout_alignment` computes r~.
 
+**loss** (mixlab). r~_i = domain i's mean training loss of the step, centred and running-scaled
+like the held-out alignment (computed in the policy from the Feedback's loss sums; no gradient
+capture). ``scripts/acodm_mechanism.py`` (B5) found it the only reward whose rank correlation
+with the 20-step effect of tilting the mixture toward a domain was positive at every
+checkpoint.
+
 Also here: the shared standardisation helpers :func:`zscore` and :func:`clip3` (§0), and
 :func:`select_reward_blocks` turning the relative ``reward_layers`` into block indices.
 """
