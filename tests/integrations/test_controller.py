@@ -144,6 +144,21 @@ def test_policies_that_need_more_than_losses_are_refused(tiny_store):
         MixingController(ds, "odm", total_steps=10, options={"odm": {"nope": 1}})
 
 
+def test_acodm_with_the_loss_reward_runs_on_a_floored_dataset(tiny_store):
+    agent = {"hidden": 8, "batch_size": 4, "actor_lr": 1e-2, "exploration": "none"}
+    options = {"acodm": {"reward": "loss", "warmup_steps": 4, **agent}}
+    with pytest.raises(ConfigError, match=r"floor_per_domain=1"):
+        MixingController(dataset(tiny_store), "acodm", total_steps=30, options=options)
+    ds = dataset(tiny_store, batch_size=8, floor_per_domain=1)
+    controller = MixingController(ds, "acodm", total_steps=60, options=options)
+    weights = run_steps(controller, iter(DataLoader(ds, batch_size=8)), 60)
+    noise = controller.domains.index("noise")
+    assert controller.last_feedback is not None
+    assert (controller.last_feedback.microbatch_count >= 1).all()  # the floor: every domain
+    assert weights[-1][noise] == max(weights[-1]) > 0.25  # the high-loss domain, in the bound
+    assert np.abs(np.log(weights[-1] * 4)).max() <= 1.0 + 1e-9
+
+
 def test_batches_from_elsewhere_are_a_clear_error(tiny_store):
     controller = MixingController(dataset(tiny_store), "uniform", total_steps=3)
     labels = torch.zeros(2, 16, dtype=torch.int64)

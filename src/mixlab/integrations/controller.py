@@ -19,9 +19,11 @@ updates the policy and its new weights are broadcast, so every rank samples from
 bit-identical weights (save the controller's state from rank 0).
 
 Policies: any registered name whose feedback is losses and counts (``uniform``, ``natural``,
-``temperature``, ``fixed``, ``odm``, ``odm-smoothed``) or a policy object. ``doremi-online``
-(needs a reference model) and ``acodm`` (needs per-domain gradients and weight norms) are
-refused with a ConfigError: train them with ``mixlab train``. ``options`` are the keys of a
+``temperature``, ``fixed``, ``odm``, ``odm-smoothed``, ``acodm`` with ``reward: loss`` and the
+mixlab state, on a ``MixtureDataset(floor_per_domain=1)``) or a policy object.
+``doremi-online`` (needs a reference model) and ``acodm`` with a gradient reward or the paper
+state (per-domain gradients, weight norms) are refused with a ConfigError: train them with
+``mixlab train`` or inside torchtitan. ``options`` are the keys of a
 recipe's ``mixing:`` section, e.g. ``{"odm": {"warmup_steps": 0}, "update_every": 2}``.
 """
 
@@ -129,8 +131,11 @@ def build_adapter_policy(
     return AdapterPolicy(build_policy(ctx, cfg.mixing), cfg.mixing.update_every, caps)
 
 
-def check_adapter_support(policy: MixingPolicy, name: str) -> None:
-    """ConfigError for policies whose feedback needs more than per-domain losses."""
+def check_adapter_support(
+    policy: MixingPolicy, name: str, dataset: MixtureDataset | None = None
+) -> None:
+    """ConfigError for policies whose feedback needs more than per-domain losses, or (given
+    ``dataset``) a per-domain floor the dataset does not draw."""
     needs = policy.needs
     if needs.reference is not None:
         raise ConfigError(
@@ -141,8 +146,16 @@ def check_adapter_support(policy: MixingPolicy, name: str) -> None:
     if needs.looks_inside_model:
         raise ConfigError(
             f"mixing policy {name!r} needs per-domain gradients and weight norms, which the "
-            "adapters do not capture; train it with `mixlab train` (or use odm-smoothed, odm "
-            "or a static policy here)"
+            "adapters do not capture; train it with `mixlab train` or inside torchtitan (or "
+            'use odm-smoothed, odm, acodm with options {"acodm": {"reward": "loss"}} or a '
+            "static policy here)"
+        )
+    if dataset is not None and dataset.sampler.floor_per_domain != needs.floor_per_domain:
+        raise ConfigError(
+            f"mixing policy {name!r} expects floor_per_domain={needs.floor_per_domain} "
+            f"sequences of every domain per step but the MixtureDataset draws "
+            f"{dataset.sampler.floor_per_domain}; pass MixtureDataset(..., "
+            f"floor_per_domain={needs.floor_per_domain})"
         )
 
 
@@ -194,7 +207,7 @@ class MixingController:
                 )
             self.policy_name, self.policy, configured_every = type(policy).__name__, policy, 1
             caps = None
-        check_adapter_support(self.policy, self.policy_name)
+        check_adapter_support(self.policy, self.policy_name, dataset)
         self.update_every = configured_every if update_every is None else int(update_every)
         if self.update_every < 1:
             raise ConfigError(f"update_every: must be >= 1, got {self.update_every}")

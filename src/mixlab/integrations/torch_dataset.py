@@ -88,6 +88,8 @@ class MixtureDataset(IterableDataset[Row]):
         rank, world_size: this process among data-parallel processes.
         max_steps: stop after this many sampler steps (None: an endless stream).
         split: store split to read.
+        floor_per_domain: sequences of every domain in each step (micro-batches in
+            ``homogeneous``), before the weights share the rest; AC-ODM asks for 1.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class MixtureDataset(IterableDataset[Row]):
         world_size: int = 1,
         max_steps: int | None = None,
         split: str = "train",
+        floor_per_domain: int = 0,
     ) -> None:
         super().__init__()
         self.store: TokenSource = ShardStore(store) if isinstance(store, (str, Path)) else store
@@ -122,6 +125,7 @@ class MixtureDataset(IterableDataset[Row]):
             rank=rank,
             world_size=world_size,
             split=split,
+            floor_per_domain=floor_per_domain,
         )
         self._drawn: deque[_DrawnStep] = deque(maxlen=DRAWN_HISTORY)
         self._position = 0  # sequences yielded so far on this rank
