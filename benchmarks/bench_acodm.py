@@ -10,10 +10,11 @@ that pass's mean cost per step: it runs on one step in ``heldout_every``), its o
 time goes: the gradient-capture hooks (``capture``), the held-out pass of the mixlab variant
 averaged per step (``heldout``), and the policy update incl. the agent (``policy``).
 
-``online`` is the default (mixlab) variant: training-gradient capture every step plus one
-small held-out forward/backward every 10 steps; ``frozen`` is a mixlab proxy policy driving
-the run (no probe inside the model at all); ``paper`` is ``variant: paper`` online (capture +
-weight norms, no held-out pass).
+``online`` is the mixlab variant with the held-out alignment reward: training-gradient capture
+every step plus one small held-out forward/backward every 10 steps; ``loss`` is the mixlab
+variant with ``reward: loss`` (no probe inside the model: the agent only); ``frozen`` is a
+mixlab proxy policy driving the run (no probe inside the model at all); ``paper`` is
+``variant: paper`` online (capture + weight norms, no held-out pass).
 
 Peak memory: each mode also runs in a fresh subprocess for ``--memory-steps`` steps and
 reports its peak RSS (``ru_maxrss``), so the figure includes Python and torch themselves, as
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
 
-MODES = ("uniform", "online", "online_k4", "frozen", "paper")
+MODES = ("uniform", "online", "online_k4", "loss", "frozen", "paper")
 WARMUP = 12  # AC-ODM warm-up steps in the benchmark (the main phase is what is measured)
 
 
@@ -53,6 +54,8 @@ def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: P
                 "agent_update_every": 4 if mode == "online_k4" else 1,
                 "agent_threads": args.agent_threads,
                 **({"variant": "paper"} if mode == "paper" else {}),
+                **({"reward": "heldout_alignment"} if mode.startswith("online") else {}),
+                **({"reward": "loss"} if mode == "loss" else {}),
             },
         }
         if mode == "frozen":
@@ -119,7 +122,7 @@ def main() -> None:
         online.run_step()
     online.policy.save_policy_file(policy_file)
     trainers = {"online": online}
-    for mode in ("uniform", "online_k4", "frozen", "paper"):
+    for mode in ("uniform", "online_k4", "loss", "frozen", "paper"):
         trainers[mode] = make_trainer(args, mode, root, policy_file)
         for _ in range(WARMUP + 2):
             trainers[mode].run_step()
