@@ -134,8 +134,9 @@ def test_resume_continues_policy_and_data_exactly(tiny_store):
 
 def test_policies_that_need_more_than_losses_are_refused(tiny_store):
     ds = dataset(tiny_store)
+    held_out = {"acodm": {"reward": "heldout_alignment"}}
     with pytest.raises(ConfigError, match=r"gradients.*mixlab train"):
-        MixingController(ds, "acodm", total_steps=10)
+        MixingController(ds, "acodm", total_steps=10, options=held_out)
     with pytest.raises(ConfigError, match=r"reference model.*mixlab train"):
         MixingController(
             ds, "doremi-online", total_steps=10, options={"doremi": {"reference": "ref"}}
@@ -144,9 +145,9 @@ def test_policies_that_need_more_than_losses_are_refused(tiny_store):
         MixingController(ds, "odm", total_steps=10, options={"odm": {"nope": 1}})
 
 
-def test_acodm_with_the_loss_reward_runs_on_a_floored_dataset(tiny_store):
+def test_acodm_with_its_default_loss_reward_runs_on_a_floored_dataset(tiny_store):
     agent = {"hidden": 8, "batch_size": 4, "actor_lr": 1e-2, "exploration": "none"}
-    options = {"acodm": {"reward": "loss", "warmup_steps": 4, **agent}}
+    options = {"acodm": {"warmup_steps": 4, **agent}}  # the default reward: loss
     with pytest.raises(ConfigError, match=r"floor_per_domain=1"):
         MixingController(dataset(tiny_store), "acodm", total_steps=30, options=options)
     ds = dataset(tiny_store, batch_size=8, floor_per_domain=1)

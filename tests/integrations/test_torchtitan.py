@@ -153,7 +153,7 @@ def test_loss_is_torchtitans_and_keeps_per_domain_sums() -> None:
 def test_acodm_takes_its_floor_and_epoch_caps_bound_the_weights(tiny_store: Path) -> None:
     dl = loader(tiny_store, sampling="mixed")
     policy, _, caps = build_adapter_policy("acodm", dl, total_steps=10)
-    assert policy.needs.looks_inside_model and policy.needs.floor_per_domain == 1 and caps is None
+    assert policy.needs.floor_per_domain == 1 and caps is None
     dl.configure(2, policy.needs.floor_per_domain)
     step = take(iter(dl), 2)
     ids = torch.cat([x["domain_id"] for x, _ in step])
@@ -268,9 +268,9 @@ def test_doremi_online_under_fsdp_with_a_mixlab_reference(tiny_store: Path, tmp_
     assert np.ptp(weights, axis=0).max() > 1e-4  # DoReMi's alpha moved
 
 
-ACODM = {
-    "acodm": {"hidden": 16, "n_hidden": 1, "batch_size": 2, "warmup_steps": 2, "heldout_every": 2}
-}
+# the held-out alignment reward exercises the capture (the default reward, loss, needs none)
+AGENT = {"hidden": 16, "n_hidden": 1, "batch_size": 2, "warmup_steps": 2, "heldout_every": 2}
+ACODM = {"acodm": {**AGENT, "reward": "heldout_alignment"}}
 
 
 @pytest.mark.slow
@@ -318,7 +318,7 @@ def test_acodm_proxy_to_frozen_target_inside_torchtitan(tiny_store: Path, tmp_pa
     args = ["--mixing.policy", "acodm", "--mixing.sampling", "mixed", "--checkpoint.no-enable"]
     args += ["--parallelism.data_parallel_replicate_degree", "1"]
     args += ["--parallelism.data_parallel_shard_degree", "2"]
-    paper = {"acodm": {**ACODM["acodm"], "variant": "paper"}}
+    paper = {"acodm": {**AGENT, "variant": "paper"}}
     proxy = {**paper, "policy_out": str(policy)}
     torchrun_titan(tiny_store, tmp_path / "p", *args, "--mixing.options", json.dumps(proxy))
     assert policy.is_file()  # proxy_train: rank 0 wrote the actor at the last step

@@ -48,8 +48,21 @@ def weight_rows(run: Path) -> dict[int, np.ndarray]:
 @pytest.fixture(scope="module")
 def proxy_run(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("acodm") / "proxy"
-    train(acodm_cfg(tiny_store, {"policy_out": str(run / "proxy.acodm.pt")}), run)
+    held_out = {"reward": "heldout_alignment"}  # the gradient paths (the default is loss)
+    train(
+        acodm_cfg(tiny_store, {"policy_out": str(run / "proxy.acodm.pt"), "acodm": held_out}), run
+    )
     return run
+
+
+def test_the_default_loss_reward_runs_without_probes(tiny_store: Path, tmp_path: Path) -> None:
+    trainer = Trainer(acodm_cfg(tiny_store), tmp_path / "loss")
+    assert trainer.policy.opts.reward == "loss"  # type: ignore[attr-defined]
+    assert trainer.probes is None  # no hook, no held-out pass
+    trainer.fit()
+    last = [r for r in read_metrics(tmp_path / "loss") if "train/loss" in r][-1]
+    assert all(np.isfinite(last[f"mix/acodm/reward/{d}"]) for d in DOMAINS)
+    assert last["mix/acodm/actor_drift"] > 0 and "mix/capture_seconds" not in last
 
 
 def test_proxy_run_learns_online_and_writes_a_policy_file(proxy_run: Path) -> None:
@@ -115,7 +128,8 @@ def test_fine_tuning_starts_from_the_file(
     proxy_run: Path, tiny_store: Path, tmp_path: Path
 ) -> None:
     policy_file = proxy_run / "proxy.acodm.pt"
-    cfg = acodm_cfg(tiny_store, {"policy_in": str(policy_file), "acodm": {"mode": "online"}})
+    online = {"mode": "online", "reward": "heldout_alignment"}
+    cfg = acodm_cfg(tiny_store, {"policy_in": str(policy_file), "acodm": online})
     trainer = Trainer(cfg, tmp_path / "ft")
     assert trainer.probes is not None and trainer.probes.capture is not None
     assert trainer.probes.heldout is not None

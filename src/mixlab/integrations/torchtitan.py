@@ -36,19 +36,20 @@ Policies: every registered policy whose feedback is per-domain losses (``odm``,
 ``odm-smoothed``, static ones), ``doremi-online``, whose frozen reference is a model trained
 by ``mixlab train`` on the same store (``--mixing.options '{"doremi": {"reference":
 "runs/ref"}}'``): it scores each micro-batch on every rank, as in ``mixlab train``, and
-``acodm`` (all its modes and variants). AC-ODM looks inside the model the way ``mixlab train``
-does (:class:`~mixlab.train.probes.ModelProbes` on torchtitan's blocks, found by role:
-``feed_forward.w2`` / ``attention.wo``): per-domain gradients of the reward layers come from
-hooks in the ordinary backward of the mixed micro-batches (no extra backward), scaled back by
-torchtitan's global token count and summed over ranks; the held-out reward's small batch of
-validation windows goes forward (and backward to the hooked outputs only) at the start of the
-step, before any micro-batch, so at the same parameters as the step's training gradients;
-every rank computes it, also under FSDP (the sharded blocks gather their weights as in any
-forward). The paper state's weight norms are gathered after the optimiser step and their
-references ride in the checkpoint. ``proxy_train`` writes its policy file (rank 0) at every
-checkpoint interval and at the last step. Compiled models are refused for ``acodm`` (the
-capture hooks sit inside the blocks); activation checkpointing works (recomputed forwards are
-not captured twice).
+``acodm`` (all its modes and variants). With the mixlab variant's default ``reward: loss`` it
+needs the per-domain losses only; with a gradient reward or the paper state AC-ODM looks inside
+the model the way ``mixlab train`` does (:class:`~mixlab.train.probes.ModelProbes` on
+torchtitan's blocks, found by role: ``feed_forward.w2`` / ``attention.wo``): per-domain
+gradients of the reward layers come from hooks in the ordinary backward of the mixed
+micro-batches (no extra backward), scaled back by torchtitan's global token count and summed over
+ranks; the held-out reward's small batch of validation windows goes forward (and backward to
+the hooked outputs only) at the start of the step, before any micro-batch, so at the same
+parameters as the step's training gradients; every rank computes it, also under FSDP (the
+sharded blocks gather their weights as in any forward). The paper state's weight norms are
+gathered after the optimiser step and their references ride in the checkpoint. ``proxy_train``
+writes its policy file (rank 0) at every checkpoint interval and at the last step. Compiled
+models are refused when the capture is needed (its hooks sit inside the blocks); activation
+checkpointing works (recomputed forwards are not captured twice).
 
 Epoch caps (``--mixing.options '{"max_epochs": 4}'``, one number or per-domain) bound every
 weight at ``E_d N_d / B`` with ``B = steps x global batch x seq_len``, as in ``mixlab train``.

@@ -349,7 +349,14 @@ def test_non_finite_feedback_never_enters_replay_or_the_networks() -> None:
 
 
 # ---------------------------------------------------------------------------- mixlab variant
-MIXLAB = {"variant": "mixlab", "hidden": 16, "batch_size": 8, "buffer_size": 200}
+# the gradient-reward paths (the variant's default reward is loss: see the test below)
+MIXLAB = {
+    "variant": "mixlab",
+    "reward": "heldout_alignment",
+    "hidden": 16,
+    "batch_size": 8,
+    "buffer_size": 200,
+}
 
 
 def make_mixlab(ctx: PolicyContext | None = None, **kw: Any) -> AcodmPolicy:
@@ -417,8 +424,10 @@ def test_mixlab_adversarial_reward_stays_within_the_bound() -> None:
 
 
 def test_loss_reward_needs_no_capture_and_favours_the_high_loss_domain() -> None:
-    """reward: loss learns from per-domain losses alone (no gradients, no held-out batch)."""
-    policy = make_mixlab(reward="loss", actor_lr=1e-2)
+    """reward: loss (the mixlab default) learns from per-domain losses alone (no gradients,
+    no held-out batch)."""
+    policy = make_mixlab(reward=None, actor_lr=1e-2)
+    assert policy.opts.reward == "loss"
     needs = policy.needs
     assert needs.gradients is None and needs.heldout_gradients is None
     assert not needs.looks_inside_model and needs.floor_per_domain == 1

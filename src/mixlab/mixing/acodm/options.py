@@ -6,10 +6,12 @@ Two variants (``variant``), one code path:
 * ``mixlab`` (default; mixlab's own design, not the paper's): the action is a **bounded move
   around a prior mixture** p0 (``prior``: uniform | unimax | natural),
   ``w = softmax(log p0 + (bound/2) tanh(u_phi(s)))`` so every ``|log(w_i / p0_i)| <= bound``;
-  the actor maximises ``sum_i w_i Q_i - kl_coef KL(w || p0)``; the reward is the alignment of
-  each domain's training gradient with the gradient of a small **held-out** batch (DoGE-style,
-  arXiv 2310.15393) normalised by a running scale; a loss-only state that means the same thing
-  at every model size; the critic is a contextual bandit (``gamma`` 0) unless asked otherwise.
+  the actor maximises ``sum_i w_i Q_i - kl_coef KL(w || p0)``; the reward is each domain's
+  **training loss** of the step, centred and normalised by a running scale (``reward: loss``:
+  no gradient capture; ``heldout_alignment``, the alignment of each domain's training gradient
+  with the gradient of a small held-out batch, DoGE-style, arXiv 2310.15393, is the switch);
+  a loss-only state that means the same thing at every model size; the critic is a contextual
+  bandit (``gamma`` 0) unless asked otherwise.
 * ``paper``: METHODS.md §2 as specified (arXiv 2505.23878 with mixlab's small defaults):
   softmax actor with no prior or bound, train-gradient Gram reward z-scored per step, state of
   losses, counts and weight norms, DDPG bootstrap with gamma 0.95, ODM warm-up.
@@ -78,7 +80,7 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
     "mixlab": {
         "bound": 1.0,
         "kl_coef": 1.0,
-        "reward": "heldout_alignment",
+        "reward": "loss",
         "state": "mixlab",
         "gamma": 0.0,
         "actor_lr": 1e-3,
@@ -145,8 +147,8 @@ class AcodmOptions(Section):
         "gradient of a small held-out batch, DoGE-style, running-scale normalised) | alignment "
         "(the paper's train-gradient Gram, off-diagonal, z-scored per step) | loss (the "
         "domain's training loss of the step, ODM's reward, centred and running-scale "
-        "normalised; no gradient capture). null = variant default (mixlab heldout_alignment, "
-        "paper alignment).",
+        "normalised; no gradient capture). null = variant default (mixlab loss, paper "
+        "alignment).",
     )
     heldout_every: Int = Field(
         10,
