@@ -22,7 +22,7 @@ One concern per module:
 
 * :mod:`.options`     ``mixing.acodm.*`` fields, validation, variants, the ``acodm_release``
   preset
-* :mod:`.reward`      per-domain rewards: gradient alignment (§2.2), held-out alignment
+* :mod:`.reward`      per-domain rewards: gradient alignment (§2.2), held-out alignment, loss
 * :mod:`.state`       the state vector s_t (§2.3, and mixlab's)
 * :mod:`.agent`       actor (bounded or not), critic, targets, replay, warm-up, updates (§2.4)
 * :mod:`.policy`      :class:`AcodmPolicy`, registered as ``mixing.name=acodm``; priors
