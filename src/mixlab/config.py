@@ -103,6 +103,12 @@ class TrainConfig(Section):
     )
     seed: Int = Field(0, description="Seed for model init, sampler and policy.")
     threads: Int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default.")
+    tune_malloc: bool = Field(
+        True,
+        description="On the CPU, raise glibc malloc's mmap/trim thresholds for the process so "
+        "each step reuses freed memory instead of page-faulting it in again (15-38% faster "
+        "steps, ~100 MB more resident memory; mixlab.train.allocator).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto (CUDA when available, else CPU) | cpu | cuda."
     )

@@ -99,3 +99,46 @@ def test_heldout_probe_equals_brute_force_and_rotates() -> None:
     np.testing.assert_allclose(out["heldout_grad_sum"], torch.stack(expected).numpy(), atol=1e-5)
     np.testing.assert_allclose(out["heldout_loss"], losses, rtol=1e-5)
     assert out["heldout_grad_count"].tolist() == [30.0, 30.0, 9.0]  # 2 x 15, 2 x 15, 1 x 9
+
+
+def test_heldout_windows_skip_the_text_the_evaluation_scores(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the evaluation reading the first 32 tokens of each split, the held-out windows come
+    only from the rest; a domain with nothing left is left out (and named in a warning)."""
+    from mixlab.mixing.base import HeldoutGradientNeeds
+    from mixlab.model.factory import build_model
+    from mixlab.train.probes import HeldoutProbe
+
+    model = build_model(preset="llama-tiny", vocab_size=300, eos_id=1, max_seq_len=32, seed=0)
+    store = _ValStore()  # a: 80 tokens, b: 48, c: 10 (shorter than a window: scored whole)
+    needs = HeldoutGradientNeeds(every=1, windows_per_domain=3, blocks=(-1,))
+    with caplog.at_level("WARNING"):
+        probe = HeldoutProbe(needs, model, store, seq_len=16, reserved_tokens=32)
+    assert "c (10 tokens)" in caplog.text
+    seen: dict[int, set[tuple[int, ...]]] = {0: set(), 1: set(), 2: set()}
+    for step in range(1, 5):
+        for ids, dom in probe.batches(step):
+            for w, d in zip(ids, dom, strict=True):
+                seen[int(d)].add(tuple(w.tolist()))
+    for d, name in enumerate("ab"):
+        tokens = store.val[name]
+        allowed = {tuple(tokens[s : s + 16].tolist()) for s in range(32, len(tokens) - 15, 16)}
+        assert seen[d] == allowed  # every unscored window, and only those
+    assert not seen[2]
+    out = probe.measure(model, step=1)
+    assert out["heldout_grad_count"][2] == 0 and np.isnan(out["heldout_loss"][2])
+
+
+def test_heldout_probe_refuses_when_the_evaluation_reads_everything() -> None:
+    from mixlab.errors import ConfigError
+    from mixlab.mixing.base import HeldoutGradientNeeds
+    from mixlab.model.factory import build_model
+    from mixlab.train.probes import HeldoutProbe
+
+    model = build_model(preset="llama-tiny", vocab_size=300, eos_id=1, max_seq_len=32, seed=0)
+    needs = HeldoutGradientNeeds(every=1, windows_per_domain=1, blocks=(-1,))
+    with pytest.raises(ConfigError, match=r"eval\.max_tokens_per_domain"):
+        HeldoutProbe(needs, model, _ValStore(), seq_len=16, reserved_tokens=None)
+    with pytest.raises(ConfigError, match="reward=loss"):
+        HeldoutProbe(needs, model, _ValStore(), seq_len=16, reserved_tokens=1000)

@@ -182,10 +182,19 @@ def validation_windows(
         )
     if total < seq_len:
         return np.asarray(tokens, dtype=np.int64).reshape(1, total)
+    n = evaluated_tokens(total, seq_len=seq_len, max_tokens=max_tokens) // seq_len
+    return np.asarray(tokens[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
+
+
+def evaluated_tokens(total: int, *, seq_len: int, max_tokens: int | None) -> int:
+    """How many tokens from the start of a ``total``-token validation split the evaluation
+    reads (:func:`validation_windows`); text after them is never scored."""
+    if total < seq_len:
+        return total
     n = total // seq_len
     if max_tokens is not None:
         n = min(n, max_tokens // seq_len)
-    return np.asarray(tokens[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
+    return n * seq_len
 
 
 def evaluate(

@@ -67,6 +67,7 @@ from mixlab.model.meco import model_inputs
 from mixlab.sampling.documents import DocumentSampler
 from mixlab.sampling.sampler import MixtureSampler
 from mixlab.train import distributed as dist
+from mixlab.train.allocator import tune_cpu_allocator
 from mixlab.train.build import build_optimizer, lr_factor, model_from_config, resolve_precision
 from mixlab.train.callbacks import Callback, JsonlSink, PolicyFileExport, TensorBoardSink
 from mixlab.train.checkpoint import capture_rng, restore_rng, save_checkpoint
@@ -115,6 +116,8 @@ class Trainer:
         if not cfg.data.store:
             raise ConfigError("data.store: path of a prepared store is required (mixlab prepare)")
         self.dist = dist.init_distributed(t.device)
+        if t.tune_malloc and self.dist.device.type == "cpu":
+            tune_cpu_allocator()
         self.store = ShardStore(cfg.data.store)
         # What training samples from: the store, or a document subsample of it (data.subsample).
         self.train_data = subsample_store(self.store, cfg.data.subsample, cfg.data.subsample_seed)
@@ -146,7 +149,12 @@ class Trainer:
                 "train.distributed=fsdp; use ddp, or mixing.acodm.reward=alignment"
             )
         self.probes = ModelProbes.for_needs(
-            needs, self.raw_model, len(self.domains), store=self.store, seq_len=cfg.data.seq_len
+            needs,
+            self.raw_model,
+            len(self.domains),
+            store=self.store,
+            seq_len=cfg.data.seq_len,
+            reserved_tokens=cfg.eval.max_tokens_per_domain,  # held-out windows avoid eval text
         )
         self.model = dist.wrap_model(self.raw_model, self.dist, t.distributed)
         sampling: dict[str, Any] = dict(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,8 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixlab.errors import DataError
-from mixlab.eval.perplexity import ValidationSource, validation_windows
+from mixlab.errors import ConfigError, DataError
+from mixlab.eval.perplexity import ValidationSource, evaluated_tokens, validation_windows
 from mixlab.mixing.acodm.reward import select_reward_blocks
 from mixlab.mixing.acodm.state import select_depth_blocks
 from mixlab.mixing.base import HeldoutGradientNeeds, PolicyNeeds
@@ -49,6 +50,8 @@ from mixlab.model.grad_capture import DomainGradCapture
 from mixlab.model.layers import decoder_blocks, role_modules
 from mixlab.model.losses import token_losses
 from mixlab.train.distributed import full_tensor
+
+logger = logging.getLogger(__name__)
 
 LogitsFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 """(model, input_ids (B, L)) -> logits (B, L, V): how the held-out batch goes through the model."""
@@ -71,9 +74,12 @@ class ModelProbes:
         store: ValidationSource | None = None,
         seq_len: int = 0,
         forward: LogitsFn = hf_logits,
+        reserved_tokens: int | None = 0,
     ) -> None:
         """``store`` and ``seq_len`` give the held-out windows (``needs.heldout_gradients``),
-        ``forward`` how they go through the model (torchtitan's models return bare logits)."""
+        ``reserved_tokens`` the validation tokens the evaluation reads (never used for them;
+        :class:`HeldoutProbe`), ``forward`` how they go through the model (torchtitan's
+        models return bare logits)."""
         n_layers = len(decoder_blocks(model))
         self.capture: DomainGradCapture | None = None
         if needs.gradients is not None:
@@ -84,7 +90,9 @@ class ModelProbes:
         if needs.heldout_gradients is not None:
             if store is None:
                 raise ValueError("ModelProbes: held-out gradients need the store's val split")
-            self.heldout = HeldoutProbe(needs.heldout_gradients, model, store, seq_len, forward)
+            self.heldout = HeldoutProbe(
+                needs.heldout_gradients, model, store, seq_len, forward, reserved_tokens
+            )
         self.tracked: list[torch.nn.Linear] = []  # modules, not weights: FSDP swaps params
         self.tracker: WeightNormTracker | None = None
         if needs.weight_norms is not None:
@@ -102,10 +110,19 @@ class ModelProbes:
         store: ValidationSource | None = None,
         seq_len: int = 0,
         forward: LogitsFn = hf_logits,
+        reserved_tokens: int | None = 0,
     ) -> ModelProbes | None:
         if not needs.looks_inside_model:
             return None
-        return cls(needs, model, num_domains, store=store, seq_len=seq_len, forward=forward)
+        return cls(
+            needs,
+            model,
+            num_domains,
+            store=store,
+            seq_len=seq_len,
+            forward=forward,
+            reserved_tokens=reserved_tokens,
+        )
 
     def measure_heldout(
         self,
@@ -171,12 +188,17 @@ class ModelProbes:
 class HeldoutProbe:
     """Per-domain gradients (and losses) of a small batch of validation windows.
 
-    Capture c (at step 1 + c k) takes ``windows_per_domain`` windows of ``seq_len`` tokens of
-    every domain's validation split (:func:`~mixlab.eval.perplexity.validation_windows`),
-    walking backwards from the end of the split by ``windows_per_domain`` per capture and
-    wrapping around, so successive captures see different text and the first ones stay clear of
-    the evaluation's windows (which start at the beginning). A split shorter than one window
-    gives one shorter window. Windows of equal length go through the model in one forward; the
+    The windows come only from validation text the evaluation never scores: the first
+    ``reserved_tokens`` of each split (what ``eval.max_tokens_per_domain`` makes the evaluation
+    read, :func:`~mixlab.eval.perplexity.evaluated_tokens`; None = the whole split) are
+    skipped, so the reward is not fitted to the text the run is judged on. A domain with no
+    text left is left out of the held-out batch (a warning names it; the reward of its
+    training gradient still comes from the other domains' held-out gradient); none left is a
+    ConfigError. Capture c (at step 1 + c k) takes ``windows_per_domain`` windows of
+    ``seq_len`` tokens of the rest, walking backwards from the end of the split by
+    ``windows_per_domain`` per capture and wrapping around, so successive captures see
+    different text. A rest shorter than one window gives one shorter window. Windows of equal
+    length go through the model in one forward; the
     loss is the *sum* of the per-token losses, so ``heldout_grad_sum[d]`` is the sum of domain
     d's per-token gradients and ``heldout_grad_count[d]`` its token count. The windows follow
     from the step alone, so a resumed run sees the same ones.
@@ -189,27 +211,64 @@ class HeldoutProbe:
         store: ValidationSource,
         seq_len: int,
         forward: LogitsFn = hf_logits,
+        reserved_tokens: int | None = 0,
     ) -> None:
         self.needs = needs
         self.forward = forward
         domains = tuple(store.domains)
+        if not domains:
+            raise DataError("held-out gradients: the store has no domains")
         self.num_domains = len(domains)
         blocks = select_reward_blocks(len(decoder_blocks(model)), needs.blocks)
         self.capture = DomainGradCapture(role_modules(model, needs.role, blocks), len(domains))
         self.capture.record_outputs = True
-        self.windows = [
-            validation_windows(store.tokens(d, "val"), seq_len=seq_len, max_tokens=None, domain=d)
-            for d in domains
-        ]
+        # (domain index, its windows) for the domains with unscored validation text.
+        self.windows: list[tuple[int, np.ndarray]] = []
+        left_out: list[str] = []
+        for i, d in enumerate(domains):
+            tokens = store.tokens(d, "val")
+            total = int(tokens.shape[0])
+            skip = (
+                0
+                if reserved_tokens == 0  # nothing is evaluated from this store (torchtitan)
+                else evaluated_tokens(total, seq_len=seq_len, max_tokens=reserved_tokens)
+            )
+            if total - skip < 2:
+                left_out.append(f"{d} ({total:,} tokens)")
+                continue
+            rest = tokens[skip:]
+            self.windows.append(
+                (i, validation_windows(rest, seq_len=seq_len, max_tokens=None, domain=d))
+            )
+        what = (
+            "the whole split (eval.max_tokens_per_domain: null)"
+            if reserved_tokens is None
+            else f"its first {reserved_tokens:,} tokens (eval.max_tokens_per_domain)"
+        )
         if not self.windows:
-            raise DataError("held-out gradients: the store has no domains")
+            raise ConfigError(
+                "mixing.acodm.reward=heldout_alignment: no domain has validation text that the "
+                f"evaluation does not score (it reads {what}), so the held-out gradients would "
+                "be taken on the text the run is judged on. Lower eval.max_tokens_per_domain "
+                "below the validation splits, prepare the store with larger validation "
+                "splits, or use mixing.acodm.reward=loss"
+            )
+        if left_out:
+            logger.warning(
+                "held-out reward: %s get(s) no held-out windows: the evaluation reads %s. "
+                "Their training gradients are still scored against the other domains' "
+                "held-out gradient; to include them, lower eval.max_tokens_per_domain or give "
+                "them larger validation splits",
+                ", ".join(left_out),
+                what,
+            )
 
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The (input_ids, domain_id) batches of the capture at ``step``, one per length."""
         n = self.needs.windows_per_domain
         first = ((step - 1) // self.needs.every) * n
         groups: dict[int, tuple[list[np.ndarray], list[int]]] = {}
-        for d, windows in enumerate(self.windows):
+        for d, windows in self.windows:
             count = windows.shape[0]
             picked = sorted({count - 1 - (first + j) % count for j in range(n)})
             rows, ids = groups.setdefault(int(windows.shape[1]), ([], []))
