@@ -115,7 +115,7 @@ def test_heldout_windows_skip_the_text_the_evaluation_scores(
     needs = HeldoutGradientNeeds(every=1, windows_per_domain=3, blocks=(-1,))
     with caplog.at_level("WARNING"):
         probe = HeldoutProbe(needs, model, store, seq_len=16, reserved_tokens=32)
-    assert "c (10 tokens)" in caplog.text
+    assert "c (0 of 10 tokens unscored)" in caplog.text
     seen: dict[int, set[tuple[int, ...]]] = {0: set(), 1: set(), 2: set()}
     for step in range(1, 5):
         for ids, dom in probe.batches(step):
@@ -142,3 +142,21 @@ def test_heldout_probe_refuses_when_the_evaluation_reads_everything() -> None:
         HeldoutProbe(needs, model, _ValStore(), seq_len=16, reserved_tokens=None)
     with pytest.raises(ConfigError, match="reward=loss"):
         HeldoutProbe(needs, model, _ValStore(), seq_len=16, reserved_tokens=1000)
+
+
+def test_heldout_probe_leaves_out_a_scrap_after_the_scored_windows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """40 tokens, the evaluation scores the first 32: the 8 left are less than a window."""
+    from mixlab.mixing.base import HeldoutGradientNeeds
+    from mixlab.model.factory import build_model
+    from mixlab.train.probes import HeldoutProbe
+
+    store = _ValStore()
+    store.val["b"] = store.val["b"][:40]
+    model = build_model(preset="llama-tiny", vocab_size=300, eos_id=1, max_seq_len=32, seed=0)
+    needs = HeldoutGradientNeeds(every=1, windows_per_domain=1, blocks=(-1,))
+    with caplog.at_level("WARNING"):
+        probe = HeldoutProbe(needs, model, store, seq_len=16, reserved_tokens=32)
+    assert "b (8 of 40 tokens unscored)" in caplog.text
+    assert [d for d, _ in probe.windows] == [0]

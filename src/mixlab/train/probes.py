@@ -191,14 +191,14 @@ class HeldoutProbe:
     The windows come only from validation text the evaluation never scores: the first
     ``reserved_tokens`` of each split (what ``eval.max_tokens_per_domain`` makes the evaluation
     read, :func:`~mixlab.eval.perplexity.evaluated_tokens`; None = the whole split) are
-    skipped, so the reward is not fitted to the text the run is judged on. A domain with no
-    text left is left out of the held-out batch (a warning names it; the reward of its
-    training gradient still comes from the other domains' held-out gradient); none left is a
-    ConfigError. Capture c (at step 1 + c k) takes ``windows_per_domain`` windows of
-    ``seq_len`` tokens of the rest, walking backwards from the end of the split by
+    skipped, so the reward is not fitted to the text the run is judged on. A domain with less
+    than one window of text left is left out of the held-out batch (a warning names it; the
+    reward of its training gradient still comes from the other domains' held-out gradient);
+    none left is a ConfigError. Capture c (at step 1 + c k) takes ``windows_per_domain``
+    windows of ``seq_len`` tokens of the rest, walking backwards from the end of the split by
     ``windows_per_domain`` per capture and wrapping around, so successive captures see
-    different text. A rest shorter than one window gives one shorter window. Windows of equal
-    length go through the model in one forward; the
+    different text. A split shorter than one window, none of it scored, gives one shorter
+    window. Windows of equal length go through the model in one forward; the
     loss is the *sum* of the per-token losses, so ``heldout_grad_sum[d]`` is the sum of domain
     d's per-token gradients and ``heldout_grad_count[d]`` its token count. The windows follow
     from the step alone, so a resumed run sees the same ones.
@@ -233,8 +233,10 @@ class HeldoutProbe:
                 if reserved_tokens == 0  # nothing is evaluated from this store (torchtitan)
                 else evaluated_tokens(total, seq_len=seq_len, max_tokens=reserved_tokens)
             )
-            if total - skip < 2:
-                left_out.append(f"{d} ({total:,} tokens)")
+            # A scrap left after the scored windows would be a noisy estimate; an unscored
+            # split shorter than one window gives one shorter window.
+            if total - skip < (seq_len if skip else 2):
+                left_out.append(f"{d} ({total - skip:,} of {total:,} tokens unscored)")
                 continue
             rest = tokens[skip:]
             self.windows.append(
