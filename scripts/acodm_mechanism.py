@@ -40,8 +40,13 @@ LM (``--lm``; llama-1m on the demo store, 16 x 128 tokens per step; ~15 min on o
   held-out alignment reward, first-order oracles on the full model (with and without Adam's
   preconditioner) and the domain's training loss.
 
+* **B6 is there a signal?** The B5 truth measured again from the same checkpoint with other
+  label draws (3 repeats, 20- and 50-step tilts, steps 60 and 200): how well the repeats agree
+  (Spearman between them) and what share of the per-domain spread is more than repeat noise.
+
     PYTHONPATH=src python scripts/acodm_mechanism.py            # A1-A4
-    PYTHONPATH=src python scripts/acodm_mechanism.py --lm       # + B1-B5 (demo store)
+    PYTHONPATH=src python scripts/acodm_mechanism.py --lm       # + B1-B6 (demo store)
+    PYTHONPATH=src python scripts/acodm_mechanism.py --lm --parts b6 --b6-checkpoints 60
 """
 
 from __future__ import annotations
@@ -497,8 +502,63 @@ def _one_step_truths(trainer: Any, evals: list[torch.Tensor], ckpt: int) -> dict
     return {"B4 one AdamW step": adam, "B4 one SGD step": sgd}
 
 
-def _tilt_truth(trainer: Any, evals: list[torch.Tensor], horizon: int) -> np.ndarray:
-    """Held-out gain of `horizon` steps tilted toward each domain, against no tilt."""
+def b6_truth_reproducibility(
+    store: Path, checkpoints: list[int], horizons: list[int], repeats: int, out: Path
+) -> None:
+    """Is there a per-domain signal to learn? The B5 truth measured again on other draws."""
+    from mixlab.train.loop import Trainer
+
+    print(
+        f"\nB6  is the B5 truth reproducible? The {'/'.join(map(str, horizons))}-step tilt "
+        f"gains measured {repeats} times from the same checkpoint with other label draws "
+        "(sampler seed), llama-1m, uniform + floor run, seed 0."
+    )
+    print(
+        "    Spearman between repeats (mean over pairs); signal share = 1 - (repeat-noise "
+        "variance of the mean gain) / (its variance across domains), floored at 0"
+    )
+    acodm = {"train_actor": False, "exploration": "none"}
+    trainer = Trainer(
+        _config(store, {"name": "acodm", "acodm": acodm}, "llama-1m", max(checkpoints), 0),
+        out / "truth-repeats",
+    )
+    evals = [
+        torch.from_numpy(_first_windows(trainer.store.tokens(d, "val"), 16))
+        for d in trainer.domains
+    ]
+    for ckpt in checkpoints:
+        while trainer.step < ckpt:
+            trainer.run_step()
+        for horizon in horizons:
+            gains = np.stack(
+                [
+                    _tilt_truth(trainer, evals, horizon, label_seed=10_000 + r)
+                    for r in range(repeats)
+                ]
+            )
+            pairs = [
+                _spearman(gains[a], gains[b]) for a in range(repeats) for b in range(a + 1, repeats)
+            ]
+            mean = gains.mean(axis=0)
+            noise = float(gains.var(axis=0, ddof=1).mean()) / repeats
+            between = float(mean.var(ddof=1))
+            share = max(between - noise, 0.0) / between if between > 0 else 0.0
+            cells = " ".join(f"{g:+.4f}" for g in mean)
+            print(
+                f"    step {ckpt:>3}, {horizon:>2} steps: Spearman between repeats "
+                f"{np.mean(pairs):+.2f} (pairs {' '.join(f'{p:+.2f}' for p in pairs)}); signal "
+                f"share {share:.2f}; mean gain per domain [{cells}] nats, repeat sd "
+                f"{np.sqrt(gains.var(axis=0, ddof=1).mean()):.4f}"
+            )
+
+
+def _tilt_truth(
+    trainer: Any, evals: list[torch.Tensor], horizon: int, label_seed: int | None = None
+) -> np.ndarray:
+    """Held-out gain of `horizon` steps tilted toward each domain, against no tilt.
+
+    ``label_seed`` draws the arms' domain labels from another stream (the windows each domain
+    serves stay in the same order)."""
     snap = (
         copy.deepcopy(trainer.raw_model.state_dict()),
         copy.deepcopy(trainer.optimizer.state_dict()),
@@ -506,12 +566,16 @@ def _tilt_truth(trainer: Any, evals: list[torch.Tensor], horizon: int) -> np.nda
         copy.deepcopy(trainer.sampler.state_dict()),
     )
     k = len(trainer.domains)
+    seed = trainer.sampler.seed
 
     def arm(weights: np.ndarray) -> float:
         trainer.raw_model.load_state_dict(snap[0])
         trainer.optimizer.load_state_dict(copy.deepcopy(snap[1]))
         trainer.scheduler.load_state_dict(snap[2])
+        trainer.sampler.seed = seed
         trainer.sampler.load_state_dict(copy.deepcopy(snap[3]))
+        if label_seed is not None:
+            trainer.sampler.seed = label_seed
         trainer.sampler.set_weights(weights)
         for _ in range(horizon):
             trainer.train_step(trainer.sampler.next_step())
@@ -527,6 +591,7 @@ def _tilt_truth(trainer: Any, evals: list[torch.Tensor], horizon: int) -> np.nda
     trainer.raw_model.load_state_dict(snap[0])
     trainer.optimizer.load_state_dict(copy.deepcopy(snap[1]))
     trainer.scheduler.load_state_dict(snap[2])
+    trainer.sampler.seed = seed
     trainer.sampler.load_state_dict(copy.deepcopy(snap[3]))
     trainer.sampler.set_weights(uniform)
     return gains
@@ -605,26 +670,49 @@ def main() -> None:
     )
     ap.add_argument("--seeds", type=int, default=4, help="seeds of the synthetic runs")
     ap.add_argument("--updates", type=int, default=600, help="agent updates per synthetic run")
-    ap.add_argument("--lm", action="store_true", help="also run the LM measurements B1-B4")
+    ap.add_argument("--lm", action="store_true", help="also run the LM measurements B1-B6")
     ap.add_argument("--store", default="mixlab-demo/store", help="the store mixlab demo made")
     ap.add_argument("--steps", type=int, default=300, help="LM steps of the B1 run")
     ap.add_argument("--lm-seed", type=int, default=0, help="seed of the B1 run")
     ap.add_argument("--workdir", help="where the LM runs go (default: a temporary folder)")
+    ap.add_argument(
+        "--parts",
+        default="b1,b2,b4,b6",
+        help="LM parts to run, comma-separated from b1 (B1+B3), b2, b4 (B4+B5), b6",
+    )
+    ap.add_argument(
+        "--b6-checkpoints", default="60,200", help="B6: steps at which the truth is repeated"
+    )
+    ap.add_argument("--b6-horizons", default="20,50", help="B6: tilt lengths in steps")
+    ap.add_argument("--b6-repeats", type=int, default=3, help="B6: repeats per measurement")
     args = ap.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
-    a1_vertex(args.seeds, args.updates)
-    a2_zero_sum(400)
-    a3_critic_extrapolation(args.seeds, args.updates)
-    a4_exploration(2000)
+    parts = {p.strip() for p in args.parts.split(",")}
+    if not args.lm or parts >= {"b1", "b2", "b4", "b6"}:
+        a1_vertex(args.seeds, args.updates)
+        a2_zero_sum(400)
+        a3_critic_extrapolation(args.seeds, args.updates)
+        a4_exploration(2000)
     if not args.lm:
         return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.workdir) if args.workdir else Path(tmp)
         store = Path(args.store)
-        b1_b3_paper_run(store, args.steps, args.lm_seed, out)
-        b2_scale_dependent_state(store, 120, out)
-        b4_b5_reward_vs_truth(store, [60, 150, 250], 8, 20, out)
+        if "b1" in parts:
+            b1_b3_paper_run(store, args.steps, args.lm_seed, out)
+        if "b2" in parts:
+            b2_scale_dependent_state(store, 120, out)
+        if "b4" in parts:
+            b4_b5_reward_vs_truth(store, [60, 150, 250], 8, 20, out)
+        if "b6" in parts:
+            b6_truth_reproducibility(
+                store,
+                [int(c) for c in args.b6_checkpoints.split(",")],
+                [int(h) for h in args.b6_horizons.split(",")],
+                args.b6_repeats,
+                out,
+            )
 
 
 if __name__ == "__main__":

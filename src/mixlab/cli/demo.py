@@ -15,7 +15,7 @@ Unpack the 8-domain corpus shipped with mixlab (Python stdlib source, C headers,
 license texts, ...; the same on every machine, its fingerprint is printed), prepare shards,
 and run the demo suite: the baselines uniform, natural, unimax and stratified, then odm,
 doremi (reference + proxy -> target), acodm (actor-critic learned on a tiny proxy, frozen on
-the target) and meco, with the same tiny model, seed and token budget (~15 min on 2 CPU
+the target) and meco, with the same tiny model, seed and token budget (~11 min on 2 CPU
 cores). Prints the summary table and writes
 OUT/report/report.html. Interrupted demos resume.
 """
