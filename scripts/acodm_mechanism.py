@@ -515,7 +515,9 @@ def b6_truth_reproducibility(
     )
     print(
         "    Spearman between repeats (mean over pairs); signal share = 1 - (repeat-noise "
-        "variance of the mean gain) / (its variance across domains), floored at 0"
+        "variance of the mean gain) / (its variance across domains), floored at 0; the repeat "
+        "noise includes the shift common to all domains (the shared no-tilt arm), so the share "
+        "is a lower bound and the Spearman is the fairer measure"
     )
     acodm = {"train_actor": False, "exploration": "none"}
     trainer = Trainer(
