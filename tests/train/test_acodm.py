@@ -29,6 +29,7 @@ AGENT = {"hidden": 16, "n_hidden": 1, "batch_size": 4, "buffer_size": 100, "warm
 def acodm_cfg(store: Path, mixing: dict[str, Any] | None = None, **train_kw: Any) -> RunConfig:
     train_kw = {"max_steps": 14, "batch_size": 8, "log_every": 1, "eval_every": 7, **train_kw}
     raw = tiny_run_config(store, **train_kw)
+    raw["eval"]["max_tokens_per_domain"] = 512  # leaves unscored text for the held-out reward
     raw["mixing"] = {"name": "acodm", **(mixing or {})}
     raw["mixing"]["acodm"] = {**AGENT, **raw["mixing"].get("acodm", {})}
     cfg = RunConfig.from_dict(raw)
