@@ -387,7 +387,6 @@ def b4_b5_reward_vs_truth(
     store: Path, checkpoints: list[int], batches: int, horizon: int, out: Path
 ) -> None:
     """Per-domain predictions at theta_t against what sampling the domain really does."""
-    from mixlab.train.loop import Trainer
 
     print(
         "\nB4/B5  rewards vs what sampling domain i really does (uniform+floor run, llama-1m, "
@@ -404,14 +403,7 @@ def b4_b5_reward_vs_truth(
         "full model with the eval windows' own gradient h_E (P: AdamW's 1/sqrt(v) or 1)"
     )
     acodm = {"train_actor": False, "exploration": "none", "reward_layers": [-1, -3, -5]}
-    trainer = Trainer(
-        _config(store, {"name": "acodm", "acodm": acodm}, "llama-1m", max(checkpoints), 0),
-        out / "truth",
-    )
-    evals = [
-        torch.from_numpy(_first_windows(trainer.store.tokens(d, "val"), 16))
-        for d in trainer.domains
-    ]
+    trainer, evals = _truth_trainer(store, acodm, max(checkpoints), out / "truth")
     probe = _heldout_probe(trainer, 4)
     for ckpt in checkpoints:
         while trainer.step < ckpt:
@@ -506,7 +498,6 @@ def b6_truth_reproducibility(
     store: Path, checkpoints: list[int], horizons: list[int], repeats: int, out: Path
 ) -> None:
     """Is there a per-domain signal to learn? The B5 truth measured again on other draws."""
-    from mixlab.train.loop import Trainer
 
     print(
         f"\nB6  is the B5 truth reproducible? The {'/'.join(map(str, horizons))}-step tilt "
@@ -520,14 +511,7 @@ def b6_truth_reproducibility(
         "is a lower bound and the Spearman is the fairer measure"
     )
     acodm = {"train_actor": False, "exploration": "none"}
-    trainer = Trainer(
-        _config(store, {"name": "acodm", "acodm": acodm}, "llama-1m", max(checkpoints), 0),
-        out / "truth-repeats",
-    )
-    evals = [
-        torch.from_numpy(_first_windows(trainer.store.tokens(d, "val"), 16))
-        for d in trainer.domains
-    ]
+    trainer, evals = _truth_trainer(store, acodm, max(checkpoints), out / "truth-repeats")
     for ckpt in checkpoints:
         while trainer.step < ckpt:
             trainer.run_step()
@@ -552,6 +536,23 @@ def b6_truth_reproducibility(
                 f"share {share:.2f}; mean gain per domain [{cells}] nats, repeat sd "
                 f"{np.sqrt(gains.var(axis=0, ddof=1).mean()):.4f}"
             )
+
+
+def _truth_trainer(
+    store: Path, acodm: dict[str, Any], steps: int, folder: Path
+) -> tuple[Any, list[torch.Tensor]]:
+    """A uniform + floor llama-1m run (seed 0) and the 16 first validation windows per domain
+    on which the truths are measured."""
+    from mixlab.train.loop import Trainer
+
+    trainer = Trainer(
+        _config(store, {"name": "acodm", "acodm": acodm}, "llama-1m", steps, 0), folder
+    )
+    evals = [
+        torch.from_numpy(_first_windows(trainer.store.tokens(d, "val"), 16))
+        for d in trainer.domains
+    ]
+    return trainer, evals
 
 
 def _tilt_truth(
