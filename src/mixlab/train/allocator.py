@@ -6,8 +6,9 @@ Why
     serves any block above its mmap threshold (128 KiB, rising by itself to at most 32 MiB)
     with a fresh ``mmap`` and returns it with ``munmap`` on free, and it trims the top of the
     heap whenever 128 KiB are free there. So every step the kernel maps, zero-fills and
-    unmaps the same memory again: ~50,000 minor page faults per step for llama-1m, 15-19% of
-    the step time at 1-2 threads and 38% for llama-tiny (``benchmarks/bench_malloc.py``).
+    unmaps the same memory again: ~35,000 minor page faults per step for llama-1m at batch
+    16 x 128. Raising the limits makes its steps 21% faster at 2 threads and 14% at 1, and
+    llama-tiny's 36% at 1 (``benchmarks/bench_malloc.py``).
 
 What
     :func:`tune_cpu_allocator` raises three ``mallopt`` limits for the process: blocks up to
@@ -15,7 +16,7 @@ What
     is free at its top, and each heap growth takes ``TOP_PAD`` extra. Freed memory is then
     reused by the next step instead of faulted in again. The cost is resident memory: the
     process keeps up to ~1 GiB of freed heap instead of returning it (peak RSS of a llama-1m
-    run +80-110 MB). Numerics do not change: PyTorch aligns every CPU tensor to 64 bytes
+    run +34-130 MB). Numerics do not change: PyTorch aligns every CPU tensor to 64 bytes
     whichever way the memory was obtained.
 
     Setting ``M_MMAP_THRESHOLD`` or ``M_TRIM_THRESHOLD`` turns off glibc's self-adjusting
