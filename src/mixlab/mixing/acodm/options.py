@@ -107,7 +107,7 @@ class AcodmOptions(Section):
     )
     variant: str = Field(
         "mixlab",
-        description="mixlab (bounded move around a prior, held-out gradient reward, loss-only "
+        description="mixlab (bounded move around a prior, training-loss reward, loss-only "
         "state, contextual bandit: mixlab's own design) | paper (METHODS.md §2, arXiv "
         "2505.23878). Fields left null take the variant's value.",
     )
