@@ -23,8 +23,7 @@ import random
 from pathlib import Path
 
 from mixlab.data.demo_corpus import build_demo_corpus, demo_corpus_files
-from mixlab.data.prepare import prepare_from_inputs
-from mixlab.demo import DEMO_VOCAB_SIZE
+from mixlab.demo import prepare_demo_format
 
 
 def write_blobs(path: Path, docs: int = 500, seed: int = 7) -> None:
@@ -48,17 +47,7 @@ def main() -> None:
     blobs = args.out / "blobs.jsonl"
     write_blobs(blobs)
     files = [*demo_corpus_files(build_demo_corpus()), blobs.resolve()]
-    prepare_from_inputs(
-        files,
-        args.out / "store",
-        reader_options={
-            "domain_from": "field",
-            "domain_field": "domain",
-            "metadata_field": "source",
-        },
-        vocab_size=DEMO_VOCAB_SIZE,
-        val_fraction=0.08,
-    )
+    prepare_demo_format(files, args.out / "store")
     print(f"store: {args.out / 'store'}")
 
 

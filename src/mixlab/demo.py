@@ -66,7 +66,6 @@ def prepare_demo_store(root: Path) -> Path:
         demo_corpus_files,
         describe_demo_corpus,
     )
-    from mixlab.data.prepare import prepare_from_inputs
     from mixlab.data.store import ShardStore
 
     store_dir = root / "store"
@@ -74,8 +73,16 @@ def prepare_demo_store(root: Path) -> Path:
     print(describe_demo_corpus(corpus))
     if (store_dir / "manifest.json").exists():
         return ShardStore(store_dir).path
+    return prepare_demo_format(demo_corpus_files(corpus), store_dir)
+
+
+def prepare_demo_format(files: list[Path], store_dir: Path) -> Path:
+    """Prepare JSONL files in the demo corpus's format (``text``, ``domain``, ``source``) the
+    way the demo does: its vocabulary size and validation share. Returns ``store_dir``."""
+    from mixlab.data.prepare import prepare_from_inputs
+
     prepare_from_inputs(
-        demo_corpus_files(corpus),
+        files,
         store_dir,
         reader_options={
             "domain_from": "field",
