@@ -17,9 +17,9 @@ def test_forms_and_splits(prefixes):
         ("/data/noise_a_text_document", 0.2),
         ("/data/noise_b_text_document", 0.2),
     ]
-    assert data.domains["numbers"].split(0.4) == pytest.approx(
-        [("/data/numbers_0_text_document", 0.3), ("/data/numbers_1_text_document", 0.1)]
-    )
+    paths, weights = zip(*data.domains["numbers"].split(0.4), strict=True)
+    assert paths == ("/data/numbers_0_text_document", "/data/numbers_1_text_document")
+    assert weights == pytest.approx((0.3, 0.1))  # pytest >= 9.2: approx takes no nested tuples
     assert data.domains["numbers"].valid == ("/data/numbers_val_text_document",)
     assert data.domains["prose"].total_tokens == 9000
     assert data.domain_tokens(DOMAINS) is None  # code and noise have no counts
