@@ -10,7 +10,7 @@ The extra domain ``blobs`` is 500 documents of random bytes in base64 (76-charac
 in MIME), about 1 MB of text (~0.8M tokens with the store's 4096-token BPE). Everything else is
 the demo corpus, prepared as ``mixlab demo`` prepares it. Seeded: the same store on every machine.
 
-    PYTHONPATH=src python scripts/junk_domain_store.py --out /tmp/junk     # ~15 s
+    PYTHONPATH=src python scripts/junk_domain_store.py --out /tmp/junk     # ~5 s
     mixlab compare configs/suites/acodm.yaml --set data.store=/tmp/junk/store --out R --jobs 2
 """
 
