@@ -39,6 +39,7 @@ from mixlab.eval.metrics import (
     times_faster,
     worst_domain,
 )
+from mixlab.report.onset import onset_note
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import PairedDiff, Spread, fmt, json_float, paired_difference, spread
 from mixlab.tables import markdown_table, text_table
@@ -369,6 +370,9 @@ def summarize(
         summary.step_seconds_pct = _pct(summary.step_seconds.mean, nat_step)
         summary.peak_rss_pct = _pct(summary.peak_rss_mb.mean, nat_rss)
         methods.append(summary)
+    onset = onset_note(groups, base_by_seed, key, base)
+    if onset:
+        notes.append(onset)
     notes.extend(acodm_alarms(usable))
     return Summary(baseline=base, metric=metric, methods=methods, domains=domains, notes=notes)
 
