@@ -165,3 +165,52 @@ def test_running_scale_centres_and_keeps_relative_size() -> None:
     np.testing.assert_array_equal(again(x, present), scale(x, present))
     one = scale(np.array([3.0, 0.0, 0.0]), np.array([True, False, False]))
     assert np.array_equal(one, np.zeros(3))  # one present domain: nothing to compare
+
+
+def test_progress_reward_is_the_loss_slope_per_unit_share() -> None:
+    """Linear loss trends at constant shares: after the EMAs settle, r~ = slope / share exactly
+    (the slow - fast EMA gap of a linear trend is slope x lag gap); a plateau earns 0."""
+    from mixlab.mixing.acodm.reward import ProgressReward
+
+    prog = ProgressReward(3, rate=0.1)
+    assert prog.lag_gap == pytest.approx(49.0 - 9.0)
+    slope = np.array([0.01, 0.01, 0.0])  # nats per step
+    tokens = np.array([100.0, 300.0, 600.0])  # shares .1 .3 .6
+    for t in range(2000):
+        raw = prog(5.0 - slope * t, tokens)
+    np.testing.assert_allclose(raw, slope / (tokens / tokens.sum()), rtol=1e-6, atol=1e-12)
+    assert raw[0] > raw[1] > raw[2] == pytest.approx(0.0)
+
+
+def test_progress_reward_absent_domains_and_round_trip() -> None:
+    from mixlab.mixing.acodm.reward import ProgressReward
+
+    prog = ProgressReward(2, rate=0.5)
+    first = prog(np.array([3.0, np.nan]), np.array([10.0, 0.0]))
+    np.testing.assert_array_equal(first, np.zeros(2))  # nothing to compare yet
+    prog(np.array([2.0, np.nan]), np.array([10.0, 0.0]))
+    saved = prog.state_dict()
+    assert np.isnan(saved["fast"][1])  # never seen: no EMA
+    again = ProgressReward(2, rate=0.5)
+    again.load_state_dict(saved)
+    step = (np.array([1.5, 4.0]), np.array([10.0, 10.0]))
+    np.testing.assert_array_equal(again(*step), prog(*step))
+    with pytest.raises(ValueError, match="must"):
+        prog(np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="rate"):
+        ProgressReward(2, rate=0.0)
+
+
+def test_progress_reward_does_not_echo_a_change_of_mixture() -> None:
+    """A domain whose loss falls by kappa x its share each step is worth kappa per unit share
+    before, during and after its share jumps: the share is averaged with the loss gap's own
+    kernel, so the change does not come back as a transient reward."""
+    from mixlab.mixing.acodm.reward import ProgressReward
+
+    prog, kappa, loss = ProgressReward(2, rate=0.1), 0.05, np.array([5.0, 5.0])
+    raws = []
+    for t in range(3000):
+        share = np.array([0.2, 0.8]) if t < 1500 else np.array([0.6, 0.4])
+        loss = loss - kappa * share
+        raws.append(prog(loss, share * 1000))
+    np.testing.assert_allclose(np.array(raws[1000:]), kappa, rtol=1e-6)

@@ -59,7 +59,8 @@ LR_SCHEDULES = ("constant", "warmup_cosine")
 PRESETS = ("acodm_release",)
 VARIANTS = ("mixlab", "paper")
 PRIORS = ("uniform", "unimax", "natural")
-REWARDS = ("heldout_alignment", "alignment", "loss")
+REWARDS = ("heldout_alignment", "alignment", "loss", "progress")
+LOSS_REWARDS = ("loss", "progress")  # computed from the step's losses: no gradient capture
 STATES = ("mixlab", "paper")
 WARMUP_MIXERS = ("prior", "odm")
 UNBOUNDED = "none"
@@ -147,8 +148,10 @@ class AcodmOptions(Section):
         "gradient of a small held-out batch, DoGE-style, running-scale normalised) | alignment "
         "(the paper's train-gradient Gram, off-diagonal, z-scored per step) | loss (the "
         "domain's training loss of the step, ODM's reward, centred and running-scale "
-        "normalised; no gradient capture). null = variant default (mixlab loss, paper "
-        "alignment).",
+        "normalised; no gradient capture) | progress (how fast the domain's training loss falls "
+        "per unit of its sampling share: slow minus fast loss EMA, rates state_ema/5 and "
+        "state_ema, over the EMA share; the marginal gain of a token; no gradient capture). "
+        "null = variant default (mixlab loss, paper alignment).",
     )
     heldout_every: Int = Field(
         10,

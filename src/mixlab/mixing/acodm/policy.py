@@ -5,11 +5,11 @@ Per LM step t, :meth:`AcodmPolicy.update` does, in this order:
 
 1. s_t from the step's losses (and, ``state: paper``, counts and weight norms;
    :class:`StateBuilder` / :class:`MixlabStateBuilder`);
-2. (training modes) the reward r_t (:mod:`.reward`: ``loss`` from the per-domain losses,
-   ``alignment`` from the per-domain mean gradients, or ``heldout_alignment`` from those and
-   the last held-out gradient) and the
-   transition (s_{t-n}, a_{t-n+1}, sum_k gamma^k r, s_t, mask) into replay (n = ``horizon``),
-   where a_t is the mixture that drew step t and s_0 := s_1;
+2. (training modes) the reward r_t (:mod:`.reward`: ``loss`` or ``progress`` from the
+   per-domain losses, ``alignment`` from the per-domain mean gradients, or
+   ``heldout_alignment`` from those and the last held-out gradient) and the transition
+   (s_{t-n}, a_{t-n+1}, sum_k gamma^k r, s_t, mask) into replay (n = ``horizon``), where a_t
+   is the mixture that drew step t and s_0 := s_1;
 3. (training modes, every ``agent_update_every`` steps, once replay holds N transitions)
    ``updates_per_step`` agent updates: critic fit (and behaviour cloning of the ODM warm-up
    mixer, ``warmup_mixer: odm``) while t <= T_w, actor-critic after; at t = T_w the targets are
@@ -81,6 +81,7 @@ from pydantic import Field
 from mixlab.errors import ConfigError, DataError, ResumeError
 from mixlab.mixing.acodm.agent import DdpgAgent
 from mixlab.mixing.acodm.options import (
+    LOSS_REWARDS,
     AcodmOptions,
     is_bounded,
     resolve_options,
@@ -89,6 +90,7 @@ from mixlab.mixing.acodm.options import (
 )
 from mixlab.mixing.acodm.policy_file import PolicyFile, load_policy_file, save_policy_file
 from mixlab.mixing.acodm.reward import (
+    ProgressReward,
     RunningScale,
     cosine_matrix,
     gram_matrix,
@@ -223,6 +225,7 @@ class AcodmPolicy(PolicyBase):
                     )
                 self.agent.load_critic_state(policy_file.critic_state)
         self._scale = RunningScale(opts.reward_ema)
+        self._progress = ProgressReward(k, opts.state_ema) if opts.reward == "progress" else None
         self._heldout: np.ndarray | None = None  # h: the last held-out gradient (P,)
         self._pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque()
         self._served = np.zeros(k)  # target tokens served per domain (epoch-cap use)
@@ -243,7 +246,7 @@ class AcodmPolicy(PolicyBase):
         weight norms for the paper state; the file in proxy_train."""
         opts = self.opts
         training = opts.mode != "frozen"
-        gradients = training and opts.reward != "loss"
+        gradients = training and opts.reward not in LOSS_REWARDS
         blocks = tuple(opts.reward_layers or ())
         heldout = None
         if training and opts.reward == "heldout_alignment":
@@ -387,7 +390,7 @@ class AcodmPolicy(PolicyBase):
 
     def _reward(self, feedback: Feedback, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.domains)
-        if self.opts.reward == "loss":
+        if self.opts.reward in LOSS_REWARDS:
             reward, raw, present = self._loss_reward(feedback)
             for i, d in enumerate(self.domains):
                 self._logs[f"acodm/reward/{d}"] = float(reward[i])
@@ -444,9 +447,11 @@ class AcodmPolicy(PolicyBase):
         rank correlation with what a 20-step tilt toward a domain does to the mean held-out
         loss is positive at every checkpoint (+0.31, +0.19, +0.33 at steps 60/150/250 on the
         demo corpus; held-out alignment -0.26, +0.17, -0.52)."""
-        raw = np.asarray(feedback.mean_loss(), dtype=np.float64)
-        present = np.isfinite(raw) & (np.asarray(feedback.token_count) > 0)
-        raw = np.where(present, raw, 0.0)
+        loss = np.asarray(feedback.mean_loss(), dtype=np.float64)
+        present = np.isfinite(loss) & (np.asarray(feedback.token_count) > 0)
+        if self._progress is not None:  # reward: progress, the loss decrease per unit share
+            loss = self._progress(np.where(present, loss, np.nan), feedback.token_count)
+        raw = np.where(present, loss, 0.0)
         reward = self._scale(raw, present)
         self._logs["acodm/reward_scale"] = self._scale.scale
         return reward, raw, present
@@ -561,6 +566,7 @@ class AcodmPolicy(PolicyBase):
             "gram": None if self._gram is None else self._gram.tolist(),
             "skipped_nonfinite": self._skipped_nonfinite,
             "scale": self._scale.state_dict(),
+            "progress": None if self._progress is None else self._progress.state_dict(),
             "heldout": None if self._heldout is None else self._heldout.copy(),
             "pending": [tuple(np.array(x) for x in item) for item in self._pending],
             "served": self._served.tolist(),
@@ -597,6 +603,8 @@ class AcodmPolicy(PolicyBase):
         self._skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
         if "scale" in state:
             self._scale.load_state_dict(state["scale"])
+        if self._progress is not None and state.get("progress") is not None:
+            self._progress.load_state_dict(state["progress"])
         heldout = state.get("heldout")
         self._heldout = None if heldout is None else np.array(heldout, dtype=np.float64)
         self._pending = deque(

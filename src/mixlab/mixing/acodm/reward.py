@@ -1,5 +1,5 @@
 """AC-ODM rewards, one value per domain: the paper's train-gradient alignment (METHODS.md §2.2)
-and mixlab's held-out alignment.
+and mixlab's held-out alignment, loss and progress.
 
 **alignment** (the paper). Given the mean gradient g_i of each domain on the selected parameters
 (rows of a K x P matrix):
@@ -46,6 +46,24 @@ like the held-out alignment (computed in the policy from the Feedback's loss sum
 capture). ``scripts/acodm_mechanism.py`` (B5) found it the only reward whose rank correlation
 with the 20-step effect of tilting the mixture toward a domain was positive at every
 checkpoint.
+
+**progress** (mixlab). The marginal gain of sampling a domain: how fast its training loss is
+falling per unit of sampling share. If domain i's loss follows L_i = E_i + A_i n_i^-alpha in its
+own tokens n_i (no transfer), one more token of i lowers the mean loss over the domains (log
+geo-ppl) by alpha (L_i - E_i) / n_i = -dL_i/dn_i, and with n_i = w_i B t that is
+-(dL_i/dt) / (w_i B). :class:`ProgressReward` estimates dL_i/dt as the gap between a slow and a
+fast EMA of the domain's per-step training loss divided by their lag gap (rates a/5 and a, the
+state's loss-trend pair: lags l_s = (1 - a/5)/(a/5) and l_f = (1 - a)/a steps), which is a
+weighted mean of the last steps' loss decreases with weights c_j = (1 - a/5)^(j+1) - (1 - a)^(j+1)
+(sum l_s - l_f). w_i is the same weighted mean of the domain's per-step token share,
+(l_s EMA_slow(share_i) - l_f EMA_fast(share_i)) / (l_s - l_f): with the kernels matched, a
+change of mixture moves numerator and denominator together instead of echoing back as a
+transient reward for the change. So ``raw_i = (slow_i - fast_i) / (l_s - l_f) / share_i`` in
+nats per step per unit share. It is centred and running-scaled like ``loss``. Unlike ``loss``,
+which ranks domains by loss *level* (so an easy domain goes to the bound however fast it is
+still learning, and an unlearnable high-entropy one can rank high), it ranks by the return on a
+token: a domain at its floor E_i earns nothing, and a domain that was pushed down but still
+improves earns more per token as its share falls (the bound stops the swing).
 
 Also here: the shared standardisation helpers :func:`zscore` and :func:`clip3` (§0), and
 :func:`select_reward_blocks` turning the relative ``reward_layers`` into block indices.
@@ -232,6 +250,90 @@ class RunningScale:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self._ema, self._weight = float(state["ema"]), float(state["weight"])
+
+
+class ProgressReward:
+    """raw r~ of ``reward: progress``: per-domain training-loss decrease per step per unit share.
+
+    ``rate`` is the fast EMA rate a (the slow one is a/5). Both loss EMAs start at the first
+    observed loss of the domain (so the first r~ is 0); a domain without tokens in a step keeps
+    its loss EMAs and its share EMAs decay toward 0 (it really got no tokens). The share uses
+    the loss gap's own weighting of the past steps (module docstring). Deterministic;
+    ``state_dict`` holds the EMAs.
+    """
+
+    SHARE_FLOOR = 1e-3  # keeps a domain that has (nearly) never been sampled from dividing by 0
+
+    def __init__(self, num_domains: int, rate: float = 0.1) -> None:
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"ProgressReward: rate must be in (0, 1], got {rate}")
+        self.rate = float(rate)
+        self._fast = np.full(num_domains, np.nan)
+        self._slow = np.full(num_domains, np.nan)
+        self._share_fast: np.ndarray | None = None
+        self._share_slow: np.ndarray | None = None
+
+    @property
+    def lags(self) -> tuple[float, float]:
+        """(slow, fast) lag in steps of the two EMAs on a linear trend."""
+        slow = self.rate / 5.0
+        return (1.0 - slow) / slow, (1.0 - self.rate) / self.rate
+
+    @property
+    def lag_gap(self) -> float:
+        """Steps between the slow and the fast EMA's lag (the sum of the weights c_j)."""
+        slow, fast = self.lags
+        return slow - fast
+
+    def __call__(self, mean_loss: np.ndarray, token_count: np.ndarray) -> np.ndarray:
+        """r~ (K,) from the step's per-domain mean loss (NaN if absent) and token counts."""
+        loss = np.asarray(mean_loss, dtype=np.float64)
+        tokens = np.asarray(token_count, dtype=np.float64)
+        if loss.shape != self._fast.shape or tokens.shape != self._fast.shape:
+            raise ValueError(
+                f"ProgressReward: mean_loss {loss.shape} and token_count {tokens.shape} must "
+                f"both be ({self._fast.shape[0]},)"
+            )
+        tokens = np.where(np.isfinite(tokens) & (tokens > 0), tokens, 0.0)
+        seen = np.isfinite(loss) & (tokens > 0)
+        new = seen & np.isnan(self._fast)
+        self._fast[new] = self._slow[new] = loss[new]
+        upd = seen & ~new
+        self._fast[upd] += self.rate * (loss[upd] - self._fast[upd])
+        self._slow[upd] += self.rate / 5.0 * (loss[upd] - self._slow[upd])
+        total = float(tokens.sum())
+        if total > 0:
+            share = tokens / total
+            if self._share_fast is None or self._share_slow is None:
+                self._share_fast, self._share_slow = share.copy(), share.copy()
+            else:
+                self._share_fast += self.rate * (share - self._share_fast)
+                self._share_slow += self.rate / 5.0 * (share - self._share_slow)
+        if self._share_fast is None or self._share_slow is None:
+            return np.zeros_like(loss)
+        lag_slow, lag_fast = self.lags
+        share = (lag_slow * self._share_slow - lag_fast * self._share_fast) / self.lag_gap
+        decrease = np.nan_to_num(self._slow - self._fast) / self.lag_gap
+        return decrease / np.maximum(share, self.SHARE_FLOOR)
+
+    def state_dict(self) -> dict[str, list[float] | None]:
+        def listed(x: np.ndarray | None) -> list[float] | None:
+            return None if x is None else x.tolist()
+
+        return {
+            "fast": self._fast.tolist(),
+            "slow": self._slow.tolist(),
+            "share_fast": listed(self._share_fast),
+            "share_slow": listed(self._share_slow),
+        }
+
+    def load_state_dict(self, state: dict[str, list[float] | None]) -> None:
+        def array(x: list[float] | None) -> np.ndarray | None:
+            return None if x is None else np.array(x, dtype=np.float64)
+
+        self._fast = np.array(state["fast"], dtype=np.float64)
+        self._slow = np.array(state["slow"], dtype=np.float64)
+        self._share_fast, self._share_slow = array(state["share_fast"]), array(state["share_slow"])
 
 
 def cosine_matrix(gram: np.ndarray) -> np.ndarray:
