@@ -441,12 +441,14 @@ class AcodmPolicy(PolicyBase):
         return reward, present
 
     def _loss_reward(self, feedback: Feedback) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """r~ = the domain's mean training loss of the step, centred and running-scaled.
+        """r~ = the domain's mean training loss of the step (``reward: loss``) or its loss
+        decrease per unit share (``reward: progress``, :class:`ProgressReward`), centred and
+        running-scaled.
 
-        Measured (``scripts/acodm_mechanism.py`` B5): of the rewards tried, the only one whose
-        rank correlation with what a 20-step tilt toward a domain does to the mean held-out
-        loss is positive at every checkpoint (+0.31, +0.19, +0.33 at steps 60/150/250 on the
-        demo corpus; held-out alignment -0.26, +0.17, -0.52)."""
+        Measured for ``loss`` (``scripts/acodm_mechanism.py`` B5): of the rewards tried, the
+        only one whose rank correlation with what a 20-step tilt toward a domain does to the
+        mean held-out loss is positive at every checkpoint (+0.31, +0.19, +0.33 at steps
+        60/150/250 on the demo corpus; held-out alignment -0.26, +0.17, -0.52)."""
         loss = np.asarray(feedback.mean_loss(), dtype=np.float64)
         present = np.isfinite(loss) & (np.asarray(feedback.token_count) > 0)
         if self._progress is not None:  # reward: progress, the loss decrease per unit share
