@@ -444,8 +444,8 @@ def test_loss_reward_needs_no_capture_and_favours_the_high_loss_domain() -> None
 
 
 def test_progress_reward_favours_the_domain_still_learning_not_the_hardest() -> None:
-    """reward: progress ranks by loss decrease per unit share, not by loss level: domain b is
-    the hardest but has stopped improving, domain c the easiest and still learning."""
+    """reward: progress ranks by loss decrease per token, not by loss level: domain b is the
+    hardest but has stopped improving, domain c the easiest and still learning."""
     policy = make_mixlab(reward="progress", actor_lr=1e-2)
     needs = policy.needs
     assert needs.gradients is None and needs.heldout_gradients is None
@@ -455,7 +455,7 @@ def test_progress_reward_favours_the_domain_still_learning_not_the_hardest() -> 
         loss = np.array([3.0, 4.0, 2.5 - 0.004 * t]) + rng.normal(0, 0.02, size=K)
         policy.update(Feedback(t, T, loss * tok, tok, np.ones(K)))
     logs = policy.log_values()
-    assert logs["acodm/raw_reward/c"] > 0.003 and abs(logs["acodm/raw_reward/b"]) < 0.002
+    assert logs["acodm/raw_reward/c"] > 5 * abs(logs["acodm/raw_reward/b"]) > 0
     assert logs["acodm/reward/c"] > 0 > logs["acodm/reward/b"]
     assert policy.weights()[2] == max(policy.weights()) > 1 / K
     assert np.abs(np.log(policy.weights() * K)).max() <= policy.opts.bound + 1e-9

@@ -148,9 +148,9 @@ class AcodmOptions(Section):
         "gradient of a small held-out batch, DoGE-style, running-scale normalised) | alignment "
         "(the paper's train-gradient Gram, off-diagonal, z-scored per step) | loss (the "
         "domain's training loss of the step, ODM's reward, centred and running-scale "
-        "normalised; no gradient capture) | progress (how fast the domain's training loss falls "
-        "per unit of its sampling share: slow minus fast loss EMA, rates state_ema/5 and "
-        "state_ema, over the EMA share; the marginal gain of a token; no gradient capture). "
+        "normalised; no gradient capture) | progress (the domain's loss drop over the last "
+        "doubling of its own tokens per unit of its cumulative share: the marginal gain of a "
+        "token if its loss follows a power law; no gradient capture). "
         "null = variant default (mixlab loss, paper alignment).",
     )
     heldout_every: Int = Field(

@@ -442,7 +442,7 @@ class AcodmPolicy(PolicyBase):
 
     def _loss_reward(self, feedback: Feedback) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """r~ = the domain's mean training loss of the step (``reward: loss``) or its loss
-        decrease per unit share (``reward: progress``, :class:`ProgressReward`), centred and
+        decrease per token (``reward: progress``, :class:`ProgressReward`), centred and
         running-scaled.
 
         Measured for ``loss`` (``scripts/acodm_mechanism.py`` B5): of the rewards tried, the
@@ -451,7 +451,7 @@ class AcodmPolicy(PolicyBase):
         60/150/250 on the demo corpus; held-out alignment -0.26, +0.17, -0.52)."""
         loss = np.asarray(feedback.mean_loss(), dtype=np.float64)
         present = np.isfinite(loss) & (np.asarray(feedback.token_count) > 0)
-        if self._progress is not None:  # reward: progress, the loss decrease per unit share
+        if self._progress is not None:  # reward: progress, the loss drop per token
             loss = self._progress(np.where(present, loss, np.nan), feedback.token_count)
         raw = np.where(present, loss, 0.0)
         reward = self._scale(raw, present)
