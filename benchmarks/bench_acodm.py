@@ -12,7 +12,8 @@ averaged per step (``heldout``), and the policy update incl. the agent (``policy
 
 ``online`` is the mixlab variant with the held-out alignment reward: training-gradient capture
 every step plus one small held-out forward/backward every 10 steps; ``loss`` is the mixlab
-variant with ``reward: loss`` (no probe inside the model: the agent only); ``frozen`` is a
+variant with ``reward: loss`` (no probe inside the model: the agent only), ``progress`` the same
+with ``reward: progress`` (plus its per-domain loss history); ``frozen`` is a
 mixlab proxy policy driving the run (no probe inside the model at all); ``paper`` is
 ``variant: paper`` online (capture + weight norms, no held-out pass).
 
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
 
-MODES = ("uniform", "online", "online_k4", "loss", "frozen", "paper")
+MODES = ("uniform", "online", "online_k4", "loss", "progress", "frozen", "paper")
 WARMUP = 12  # AC-ODM warm-up steps in the benchmark (the main phase is what is measured)
 
 
@@ -55,7 +56,7 @@ def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: P
                 "agent_threads": args.agent_threads,
                 **({"variant": "paper"} if mode == "paper" else {}),
                 **({"reward": "heldout_alignment"} if mode.startswith("online") else {}),
-                **({"reward": "loss"} if mode == "loss" else {}),
+                **({"reward": mode} if mode in ("loss", "progress") else {}),
             },
         }
         if mode == "frozen":
@@ -125,7 +126,9 @@ def main() -> None:
         online.run_step()
     online.policy.save_policy_file(policy_file)
     trainers = {"online": online}
-    for mode in ("uniform", "online_k4", "loss", "frozen", "paper"):
+    for mode in MODES:
+        if mode == "online":
+            continue
         trainers[mode] = make_trainer(args, mode, root, policy_file)
         for _ in range(WARMUP + 2):
             trainers[mode].run_step()
