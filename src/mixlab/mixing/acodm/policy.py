@@ -225,7 +225,7 @@ class AcodmPolicy(PolicyBase):
                     )
                 self.agent.load_critic_state(policy_file.critic_state)
         self._scale = RunningScale(opts.reward_ema)
-        self._progress = ProgressReward(k, opts.state_ema) if opts.reward == "progress" else None
+        self._progress = ProgressReward(k) if opts.reward == "progress" else None
         self._heldout: np.ndarray | None = None  # h: the last held-out gradient (P,)
         self._pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque()
         self._served = np.zeros(k)  # target tokens served per domain (epoch-cap use)

@@ -262,22 +262,32 @@ class ProgressReward:
     far) is in nats per doubling per unit cumulative share, so its scale does not shrink with
     time.
 
-    The loss is an EMA of the domain's per-step training loss (rate ``rate``, from its first
-    observation). Its history is kept at log-spaced token counts (``points_per_doubling`` per
-    doubling; about 8 x log2(n) points per domain) and read at n_i / 2 by linear
-    interpolation in log2 n. A domain whose history does not reach back to n_i / 2 yet
-    (its first steps) gets r~ = 0. Deterministic; ``state_dict`` holds the EMAs and histories.
+    The loss is an EMA of the domain's per-step training loss whose window grows with the
+    domain's tokens: by default each step's rate is its share of one history spacing,
+    ``rate_i = min(1, tokens_i / ((2^(1/points_per_doubling) - 1) n_i))``, so the EMA averages
+    the last ~9% of the domain's tokens (8 points per doubling) at every step. That window is
+    a fixed fraction of the doubling, so the estimate keeps its scale-free meaning (for a power
+    law both ends of the doubling lag by the same factor and the drop keeps its ranking), and
+    its noise falls as the run goes on (a fixed rate of 0.1 kept it at one 20-step average, as
+    large as the spread between domains at 1000 steps; ``rate`` fixes the rate). Its history
+    is kept at log-spaced token counts (``points_per_doubling`` per doubling; about
+    8 x log2(n) points per domain) and read at n_i / 2 by linear interpolation in log2 n. A
+    domain whose history does not reach back to n_i / 2 yet (its first steps) gets r~ = 0.
+    Deterministic; ``state_dict`` holds the EMAs and histories.
     """
 
-    def __init__(self, num_domains: int, rate: float = 0.1, points_per_doubling: int = 8) -> None:
-        if not 0.0 < rate <= 1.0:
+    def __init__(
+        self, num_domains: int, rate: float | None = None, points_per_doubling: int = 8
+    ) -> None:
+        if rate is not None and not 0.0 < rate <= 1.0:
             raise ValueError(f"ProgressReward: rate must be in (0, 1], got {rate}")
         if points_per_doubling < 1:
             raise ValueError(
                 f"ProgressReward: points_per_doubling must be >= 1, got {points_per_doubling}"
             )
-        self.rate = float(rate)
+        self.rate = None if rate is None else float(rate)
         self.spacing = 1.0 / points_per_doubling
+        self._span = 2.0**self.spacing - 1.0  # one history spacing, as a fraction of n
         self._loss = np.full(num_domains, np.nan)
         self._tokens = np.zeros(num_domains)
         self._log_n: list[list[float]] = [[] for _ in range(num_domains)]
@@ -304,9 +314,13 @@ class ProgressReward:
         seen = np.isfinite(loss) & (tokens > 0)
         new = seen & np.isnan(self._loss)
         self._loss[new] = loss[new]
-        upd = seen & ~new
-        self._loss[upd] += self.rate * (loss[upd] - self._loss[upd])
         self._tokens += tokens
+        upd = seen & ~new
+        if self.rate is None:
+            rate = np.minimum(1.0, tokens[upd] / (self._span * self._tokens[upd]))
+        else:
+            rate = np.full(int(upd.sum()), self.rate)
+        self._loss[upd] += rate * (loss[upd] - self._loss[upd])
         raw = np.zeros(k)
         total = float(self._tokens.sum())
         for i in np.flatnonzero(seen):
