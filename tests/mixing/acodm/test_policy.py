@@ -303,6 +303,8 @@ def test_missing_feedback_inputs_raise() -> None:
         ("kl_coef", -1.0),
         ("heldout_every", 0),
         ("state", "both"),
+        ("guard_hardest", -1),
+        ("guard_hardest", 3),
     ],
 )
 def test_bad_options_name_the_field(field: str, value: Any) -> None:
@@ -463,6 +465,46 @@ def test_progress_reward_favours_the_domain_still_learning_not_the_hardest() -> 
     again = make_mixlab(reward="progress", actor_lr=1e-2)
     again.load_state_dict(saved)
     assert again.state_dict()["progress"] == saved["progress"]
+
+
+def test_guard_keeps_the_hardest_domain_at_its_prior() -> None:
+    """The progress reward ranks b (hardest, flat) last and the actor pushes it below its
+    prior; ``guard_hardest: 1`` raises it back to 1/K every step, taking the mass from the
+    others in proportion to their weights, and logs how much it moved."""
+    rng = np.random.default_rng(0)
+    runs = {}
+    for guard in (0, 1):
+        policy = make_mixlab(reward="progress", actor_lr=1e-2, guard_hardest=guard)
+        low = []
+        for t in range(1, 301):
+            tok = np.full(K, 64.0)
+            loss = np.array([3.0, 4.0, 2.5 - 0.004 * t]) + rng.normal(0, 0.02, size=K)
+            policy.update(Feedback(t, T, loss * tok, tok, np.ones(K)))
+            low.append(policy.weights()[1])
+        runs[guard] = (policy, np.array(low))
+    free, guarded = runs[0][1][-100:], runs[1][1][-100:]
+    assert free.max() < 1 / K - 0.02  # unguarded, the flat hardest domain is cut
+    assert guarded.min() >= 1 / K - 1e-12 and guarded.max() < 1 / K + 1e-9
+    logs = runs[1][0].log_values()
+    assert logs["acodm/guard_mass"] > 0.02 and "acodm/guard_mass" not in runs[0][0].log_values()
+    w = runs[1][0].weights()
+    assert w[2] > w[0] and w.sum() == pytest.approx(1.0)
+
+
+def test_guard_needs_the_mixlab_state() -> None:
+    with pytest.raises(ConfigError, match=r"guard_hardest.*state: mixlab"):
+        make(guard_hardest=1)  # the paper variant's state has no loss EMA
+
+
+def test_raise_to_floor() -> None:
+    from mixlab.mixing.acodm.policy import raise_to_floor
+
+    w = np.array([0.1, 0.3, 0.6])
+    out = raise_to_floor(w, np.array([0.25, 0.0, 0.0]))
+    np.testing.assert_allclose(out, [0.25, 0.3 * 0.75 / 0.9, 0.6 * 0.75 / 0.9])
+    np.testing.assert_array_equal(raise_to_floor(w, np.array([0.1, 0.2, 0.0])), w)
+    both = raise_to_floor(np.array([0.05, 0.05, 0.9]), np.array([0.2, 0.1, 0.3]))
+    np.testing.assert_allclose(both, [0.2, 0.1, 0.7])  # c keeps its own floor of 0.3
 
 
 def test_epoch_caps_compose_with_the_bound() -> None:

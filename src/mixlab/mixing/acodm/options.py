@@ -283,6 +283,14 @@ class AcodmOptions(Section):
     floor_per_domain: Int = Field(
         1, description="Micro-batches (sequences) per domain forced every step; 0 = off."
     )
+    guard_hardest: Int = Field(
+        0,
+        description="Worst-domain guard: the k domains with the highest training loss (the "
+        "state's slow loss EMA) are never sampled below their prior share; the mass they need "
+        "is taken from the others in proportion to their weights. For a reward that maximises "
+        "the mean (progress), so the hardest domain is not traded away. Needs state: mixlab; "
+        "0 = off (0).",
+    )
 
 
 # The §2.6 table: field -> release value.
@@ -399,6 +407,7 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         "agent_threads": 0,
         "warmup_steps": -1,
         "floor_per_domain": 0,
+        "guard_hardest": 0,
         "horizon": 1,
         "heldout_every": 1,
         "heldout_windows": 1,
@@ -407,6 +416,16 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         value = getattr(opts, name)
         if not (_is_int(value) and value >= low):
             raise _err(name, f"must be an integer >= {low}", value)
+    if opts.guard_hardest >= num_domains:
+        raise _err(
+            "guard_hardest", f"must be < the number of domains ({num_domains})", opts.guard_hardest
+        )
+    if opts.guard_hardest and opts.state != "mixlab":
+        raise _err(
+            "guard_hardest",
+            "needs state: mixlab (its loss EMA ranks the domains)",
+            opts.guard_hardest,
+        )
     if opts.batch_size > opts.buffer_size:
         raise _err("batch_size", f"must be <= buffer_size ({opts.buffer_size})", opts.batch_size)
     ranges = {  # name -> (low, high, low inclusive, high inclusive)

@@ -322,7 +322,7 @@ class AcodmPolicy(PolicyBase):
                 frozen = opts.mode == "frozen"
                 noise = opts.frozen_exploration if frozen else opts.exploration
                 self._weights = validate_weights(
-                    self._capped(self.agent.act(state, noise, opts.sigma)),
+                    self._capped(self._guarded(self.agent.act(state, noise, opts.sigma))),
                     self.domains,
                     where=f"acodm actor mixture at step {t}",
                 )
@@ -366,6 +366,21 @@ class AcodmPolicy(PolicyBase):
             ret = sum(gamma**k * r for k, (_, _, r, _) in enumerate(self._pending))
             s0, a0, _, mask0 = self._pending.popleft()
             self.agent.push(s0, a0, np.asarray(ret), state, mask0)
+
+    def _guarded(self, weights: np.ndarray) -> np.ndarray:
+        """The worst-domain guard (``guard_hardest`` = k): the k domains with the highest slow
+        loss EMA are raised to their prior share, the mass taken from the others in
+        proportion to their weights (:func:`raise_to_floor`)."""
+        k = self.opts.guard_hardest
+        loss = self.builder.slow_loss if isinstance(self.builder, MixlabStateBuilder) else None
+        if not k or loss is None:
+            return weights
+        floor = np.zeros_like(self.prior)
+        hardest = np.argsort(-loss, kind="stable")[:k]
+        floor[hardest] = self.prior[hardest]
+        guarded = raise_to_floor(weights, floor)
+        self._logs["acodm/guard_mass"] = float(np.abs(guarded - weights).sum() / 2.0)
+        return guarded
 
     def _capped(self, weights: np.ndarray) -> np.ndarray:
         return weights if self.caps is None else clip_to_caps(weights, self.caps)
@@ -677,6 +692,20 @@ def build_acodm(ctx: PolicyContext, cfg: AcodmMixing) -> AcodmPolicy:
 
 
 UNIMAX_EPOCHS = 4.0  # UniMax's usual cap when mixing.max_epochs is not set (arXiv 2305.16264)
+
+
+def raise_to_floor(weights: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``weights`` with every domain below ``floor`` raised to it, the mass taken from the
+    others in proportion to their room above their own floor (so none goes below it).
+    ``floor`` must be >= 0 and sum to <= 1."""
+    w = np.asarray(weights, dtype=np.float64)
+    low = w < floor
+    if not low.any():
+        return w.copy()
+    out = np.where(low, floor, w)
+    room = np.where(low, 0.0, w - floor)
+    out -= (out.sum() - 1.0) * room / room.sum()
+    return out
 
 
 def prior_weights(

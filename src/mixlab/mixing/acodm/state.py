@@ -226,6 +226,11 @@ class MixlabStateBuilder:
     def dim(self) -> int:
         return 3 * self.num_domains + 1
 
+    @property
+    def slow_loss(self) -> np.ndarray | None:
+        """The slow EMA (rate ``ema / 5``) of each domain's training loss; None before s_1."""
+        return None if self._slow is None else self._slow.copy()
+
     def build(
         self, mean_loss: np.ndarray, token_count: np.ndarray, step: int, total_steps: int
     ) -> np.ndarray:
