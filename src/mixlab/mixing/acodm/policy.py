@@ -36,7 +36,10 @@ does to the model; the state's counts feed its own choice back to it. mixlab ins
   windows every ``heldout_every`` steps (``needs.heldout_gradients``);
 * credits a mixture with its immediate effect (``gamma`` 0, a contextual bandit) unless asked
   for n-step returns or the DDPG bootstrap (``horizon``, ``bootstrap``);
-* reads a loss-only state (``state: mixlab``) with the same meaning on a proxy and a target.
+* reads a loss-only state (``state: mixlab``) with the same meaning on a proxy and a target;
+* optionally guards the worst domain (``guard_hardest`` = k): the k domains with the highest
+  slow loss EMA never go below their prior share (:func:`raise_to_floor`), for rewards that
+  maximise the mean (``progress``) at the hardest domain's expense.
 
 ``mode=frozen`` skips 2 and 3 (no gradients needed) and acts with the actor of a policy file
 (``frozen_exploration``, default none). ``online`` or ``proxy_train`` with a policy file
