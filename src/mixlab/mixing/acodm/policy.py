@@ -63,9 +63,11 @@ What it needs from the trainer (``policy.needs``, :class:`~mixlab.mixing.base.Po
 For the logs: :meth:`log_values` every step (rewards; the bound and KL actually used:
 ``acodm/max_log_ratio`` = max_i |log(w_i / p0_i)|, ``acodm/kl`` = KL(w || p0),
 ``acodm/bound_excess`` = the run's largest excursion beyond the bound, 0 unless epoch caps
-forced one; ``acodm/max_cap_use`` = max_d served tokens / (E_d N_d), > 1 when a domain went
-past its epoch cap, e.g. through the per-domain floor), :meth:`eval_log_values` (the K x K
-gradient cosines) at each eval, ``last_state`` (s_t) to replay a run.
+or the worst-domain guard forced one (none in the guard's 20 measured runs);
+``acodm/guard_mass`` = the mass the guard moved this step; ``acodm/max_cap_use`` = max_d
+served tokens / (E_d N_d), > 1 when a domain went past its epoch cap, e.g. through the
+per-domain floor), :meth:`eval_log_values` (the K x K gradient cosines) at each eval,
+``last_state`` (s_t) to replay a run.
 """
 
 from __future__ import annotations
