@@ -491,6 +491,58 @@ def test_guard_keeps_the_hardest_domain_at_its_prior() -> None:
     assert w[2] > w[0] and w.sum() == pytest.approx(1.0)
 
 
+def progress_feedback(t: int, rng: np.random.Generator) -> Feedback:
+    """b is the hardest and flat, c the easiest and still learning (as in the tests above)."""
+    tok = np.full(K, 64.0)
+    loss = np.array([3.0, 4.0, 2.5 - 0.004 * t]) + rng.normal(0, 0.02, size=K)
+    return Feedback(t, T, loss * tok, tok, np.ones(K))
+
+
+def test_state_gain_shows_the_progress_estimate_and_shares_it_with_the_reward() -> None:
+    """``state_gain`` appends clip3(z(g)) (dim 4K + 1); the reward reads the same estimator,
+    updated once a step, so the rewards equal those of a run without the gain group."""
+    from mixlab.mixing.acodm.reward import ProgressReward, zscore
+
+    plain = make_mixlab(reward="progress", train_actor=False, exploration="none")
+    gain = make_mixlab(reward="progress", state_gain=True, train_actor=False, exploration="none")
+    assert gain.builder.dim == 4 * K + 1 == gain.spec.dim and plain.builder.dim == 3 * K + 1
+    check = ProgressReward(K)
+    rng = np.random.default_rng(0)
+    for t in range(1, 121):
+        fb = progress_feedback(t, rng)
+        plain.update(fb)
+        gain.update(fb)
+        expected = check(fb.mean_loss(), fb.token_count)
+        state = gain.last_state
+        assert state is not None
+        np.testing.assert_allclose(state[3 * K + 1 :], np.clip(zscore(expected), -3, 3))
+        np.testing.assert_array_equal(state[: 3 * K + 1], plain.last_state)
+        a, b = plain.log_values(), gain.log_values()
+        assert a["acodm/raw_reward/c"] == b["acodm/raw_reward/c"]
+    assert state[3 * K + 1 + 2] > 0 > state[3 * K + 1 + 1]  # c gains most, b least
+    assert gain.state_dict()["progress"] == plain.state_dict()["progress"]
+
+
+def test_state_gain_with_the_loss_reward_and_a_frozen_target(tmp_path: Path) -> None:
+    """The gain group works with any reward, is recorded in the policy file, and a frozen
+    target computes it (no reward) and must ask for it as its proxy did."""
+    proxy = make_mixlab(reward="loss", state_gain=True, policy_out=str(tmp_path / "p.acodm.pt"))
+    rng = np.random.default_rng(0)
+    for t in range(1, 41):
+        proxy.update(progress_feedback(t, rng))
+    assert proxy.log_values()["acodm/raw_reward/b"] > proxy.log_values()["acodm/raw_reward/c"]
+    path = proxy.save_policy_file(tmp_path / "p.acodm.pt", {"seed": 0})
+    frozen = make_mixlab(policy_in=str(path), state_gain=True)
+    for t in range(1, 41):
+        frozen.update(progress_feedback(t, rng))
+    state = frozen.last_state
+    assert state is not None and state.shape == (4 * K + 1,) and np.abs(state[-K:]).max() > 0
+    with pytest.raises(ConfigError, match=r"gain: file True vs run False"):
+        make_mixlab(policy_in=str(path))
+    with pytest.raises(ConfigError, match=r"state_gain.*state: mixlab"):
+        make(state_gain=True)
+
+
 def test_guard_needs_the_mixlab_state() -> None:
     with pytest.raises(ConfigError, match=r"guard_hardest.*state: mixlab"):
         make(guard_hardest=1)  # the paper variant's state has no loss EMA

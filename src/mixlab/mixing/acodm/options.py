@@ -177,6 +177,13 @@ class AcodmOptions(Section):
     state_ema: Float = Field(
         0.1, description="state=mixlab: EMA rate of the per-domain loss (the trend uses /5) (0.1)."
     )
+    state_gain: bool = Field(
+        False,
+        description="state=mixlab: add K features, clip3(z(each domain's loss drop over the last "
+        "doubling of its tokens per unit of its share)): the progress reward's estimate, so the "
+        "actor (and a frozen one on a target) sees the marginal gain of a token (4K + 1). A "
+        "frozen target must set it as its proxy did (false).",
+    )
     gamma: Float | None = Field(
         None,
         description="Discount factor in [0, 1); 0 = contextual bandit (the critic fits the "
@@ -426,6 +433,8 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
             "needs state: mixlab (its loss EMA ranks the domains)",
             opts.guard_hardest,
         )
+    if opts.state_gain and opts.state != "mixlab":
+        raise _err("state_gain", "needs state: mixlab", opts.state_gain)
     if opts.batch_size > opts.buffer_size:
         raise _err("batch_size", f"must be <= buffer_size ({opts.buffer_size})", opts.batch_size)
     ranges = {  # name -> (low, high, low inclusive, high inclusive)

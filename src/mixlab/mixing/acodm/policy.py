@@ -137,6 +137,7 @@ def state_spec(opts: AcodmOptions, num_domains: int) -> StateSpec:
             progress_scale=1.0,
             kind="mixlab",
             ema=float(opts.state_ema),
+            gain=bool(opts.state_gain),
         )
     return StateSpec(
         num_domains=num_domains,
@@ -193,9 +194,13 @@ class AcodmPolicy(PolicyBase):
         self.caps = None if caps is None else np.asarray(caps, dtype=np.float64)
         self.budget_tokens = float(budget_tokens)
         self.spec = state_spec(opts, k)
+        # reward: progress and the state's gain group share one estimator (updated once a step)
+        uses_gain = opts.reward == "progress" or opts.state_gain
+        self._progress = ProgressReward(k) if uses_gain else None
         self.builder: StateBuilder | MixlabStateBuilder
         if opts.state == "mixlab":
-            self.builder = MixlabStateBuilder(self.prior, ema=opts.state_ema)
+            gain = self._progress if opts.state_gain else None
+            self.builder = MixlabStateBuilder(self.prior, ema=opts.state_ema, gain=gain)
         else:
             self.builder = StateBuilder(
                 k,
@@ -230,7 +235,6 @@ class AcodmPolicy(PolicyBase):
                     )
                 self.agent.load_critic_state(policy_file.critic_state)
         self._scale = RunningScale(opts.reward_ema)
-        self._progress = ProgressReward(k) if opts.reward == "progress" else None
         self._heldout: np.ndarray | None = None  # h: the last held-out gradient (P,)
         self._pending: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = deque()
         self._served = np.zeros(k)  # target tokens served per domain (epoch-cap use)
@@ -471,8 +475,12 @@ class AcodmPolicy(PolicyBase):
         60/150/250 on the demo corpus; held-out alignment -0.26, +0.17, -0.52)."""
         loss = np.asarray(feedback.mean_loss(), dtype=np.float64)
         present = np.isfinite(loss) & (np.asarray(feedback.token_count) > 0)
-        if self._progress is not None:  # reward: progress, the loss drop per token
-            loss = self._progress(np.where(present, loss, np.nan), feedback.token_count)
+        if self.opts.reward == "progress":  # the loss drop per token
+            if isinstance(self.builder, MixlabStateBuilder) and self.builder.gain is not None:
+                loss = self.builder.last_gain  # this step's, updated by _state
+            else:
+                assert self._progress is not None
+                loss = self._progress(np.where(present, loss, np.nan), feedback.token_count)
         raw = np.where(present, loss, 0.0)
         reward = self._scale(raw, present)
         self._logs["acodm/reward_scale"] = self._scale.scale

@@ -168,7 +168,8 @@ def load_policy_file(
     if diffs:
         raise ConfigError(
             f"{where}: state spec differs ({'; '.join(diffs)}); set mixing.acodm.variant / state "
-            "/ state_ema / depth_points / delta_reference / progress_scale as in the proxy run"
+            "/ state_ema / state_gain / depth_points / delta_reference / progress_scale as in the "
+            "proxy run"
         )
     if saved_bound != bound or saved_prior != prior:
         raise ConfigError(

@@ -42,10 +42,23 @@ losses and token counts alone, so a frozen target needs no probe inside the mode
  3    served share         K   clip3(log(cumulative token share_i / p0_i)): where the
                                mixture has been, relative to the prior (not z-scored)
  4    progress             1   t / T
+(5)   gain                 K   ``state_gain`` only (dim 4K + 1): clip3(z(g_i)), g_i the
+                               loss drop over the last doubling of domain i's tokens per
+                               unit of its cumulative share (the raw ``progress`` reward,
+                               :class:`~mixlab.mixing.acodm.reward.ProgressReward`)
 ====  ==================  ===  ==========================================================
 
 Every group is relative across domains or to the prior, so it has the same meaning at any
 model width, depth or family (the proxy and the target share the store and the budget).
+
+Why the gain group: with ``reward: progress`` the critic must predict each domain's marginal
+gain from the state. Groups 1-3 carry it only indirectly (the trend's fixed ~10-step windows
+are noise against a drop measured over the domain's whole last doubling), so a frozen actor on
+a target reads a state that does not show what its reward measured. With the estimate itself
+in the state, the learned rule "more weight where a token still buys more" is a function of a
+feature that keeps its meaning at any model size (z-scored across domains), and the tilt it
+causes feeds back: a domain's gain per unit share falls as its share rises, which pushes the
+mixture toward equal marginal gains.
 """
 
 from __future__ import annotations
@@ -59,7 +72,7 @@ import numpy as np
 
 from mixlab.errors import ConfigError
 from mixlab.mixing.acodm.options import DELTA_REFERENCES
-from mixlab.mixing.acodm.reward import CLIP, clip3, zscore
+from mixlab.mixing.acodm.reward import CLIP, ProgressReward, clip3, zscore
 
 
 def select_depth_blocks(num_layers: int, depth_points: Sequence[float]) -> list[int]:
@@ -78,7 +91,7 @@ def select_depth_blocks(num_layers: int, depth_points: Sequence[float]) -> list[
 class StateSpec:
     """Everything that fixes the meaning of each state coordinate (checked on policy load).
 
-    ``kind`` is ``paper`` (depth fields used) or ``mixlab`` (``ema`` used; D = 0).
+    ``kind`` is ``paper`` (depth fields used) or ``mixlab`` (``ema`` and ``gain`` used; D = 0).
     """
 
     num_domains: int
@@ -89,11 +102,12 @@ class StateSpec:
     clip: float = CLIP
     kind: str = "paper"
     ema: float = 0.0
+    gain: bool = False
 
     @property
     def dim(self) -> int:
         if self.kind == "mixlab":
-            return 3 * self.num_domains + 1
+            return (4 if self.gain else 3) * self.num_domains + 1
         return 3 * self.num_domains + 2 * self.num_depths + 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +120,7 @@ class StateSpec:
             "progress_scale": float(self.progress_scale),
             "clip": float(self.clip),
             "ema": float(self.ema),
+            "gain": bool(self.gain),
         }
 
     @classmethod
@@ -119,6 +134,7 @@ class StateSpec:
             clip=float(d["clip"]),
             kind=str(d.get("kind", "paper")),  # format-1 files hold paper states
             ema=float(d.get("ema", 0.0)),
+            gain=bool(d.get("gain", False)),  # files before state_gain: no gain group
         )
 
 
@@ -212,19 +228,34 @@ class StateBuilder:
 
 
 class MixlabStateBuilder:
-    """The mixlab state (dim 3K + 1) from per-domain training losses and token counts."""
+    """The mixlab state (dim 3K + 1, or 4K + 1 with a ``gain`` estimator) from per-domain
+    training losses and token counts.
 
-    def __init__(self, prior: np.ndarray, *, ema: float = 0.1) -> None:
+    ``gain``: the :class:`~mixlab.mixing.acodm.reward.ProgressReward` whose estimate becomes
+    group 5. The builder *borrows* it: its owner (the policy) checkpoints it, and with ``reward:
+    progress`` reads the same step's estimate from :attr:`last_gain` instead of updating it a
+    second time."""
+
+    def __init__(
+        self, prior: np.ndarray, *, ema: float = 0.1, gain: ProgressReward | None = None
+    ) -> None:
         self.prior = np.asarray(prior, dtype=np.float64)
         self.num_domains = int(self.prior.shape[0])
         self.ema = float(ema)
+        self.gain = gain
         self._fast: np.ndarray | None = None
         self._slow: np.ndarray | None = None
         self._served = np.zeros(self.num_domains)
+        self._last_gain = np.zeros(self.num_domains)
 
     @property
     def dim(self) -> int:
-        return 3 * self.num_domains + 1
+        return (3 if self.gain is None else 4) * self.num_domains + 1
+
+    @property
+    def last_gain(self) -> np.ndarray:
+        """The gain estimate of the last :meth:`build` (zeros without ``gain``)."""
+        return self._last_gain.copy()
 
     @property
     def slow_loss(self) -> np.ndarray | None:
@@ -242,6 +273,8 @@ class MixlabStateBuilder:
             if arr.shape != (k,):
                 raise ValueError(f"AC-ODM state: {name} must have shape ({k},), got {arr.shape}")
         missing = ~np.isfinite(loss)
+        if self.gain is not None:
+            self._last_gain = self.gain(np.where(missing, np.nan, loss), tokens)
         if self._fast is None or self._slow is None:
             fill = float(loss[~missing].mean()) if (~missing).any() else 0.0
             loss[missing] = fill
@@ -255,14 +288,15 @@ class MixlabStateBuilder:
         total = float(self._served.sum())
         share = self._served / total if total > 0 else self.prior
         served = np.log(np.maximum(share, 1e-12) / self.prior)
-        return np.concatenate(
-            [
-                clip3(zscore(self._fast)),
-                clip3(zscore(self._slow - self._fast)),
-                clip3(served),
-                np.array([step / max(total_steps, 1)]),
-            ]
-        )
+        groups = [
+            clip3(zscore(self._fast)),
+            clip3(zscore(self._slow - self._fast)),
+            clip3(served),
+            np.array([step / max(total_steps, 1)]),
+        ]
+        if self.gain is not None:
+            groups.append(clip3(zscore(self._last_gain)))
+        return np.concatenate(groups)
 
     def state_dict(self) -> dict[str, Any]:
         def listed(x: np.ndarray | None) -> list[float] | None:
