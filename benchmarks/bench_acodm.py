@@ -13,8 +13,10 @@ averaged per step (``heldout``), and the policy update incl. the agent (``policy
 ``online`` is the mixlab variant with the held-out alignment reward: training-gradient capture
 every step plus one small held-out forward/backward every 10 steps; ``loss`` is the mixlab
 variant with ``reward: loss`` (no probe inside the model: the agent only), ``progress`` the same
-with ``reward: progress`` (plus its per-domain loss history); ``frozen`` is a
-mixlab proxy policy driving the run (no probe inside the model at all); ``paper`` is
+with ``reward: progress`` (plus its per-domain loss history), ``gain`` that with the progress
+estimate in the state (``state_gain``); ``frozen`` is a mixlab proxy policy driving the run (no
+probe inside the model at all), ``frozen_gain`` a ``gain`` policy file driving it (the frozen
+target keeps the loss history to build its state); ``paper`` is
 ``variant: paper`` online (capture + weight norms, no held-out pass).
 
 Peak memory: each mode also runs in a fresh subprocess for ``--memory-steps`` steps and
@@ -38,11 +40,23 @@ from typing import Any
 import torch
 from _common import bench_config, demo_store, interleaved, median, step_parser, workdir
 
-MODES = ("uniform", "online", "online_k4", "loss", "progress", "frozen", "paper")
+MODES = (
+    "uniform",
+    "online",
+    "online_k4",
+    "loss",
+    "progress",
+    "gain",
+    "frozen",
+    "frozen_gain",
+    "paper",
+)
+# The frozen modes' policy files, saved by the online and gain trainers after their warm-up.
+POLICY_FILES = {"frozen": "bench.acodm.pt", "frozen_gain": "bench-gain.acodm.pt"}
 WARMUP = 12  # AC-ODM warm-up steps in the benchmark (the main phase is what is measured)
 
 
-def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: Path | None) -> Any:
+def make_trainer(args: argparse.Namespace, mode: str, root: Path) -> Any:
     from mixlab.train.loop import Trainer
 
     mixing: dict[str, Any] = {"name": "uniform"}
@@ -57,10 +71,12 @@ def make_trainer(args: argparse.Namespace, mode: str, root: Path, policy_file: P
                 **({"variant": "paper"} if mode == "paper" else {}),
                 **({"reward": "heldout_alignment"} if mode.startswith("online") else {}),
                 **({"reward": mode} if mode in ("loss", "progress") else {}),
+                **({"reward": "progress", "state_gain": True} if mode == "gain" else {}),
+                **({"state_gain": True} if mode == "frozen_gain" else {}),
             },
         }
-        if mode == "frozen":
-            mixing["policy_in"] = str(policy_file)
+        if mode in POLICY_FILES:
+            mixing["policy_in"] = str(root / POLICY_FILES[mode])
     cfg = bench_config(
         demo_store(root),
         preset=args.preset,
@@ -101,8 +117,7 @@ def block_ratio(
 def memory_child(args: argparse.Namespace) -> None:
     """Train ``--memory-steps`` steps in mode ``--memory-mode``; print peak RSS in MB."""
     root = workdir(args.workdir)
-    policy_file = root / "bench.acodm.pt"
-    trainer = make_trainer(args, args.memory_mode, root, policy_file)
+    trainer = make_trainer(args, args.memory_mode, root)
     for _ in range(args.memory_steps):
         trainer.run_step()
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -120,18 +135,16 @@ def main() -> None:
         return
 
     root = workdir(args.workdir)
-    policy_file = root / "bench.acodm.pt"
-    online = make_trainer(args, "online", root, None)
-    for _ in range(WARMUP + 2):
-        online.run_step()
-    online.policy.save_policy_file(policy_file)
-    trainers = {"online": online}
-    for mode in MODES:
-        if mode == "online":
+    trainers = {}
+    for mode in ("online", "gain", *MODES):  # the two policy files' sources first
+        if mode in trainers:
             continue
-        trainers[mode] = make_trainer(args, mode, root, policy_file)
+        trainers[mode] = make_trainer(args, mode, root)
         for _ in range(WARMUP + 2):
             trainers[mode].run_step()
+        if mode in ("online", "gain"):
+            name = POLICY_FILES["frozen" if mode == "online" else "frozen_gain"]
+            trainers[mode].policy.save_policy_file(root / name)
     parts: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
 
     def stepper(mode: str) -> Any:
