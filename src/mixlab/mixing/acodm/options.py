@@ -171,8 +171,9 @@ class AcodmOptions(Section):
     state: str | None = Field(
         None,
         description="mixlab (EMA loss, loss trend, log cumulative share / p0, progress: "
-        "3K + 1, the same meaning at every model size) | paper (§2.3: loss, loss change, "
-        "counts, weight norms, norm change, progress: 3K + 2D + 1). null = variant default.",
+        "3K + 1, +K with state_gain; the same meaning at every model size) | paper (§2.3: "
+        "loss, loss change, counts, weight norms, norm change, progress: 3K + 2D + 1). "
+        "null = variant default.",
     )
     state_ema: Float = Field(
         0.1, description="state=mixlab: EMA rate of the per-domain loss (the trend uses /5) (0.1)."

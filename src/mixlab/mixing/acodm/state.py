@@ -33,8 +33,9 @@ actor's own previous action (a copy of a_t that closes the loop "sampled X, so X
 and the one-step loss change is noise (per-step loss std ~0.1-0.5 nats against a true change of
 ~0.005).
 
-**mixlab** (:class:`MixlabStateBuilder`, ``state: mixlab``; dim = 3K + 1), from the training
-losses and token counts alone, so a frozen target needs no probe inside the model:
+**mixlab** (:class:`MixlabStateBuilder`, ``state: mixlab``; dim = 3K + 1, or 4K + 1 with
+``state_gain``), from the training losses and token counts alone, so a frozen target needs no
+probe inside the model:
 
 ====  ==================  ===  ==========================================================
  1    loss level           K   clip3(z(EMA_a of l_i)), a = ``state_ema``
@@ -58,7 +59,9 @@ a target reads a state that does not show what its reward measured. With the est
 in the state, the learned rule "more weight where a token still buys more" is a function of a
 feature that keeps its meaning at any model size (z-scored across domains), and the tilt it
 causes feeds back: a domain's gain per unit share falls as its share rises, which pushes the
-mixture toward equal marginal gains.
+mixture toward equal marginal gains. Measured (README "AC-ODM", demo corpus, 1200 steps): a
+llama-tiny proxy's frozen actor drives a llama-1m target within 0.02-0.05 total variation of
+the target's own online actor's mixture with this group, 0.08-0.15 without it.
 """
 
 from __future__ import annotations
