@@ -523,6 +523,26 @@ def test_state_gain_shows_the_progress_estimate_and_shares_it_with_the_reward() 
     assert gain.state_dict()["progress"] == plain.state_dict()["progress"]
 
 
+def test_state_gain_resumes_bit_identically() -> None:
+    kw: dict[str, Any] = {"reward": "progress", "state_gain": True}
+    a = make_mixlab(**kw)
+    rng = np.random.default_rng(0)
+    for t in range(1, 41):
+        a.update(progress_feedback(t, rng))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = make_mixlab(**kw)
+    b.load_state_dict(torch.load(buf, weights_only=False))
+    for t in range(41, 61):
+        fb = progress_feedback(t, rng)
+        a.update(fb)
+        b.update(fb)
+        assert np.array_equal(a.weights(), b.weights())
+        assert np.array_equal(a.last_state, b.last_state)
+    assert a.log_values() == b.log_values()
+
+
 def test_state_gain_with_the_loss_reward_and_a_frozen_target(tmp_path: Path) -> None:
     """The gain group works with any reward, is recorded in the policy file, and a frozen
     target computes it (no reward) and must ask for it as its proxy did."""
