@@ -6,12 +6,14 @@ folder's conftest (``from tests.helpers import one_torch_thread``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -104,3 +106,14 @@ def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> str:
     done = subprocess.run(cmd + args, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return done.stdout + done.stderr
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    """Import a file that is not in a package (a script of ``scripts/``) as module ``name``,
+    registered in ``sys.modules`` (dataclasses look their module up by name)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

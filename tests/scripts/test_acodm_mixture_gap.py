@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.helpers import load_module
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "acodm_mixture_gap.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("acodm_mixture_gap", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, "acodm_mixture_gap")
 
 
 def write_run(folder: Path, weights: list[tuple[float, float]]) -> None:

@@ -6,9 +6,7 @@ tested on files written by the tests, and its output is read back through the li
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -16,17 +14,13 @@ from types import ModuleType
 import pytest
 
 from mixlab.data import demo_corpus as dc
+from tests.helpers import load_module
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_demo_corpus.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_demo_corpus", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, "build_demo_corpus")
 
 
 bdc = load_script()
