@@ -51,9 +51,13 @@ MODES = (
     "frozen_gain",
     "paper",
 )
-# The frozen modes' policy files, saved by the online and gain trainers after their warm-up.
-POLICY_FILES = {"frozen": "bench.acodm.pt", "frozen_gain": "bench-gain.acodm.pt"}
+# frozen mode -> the online mode whose policy file (saved after its warm-up) drives it
+POLICY_SOURCES = {"frozen": "online", "frozen_gain": "gain"}
 WARMUP = 12  # AC-ODM warm-up steps in the benchmark (the main phase is what is measured)
+
+
+def policy_file(root: Path, source: str) -> Path:
+    return root / f"bench-{source}.acodm.pt"
 
 
 def make_trainer(args: argparse.Namespace, mode: str, root: Path) -> Any:
@@ -75,8 +79,8 @@ def make_trainer(args: argparse.Namespace, mode: str, root: Path) -> Any:
                 **({"state_gain": True} if mode == "frozen_gain" else {}),
             },
         }
-        if mode in POLICY_FILES:
-            mixing["policy_in"] = str(root / POLICY_FILES[mode])
+        if mode in POLICY_SOURCES:
+            mixing["policy_in"] = str(policy_file(root, POLICY_SOURCES[mode]))
     cfg = bench_config(
         demo_store(root),
         preset=args.preset,
@@ -136,15 +140,15 @@ def main() -> None:
 
     root = workdir(args.workdir)
     trainers = {}
-    for mode in ("online", "gain", *MODES):  # the two policy files' sources first
+    sources = tuple(POLICY_SOURCES.values())
+    for mode in (*sources, *MODES):  # the policy files' sources first
         if mode in trainers:
             continue
         trainers[mode] = make_trainer(args, mode, root)
         for _ in range(WARMUP + 2):
             trainers[mode].run_step()
-        if mode in ("online", "gain"):
-            name = POLICY_FILES["frozen" if mode == "online" else "frozen_gain"]
-            trainers[mode].policy.save_policy_file(root / name)
+        if mode in sources:
+            trainers[mode].policy.save_policy_file(policy_file(root, mode))
     parts: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
 
     def stepper(mode: str) -> Any:

@@ -158,6 +158,22 @@ def test_mixlab_state_layout_and_scale_free() -> None:
     np.testing.assert_array_equal(c.build(*step2), d.build(*step2))
 
 
+def test_mixlab_state_gain_group() -> None:
+    """With ``gain`` the step's estimate is appended as clip3(z(g)) (4K + 1) and is required."""
+    from mixlab.mixing.acodm.state import MixlabStateBuilder
+
+    prior = np.full(K, 1.0 / K)
+    builder = MixlabStateBuilder(prior, gain=True)
+    g = np.array([0.1, 0.5, -0.2, 0.0, 9.0])
+    state = builder.build(np.full(K, 4.0), np.full(K, 10.0), 1, 10, gain=g)
+    assert state.shape == (4 * K + 1,) and builder.dim == 4 * K + 1
+    np.testing.assert_allclose(state[3 * K + 1 :], clip3(zscore(g)))
+    with pytest.raises(ValueError, match="needs the step's gain estimate"):
+        builder.build(np.full(K, 4.0), np.full(K, 10.0), 2, 10)
+    with pytest.raises(ValueError, match=r"gain must have shape \(5,\)"):
+        builder.build(np.full(K, 4.0), np.full(K, 10.0), 2, 10, gain=np.zeros(3))
+
+
 def test_state_spec_kinds_round_trip() -> None:
     spec = StateSpec(4, 0, (), "previous", 1.0, kind="mixlab", ema=0.1)
     assert spec.dim == 13 and StateSpec.from_dict(spec.to_dict()) == spec

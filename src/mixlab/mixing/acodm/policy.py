@@ -194,13 +194,13 @@ class AcodmPolicy(PolicyBase):
         self.caps = None if caps is None else np.asarray(caps, dtype=np.float64)
         self.budget_tokens = float(budget_tokens)
         self.spec = state_spec(opts, k)
-        # reward: progress and the state's gain group share one estimator (updated once a step)
+        # reward: progress and the state's gain group read one estimate, updated once a step
         uses_gain = opts.reward == "progress" or opts.state_gain
         self._progress = ProgressReward(k) if uses_gain else None
+        self._gain: np.ndarray | None = None  # this step's estimate (update)
         self.builder: StateBuilder | MixlabStateBuilder
         if opts.state == "mixlab":
-            gain = self._progress if opts.state_gain else None
-            self.builder = MixlabStateBuilder(self.prior, ema=opts.state_ema, gain=gain)
+            self.builder = MixlabStateBuilder(self.prior, ema=opts.state_ema, gain=opts.state_gain)
         else:
             self.builder = StateBuilder(
                 k,
@@ -291,6 +291,8 @@ class AcodmPolicy(PolicyBase):
     # ------------------------------------------------------------------ the update
     def update(self, feedback: Feedback) -> None:
         t, opts = int(feedback.step), self.opts
+        if self._progress is not None and (opts.state_gain or opts.mode != "frozen"):
+            self._gain = self._progress(feedback.mean_loss(), feedback.token_count)
         state = self._state(feedback)
         tokens = np.asarray(feedback.token_count, dtype=np.float64)
         self._served += np.where(np.isfinite(tokens), tokens, 0.0)
@@ -345,7 +347,9 @@ class AcodmPolicy(PolicyBase):
     def _state(self, feedback: Feedback) -> np.ndarray:
         t, total = int(feedback.step), int(feedback.total_steps)
         if isinstance(self.builder, MixlabStateBuilder):
-            return self.builder.build(feedback.mean_loss(), feedback.token_count, t, total)
+            return self.builder.build(
+                feedback.mean_loss(), feedback.token_count, t, total, gain=self._gain
+            )
         norms = feedback.param_norms
         diffs = feedback.extras.get("param_diff_norms")
         if norms is None or diffs is None:
@@ -475,12 +479,8 @@ class AcodmPolicy(PolicyBase):
         60/150/250 on the demo corpus; held-out alignment -0.26, +0.17, -0.52)."""
         loss = np.asarray(feedback.mean_loss(), dtype=np.float64)
         present = np.isfinite(loss) & (np.asarray(feedback.token_count) > 0)
-        if self.opts.reward == "progress":  # the loss drop per token
-            if isinstance(self.builder, MixlabStateBuilder) and self.builder.gain is not None:
-                loss = self.builder.last_gain  # this step's, updated by _state
-            else:
-                assert self._progress is not None
-                loss = self._progress(np.where(present, loss, np.nan), feedback.token_count)
+        if self._gain is not None and self.opts.reward == "progress":  # loss drop per token
+            loss = self._gain  # this step's, from update
         raw = np.where(present, loss, 0.0)
         reward = self._scale(raw, present)
         self._logs["acodm/reward_scale"] = self._scale.scale

@@ -75,7 +75,7 @@ import numpy as np
 
 from mixlab.errors import ConfigError
 from mixlab.mixing.acodm.options import DELTA_REFERENCES
-from mixlab.mixing.acodm.reward import CLIP, ProgressReward, clip3, zscore
+from mixlab.mixing.acodm.reward import CLIP, clip3, zscore
 
 
 def select_depth_blocks(num_layers: int, depth_points: Sequence[float]) -> list[int]:
@@ -231,34 +231,25 @@ class StateBuilder:
 
 
 class MixlabStateBuilder:
-    """The mixlab state (dim 3K + 1, or 4K + 1 with a ``gain`` estimator) from per-domain
-    training losses and token counts.
+    """The mixlab state (dim 3K + 1, or 4K + 1 with ``gain``) from per-domain training losses
+    and token counts.
 
-    ``gain``: the :class:`~mixlab.mixing.acodm.reward.ProgressReward` whose estimate becomes
-    group 5. The builder *borrows* it: its owner (the policy) checkpoints it, and with ``reward:
-    progress`` reads the same step's estimate from :attr:`last_gain` instead of updating it a
-    second time."""
+    ``gain``: :meth:`build` takes the step's raw ``progress`` estimate (K,) and appends it as
+    group 5; the estimator (:class:`~mixlab.mixing.acodm.reward.ProgressReward`) lives in the
+    policy, which feeds the same estimate to ``reward: progress``."""
 
-    def __init__(
-        self, prior: np.ndarray, *, ema: float = 0.1, gain: ProgressReward | None = None
-    ) -> None:
+    def __init__(self, prior: np.ndarray, *, ema: float = 0.1, gain: bool = False) -> None:
         self.prior = np.asarray(prior, dtype=np.float64)
         self.num_domains = int(self.prior.shape[0])
         self.ema = float(ema)
-        self.gain = gain
+        self.gain = bool(gain)
         self._fast: np.ndarray | None = None
         self._slow: np.ndarray | None = None
         self._served = np.zeros(self.num_domains)
-        self._last_gain = np.zeros(self.num_domains)
 
     @property
     def dim(self) -> int:
-        return (3 if self.gain is None else 4) * self.num_domains + 1
-
-    @property
-    def last_gain(self) -> np.ndarray:
-        """The gain estimate of the last :meth:`build` (zeros without ``gain``)."""
-        return self._last_gain.copy()
+        return (4 if self.gain else 3) * self.num_domains + 1
 
     @property
     def slow_loss(self) -> np.ndarray | None:
@@ -266,18 +257,25 @@ class MixlabStateBuilder:
         return None if self._slow is None else self._slow.copy()
 
     def build(
-        self, mean_loss: np.ndarray, token_count: np.ndarray, step: int, total_steps: int
+        self,
+        mean_loss: np.ndarray,
+        token_count: np.ndarray,
+        step: int,
+        total_steps: int,
+        gain: np.ndarray | None = None,
     ) -> np.ndarray:
-        """s_t as float64 (dim,). ``mean_loss`` has NaN (or inf) for absent domains."""
+        """s_t as float64 (dim,). ``mean_loss`` has NaN (or inf) for absent domains; ``gain``
+        (K,), the step's raw progress estimate, is required with ``gain`` and ignored without."""
         k = self.num_domains
         loss = np.asarray(mean_loss, dtype=np.float64).copy()
         tokens = np.asarray(token_count, dtype=np.float64)
-        for name, arr in (("mean_loss", loss), ("token_count", tokens)):
+        if self.gain and gain is None:
+            raise ValueError("AC-ODM state: the gain group needs the step's gain estimate")
+        gains = np.zeros(k) if gain is None else np.asarray(gain, dtype=np.float64)
+        for name, arr in (("mean_loss", loss), ("token_count", tokens), ("gain", gains)):
             if arr.shape != (k,):
                 raise ValueError(f"AC-ODM state: {name} must have shape ({k},), got {arr.shape}")
         missing = ~np.isfinite(loss)
-        if self.gain is not None:
-            self._last_gain = self.gain(np.where(missing, np.nan, loss), tokens)
         if self._fast is None or self._slow is None:
             fill = float(loss[~missing].mean()) if (~missing).any() else 0.0
             loss[missing] = fill
@@ -297,8 +295,8 @@ class MixlabStateBuilder:
             clip3(served),
             np.array([step / max(total_steps, 1)]),
         ]
-        if self.gain is not None:
-            groups.append(clip3(zscore(self._last_gain)))
+        if self.gain:
+            groups.append(clip3(zscore(gains)))
         return np.concatenate(groups)
 
     def state_dict(self) -> dict[str, Any]:
