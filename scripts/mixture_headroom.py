@@ -59,7 +59,7 @@ class Headroom:
     prior: np.ndarray  # p: the arm's (static) mixture
     drop: np.ndarray  # d_i, nats per doubling, mean over seeds
     drop_std: np.ndarray  # its spread over seeds (0 for one seed)
-    optimum: np.ndarray  # w* = d / sum d (negative drops count as 0)
+    optimum: np.ndarray  # w* ∝ d (negative drops count as 0), above any floors (optimum())
     seeds: tuple[int, ...]
 
     def domain_change(self, weights: np.ndarray | None = None) -> np.ndarray:
@@ -103,8 +103,13 @@ def static_mixture(record: RunRecord, domains: Sequence[str], tol: float = 1e-6)
     return w[0]
 
 
-def headroom(records: Sequence[RunRecord], step: int | None = None) -> Headroom:
-    """The estimate from the finished runs of one static-mixture arm (one per seed)."""
+def headroom(
+    records: Sequence[RunRecord], step: int | None = None, keep_hardest: int = 0
+) -> Headroom:
+    """The estimate from the finished runs of one static-mixture arm (one per seed).
+
+    ``keep_hardest = k`` keeps the k domains with the highest mean loss at step t at least at
+    their share of the arm's mixture (as AC-ODM's ``guard_hardest`` does online)."""
     runs = sorted((r for r in records if r.ok), key=lambda r: r.seed)
     if not runs:
         raise SystemExit("no finished run of the arm (status done with a final eval)")
@@ -113,18 +118,44 @@ def headroom(records: Sequence[RunRecord], step: int | None = None) -> Headroom:
     prior = static_mixture(runs[0], domains)
     drops = np.array([[_loss_at(r, d, t / 2) - _loss_at(r, d, t) for d in domains] for r in runs])
     drop = drops.mean(axis=0)
-    kept = np.clip(drop, 0.0, None)
-    if kept.sum() <= 0:
+    if (drop <= 0).all():
         raise SystemExit(f"no domain's loss fell between steps {t / 2:g} and {t}")
+    floors = np.zeros(len(domains))
+    if keep_hardest > 0:
+        level = np.array([[_loss_at(r, d, t) for d in domains] for r in runs]).mean(axis=0)
+        hardest = np.argsort(-level, kind="stable")[:keep_hardest]
+        floors[hardest] = prior[hardest]
     return Headroom(
         step=int(t),
         domains=domains,
         prior=prior,
         drop=drop,
         drop_std=drops.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(domains)),
-        optimum=kept / kept.sum(),
+        optimum=optimum(drop, floors),
         seeds=tuple(r.seed for r in runs),
     )
+
+
+def optimum(drop: np.ndarray, floors: np.ndarray | None = None) -> np.ndarray:
+    """argmax of sum_i d_i log w_i over the simplex with w_i >= floors_i (negative d count as
+    0): w_i = max(floors_i, d_i / lambda) with lambda such that the weights sum to 1 (KKT), found
+    by fixing the domains that fall below their floor until none does."""
+    d = np.clip(np.asarray(drop, dtype=np.float64), 0.0, None)
+    f = np.zeros_like(d) if floors is None else np.asarray(floors, dtype=np.float64)
+    if f.sum() > 1.0 + 1e-12:
+        raise SystemExit(f"the floors sum to {f.sum():.4f} > 1: no mixture keeps them all")
+    fixed = np.zeros(len(d), dtype=bool)
+    while True:
+        free_drop = d[~fixed].sum()
+        if free_drop <= 0:  # nothing left that learns: the rest of the mass goes to the floors
+            w = f.copy()
+            w[fixed] += (1.0 - f.sum()) * f[fixed] / f[fixed].sum()
+            return w
+        w = np.where(fixed, f, (1.0 - f[fixed].sum()) * d / free_drop)
+        low = ~fixed & (w < f)
+        if not low.any():
+            return w
+        fixed |= low
 
 
 def seeds_needed(gain_pct: float, diff_std: float, max_seeds: int = 10_000) -> int | None:
@@ -162,6 +193,14 @@ def main() -> None:
         help="two arms whose paired geo_ppl differences give the seed noise (e.g. uniform "
         "acodm-prior); default: none",
     )
+    ap.add_argument(
+        "--keep-hardest",
+        type=int,
+        default=0,
+        metavar="K",
+        help="keep the K domains with the highest loss at t at least at the arm's share "
+        "(AC-ODM's guard_hardest; default 0)",
+    )
     ap.add_argument("--out", type=Path, help="write w* as a weights file (mixing.weights_file)")
     args = ap.parse_args()
     records = load_records([args.suite])
@@ -169,8 +208,12 @@ def main() -> None:
     mine = [r for r in records if r.method == args.arm]
     if not mine:
         raise SystemExit(f"{args.suite}: no runs of arm {args.arm!r} (arms: {arms})")
-    h = headroom(mine, args.step)
-    print(f"{args.arm}, seeds {list(h.seeds)}: drop over steps {h.step // 2}-{h.step}")
+    h = headroom(mine, args.step, args.keep_hardest)
+    kept = [d for d, w, p in zip(h.domains, h.optimum, h.prior, strict=True) if w == p]
+    print(
+        f"{args.arm}, seeds {list(h.seeds)}: drop over steps {h.step // 2}-{h.step}"
+        + (f"; kept at least at the arm's share: {kept}" if args.keep_hardest else "")
+    )
     print(f"{'domain':20s} {'p':>6s} {'drop (nats)':>14s} {'w*':>6s} {'predicted':>10s}")
     change = h.domain_change()
     for i, d in enumerate(h.domains):

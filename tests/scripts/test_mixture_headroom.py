@@ -166,3 +166,35 @@ def test_cli_prints_the_table_and_writes_a_weights_file(
     monkeypatch.setattr(sys, "argv", ["mixture_headroom.py", str(tmp_path), "--arm", "nope"])
     with pytest.raises(SystemExit, match="no runs of arm 'nope'"):
         load_script().main()
+
+
+def test_floors_are_kept_and_the_rest_follows_the_drops() -> None:
+    """w_i = max(floor_i, d_i / lambda): non-binding floors change nothing, binding ones are
+    met exactly, and no feasible mixture scores higher."""
+    optimum = load_script().optimum
+    d = np.array([0.1, 0.2, 0.3, 0.4])
+    assert optimum(d) == pytest.approx(d / d.sum())
+    assert optimum(d, np.array([0.05, 0, 0, 0])) == pytest.approx(d / d.sum())
+    floors = np.array([0.3, 0.3, 0.0, 0.0])
+    w = optimum(d, floors)
+    assert w == pytest.approx([0.3, 0.3, 0.4 * 3 / 7, 0.4 * 4 / 7]) and w.sum() == pytest.approx(1)
+    rng = np.random.default_rng(1)
+    score = float(d @ np.log(w))
+    for x in rng.dirichlet(np.ones(4), size=2000):
+        if (x >= floors).all():
+            assert float(d @ np.log(x)) <= score + 1e-12
+    assert optimum(np.array([0.0, 0.0, 0.5]), np.array([0.2, 0.1, 0.0])) == pytest.approx(
+        [0.2, 0.1, 0.7]
+    )
+    with pytest.raises(SystemExit, match=r"floors sum to 1\.2"):
+        optimum(d, np.array([0.6, 0.6, 0, 0]))
+
+
+def test_keep_hardest_guards_the_highest_loss(tmp_path: Path) -> None:
+    """Domain a has the highest loss and the smallest drop: unguarded it gets 1/6 < 1/3;
+    kept, it gets its uniform 1/3 and b, c share the rest 2:3."""
+    run = write_run(tmp_path / "uniform" / "seed0", 0, log_linear((9, 5, 4), D, STEPS))
+    records = load_records([write_suite(tmp_path, [run])])
+    h = load_script().headroom(records, keep_hardest=1)
+    assert h.optimum == pytest.approx([1 / 3, 2 / 3 * 0.4, 2 / 3 * 0.6])
+    assert 0 < h.predicted_gain() < load_script().headroom(records).predicted_gain()
