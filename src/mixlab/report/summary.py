@@ -39,6 +39,7 @@ from mixlab.eval.metrics import (
     times_faster,
     worst_domain,
 )
+from mixlab.report.headroom import headroom_note
 from mixlab.report.onset import onset_note
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import PairedDiff, Spread, fmt, json_float, paired_difference, spread
@@ -370,9 +371,12 @@ def summarize(
         summary.step_seconds_pct = _pct(summary.step_seconds.mean, nat_step)
         summary.peak_rss_pct = _pct(summary.peak_rss_mb.mean, nat_rss)
         methods.append(summary)
-    onset = onset_note(groups, base_by_seed, key, base)
-    if onset:
-        notes.append(onset)
+    for note in (
+        onset_note(groups, base_by_seed, key, base),
+        headroom_note(groups, base_by_seed, base),
+    ):
+        if note:
+            notes.append(note)
     notes.extend(acodm_alarms(usable))
     return Summary(baseline=base, metric=metric, methods=methods, domains=domains, notes=notes)
 

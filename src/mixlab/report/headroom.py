@@ -1,0 +1,236 @@
+"""How much can any mixture gain at this budget? A first-order estimate from a static-mixture arm.
+
+The question before any mixing method: at this model size and token budget, is there anything
+to win by reallocating tokens between domains, and could a comparison with this many seeds see
+it? Both answers come from runs a suite already has.
+
+The estimate
+    Take the runs of a static-mixture arm (``uniform`` usually; mixture p fixed during the run)
+    and each domain's held-out loss drop over the last doubling of the run's steps,
+    ``d_i = L_i(t / 2) - L_i(t)`` (eval rows, interpolated in log2 step; mean over seeds). Under
+    a static mixture a domain's tokens grow like the steps, so d_i is its loss drop per doubling
+    of its own tokens. If near the end of the budget each domain's loss is log-linear in its own
+    tokens, ``L_i(n) = c_i - d_i log2 n`` (the local form of a power law), the mixture that
+    minimises the mean log-loss over the K domains (log geo_ppl) at the same total tokens solves
+
+        maximise  sum_i d_i log w_i  subject to  sum_i w_i = 1   ->   w*_i = d_i / sum_j d_j
+
+    (with lower bounds ``w_i >= f_i``, e.g. the worst domain kept at its share as AC-ODM's
+    ``guard_hardest`` does: ``w_i = max(f_i, d_i / lambda)``, :func:`optimum`). Its predicted
+    gain over p is ``(1/K) sum_i d_i log2(w*_i / p_i)`` nats of mean log-loss (geo_ppl is
+    multiplied by exp(-gain)); each domain's own change is ``-d_i log2(w*_i / p_i)`` nats.
+    AC-ODM's ``reward: progress`` climbs toward the same optimum online: its reward d_i / w_i is
+    equal across domains exactly at w*.
+
+What it leaves out
+    Transfer between domains (when all domains double together, a domain's drop includes what
+    the others taught it, so cutting it costs more than d_i says if its neighbours are cut too),
+    repetition (a small domain pushed to many epochs learns less per token), the learning-rate
+    schedule (the last doubling includes the decay) and curvature: the per-domain figures
+    overstate large moves. Read the gain as an order of magnitude; README "AC-ODM" measures it
+    against real runs of w*.
+
+Seeds
+    :func:`seeds_needed` turns the paired seed noise of a comparison (the spread of per-seed
+    differences) into the number of seeds whose 95% t interval is narrower than the predicted
+    gain; :func:`headroom_note` puts both in the report's notes. ``scripts/mixture_headroom.py``
+    prints the table and writes w* as a weights file for ``mixing.name: fixed``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixlab.errors import DataError
+from mixlab.report.records import RunRecord
+from mixlab.report.stats import spread, t_quantile_975
+
+WEIGHT = "mix/weight/"
+GEO = "eval/geo_ppl"
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """The estimate for one arm: per-domain drops, the optimum and its predicted gain."""
+
+    step: int  # t: the eval step the drops end at
+    domains: tuple[str, ...]
+    prior: np.ndarray  # p: the arm's (static) mixture
+    drop: np.ndarray  # d_i, nats per doubling, mean over seeds
+    drop_std: np.ndarray  # its spread over seeds (0 for one seed)
+    optimum: np.ndarray  # w*: :func:`optimum` of the drops above any floors
+    floors: np.ndarray  # the lower bounds w* respects (0: none)
+    seeds: tuple[int, ...]
+
+    def domain_change(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """Predicted change of each domain's loss at ``weights`` (default w*), in nats
+        (negative = better; inf for a domain given no weight)."""
+        w = self.optimum if weights is None else np.asarray(weights, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            ratio = np.log2(w / self.prior)
+        return np.where(w > 0, -self.drop * ratio, np.inf)
+
+    def predicted_gain(self, weights: np.ndarray | None = None) -> float:
+        """Predicted drop of the mean log-loss at ``weights`` (default w*), in nats: log
+        geo_ppl falls by this. w* maximises it over the simplex (within the floors)."""
+        return float(-np.mean(self.domain_change(weights)))
+
+    @property
+    def gain_pct(self) -> float:
+        """The predicted change of geo_ppl at w*, in percent (negative = better)."""
+        return 100.0 * math.expm1(-self.predicted_gain())
+
+
+def optimum(drop: np.ndarray, floors: np.ndarray | None = None) -> np.ndarray:
+    """argmax of sum_i d_i log w_i over the simplex with w_i >= floors_i (negative d count as
+    0): w_i = max(floors_i, d_i / lambda) with lambda such that the weights sum to 1 (KKT),
+    found by fixing the domains that fall below their floor until none does."""
+    d = np.clip(np.asarray(drop, dtype=np.float64), 0.0, None)
+    f = np.zeros_like(d) if floors is None else np.asarray(floors, dtype=np.float64)
+    if f.sum() > 1.0 + 1e-12:
+        raise DataError(f"headroom: the floors sum to {f.sum():.4f} > 1; no mixture keeps them")
+    fixed = np.zeros(len(d), dtype=bool)
+    while True:
+        free_drop = d[~fixed].sum()
+        if free_drop <= 0:  # nothing left that learns: the rest of the mass goes to the floors
+            w = f.copy()
+            w[fixed] += (1.0 - f.sum()) * f[fixed] / f[fixed].sum()
+            return w
+        w = np.where(fixed, f, (1.0 - f[fixed].sum()) * d / free_drop)
+        low = ~fixed & (w < f)
+        if not low.any():
+            return w
+        fixed |= low
+
+
+def static_mixture(record: RunRecord, domains: Sequence[str], tol: float = 1e-6) -> np.ndarray:
+    """The run's mixture (``mix/weight/<d>`` of its train log); DataError when it changes."""
+    rows = [r for r in record.train_log if all(WEIGHT + d in r for d in domains)]
+    if not rows:
+        raise DataError(f"{record.run_dir}: no {WEIGHT}* rows for {list(domains)}")
+    w = np.array([[float(r[WEIGHT + d]) for d in domains] for r in rows])
+    moved = float(np.ptp(w, axis=0).max())
+    if moved > tol:
+        raise DataError(
+            f"{record.run_dir}: its mixture changes during the run (by up to {moved:.3g}); "
+            "the headroom estimate needs a static-mixture arm (uniform, natural, fixed, ...)"
+        )
+    return w[0]
+
+
+def headroom(
+    records: Sequence[RunRecord], step: int | None = None, keep_hardest: int = 0
+) -> Headroom:
+    """The estimate from the finished runs of one static-mixture arm (one per seed).
+
+    ``step`` is t (default: the last eval step all runs reached); ``keep_hardest = k`` keeps the
+    k domains with the highest mean loss at t at least at their share of the arm's mixture.
+    DataError when the runs cannot give it (no finished run, a changing mixture, no evals at
+    t / 2 and t, no domain whose loss fell).
+    """
+    runs = sorted((r for r in records if r.ok), key=lambda r: r.seed)
+    if not runs:
+        raise DataError("headroom: no finished run of the arm (status done with a final eval)")
+    domains = tuple(runs[0].domains)
+    if not domains or not all(r.eval_steps for r in runs):
+        raise DataError("headroom: the runs have no per-domain eval curve (eval/<domain>/loss)")
+    t = step if step is not None else min(max(r.eval_steps) for r in runs)
+    prior = static_mixture(runs[0], domains)
+    ends = np.array([[_loss_at(r, d, t) for d in domains] for r in runs])
+    starts = np.array([[_loss_at(r, d, t / 2) for d in domains] for r in runs])
+    drops = starts - ends
+    drop = drops.mean(axis=0)
+    if (drop <= 0).all():
+        raise DataError(f"headroom: no domain's loss fell between steps {t / 2:g} and {t}")
+    floors = np.zeros(len(domains))
+    if keep_hardest > 0:
+        hardest = np.argsort(-ends.mean(axis=0), kind="stable")[:keep_hardest]
+        floors[hardest] = prior[hardest]
+    return Headroom(
+        step=int(t),
+        domains=domains,
+        prior=prior,
+        drop=drop,
+        drop_std=drops.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(domains)),
+        optimum=optimum(drop, floors),
+        floors=floors,
+        seeds=tuple(r.seed for r in runs),
+    )
+
+
+def seeds_needed(gain_pct: float, diff_std: float, max_seeds: int = 10_000) -> int | None:
+    """Fewest paired seeds whose 95% t half-width t_{0.975,n-1} s / sqrt(n) falls below
+    |gain_pct| for a per-seed difference spread s = ``diff_std`` (None: more than max)."""
+    if diff_std <= 0:
+        return 2
+    for n in range(2, max_seeds + 1):
+        if t_quantile_975(n - 1) * diff_std / math.sqrt(n) < abs(gain_pct):
+            return n
+    return None
+
+
+def paired_spread(
+    runs: Sequence[RunRecord], base_by_seed: Mapping[int, RunRecord], key: str = GEO
+) -> tuple[float | None, int]:
+    """(sample std of the per-seed % differences of the final ``key`` vs the same-seed
+    baseline run, number of pairs); None with fewer than two pairs."""
+    diffs = []
+    for r in runs:
+        base = base_by_seed.get(r.seed)
+        if base is None or key not in r.final_eval or key not in base.final_eval:
+            continue
+        m, b = r.final_eval[key], base.final_eval[key]
+        if math.isfinite(m) and math.isfinite(b) and b > 0:
+            diffs.append(100.0 * (m / b - 1.0))
+    return spread(diffs).std if len(diffs) > 1 else None, len(diffs)
+
+
+def headroom_note(
+    groups: Mapping[str, Sequence[RunRecord]],
+    base_by_seed: Mapping[int, RunRecord],
+    baseline: str,
+) -> str | None:
+    """A report note: the baseline's headroom, and the seeds the suite's paired noise would need
+    to see it. None when the baseline is not a static mixture evaluated at t / 2 and t."""
+    try:
+        h = headroom(groups[baseline])
+    except DataError:
+        return None
+    tilt = ", ".join(f"{d} {w:.2f}" for d, w in zip(h.domains, h.optimum, strict=True))
+    text = (
+        f"headroom: by {baseline}'s held-out loss drop over steps {h.step // 2}-{h.step} (per "
+        f"domain, per doubling), the best static mixture of the same tokens (w* ∝ that drop: "
+        f"{tilt}) would change geo_ppl by about {h.gain_pct:+.1f}% vs {baseline} (a first-order "
+        "estimate: it ignores transfer between domains and repetition)"
+    )
+    noise = []
+    for name, runs in groups.items():
+        if name != baseline:
+            std, n = paired_spread(runs, base_by_seed)
+            if std is not None:
+                noise.append((std, name, n))
+    if noise:
+        std, name, n = sorted(noise)[len(noise) // 2]
+        need = seeds_needed(h.gain_pct, std)
+        text += (
+            f"; the paired geo_ppl differences here spread by {std:.1f}% from seed to seed "
+            f"(median over methods: {name}, {n} seeds), so a 95% interval as narrow as that "
+            f"gain needs {need if need is not None else 'more than 10000'} paired seeds"
+        )
+    return text + " (scripts/mixture_headroom.py prints the table and writes w*)"
+
+
+def _loss_at(record: RunRecord, domain: str, step: float) -> float:
+    steps, values = record.curve(f"eval/{domain}/loss")
+    ok = [(s, v) for s, v in zip(steps, values, strict=True) if s > 0 and math.isfinite(v)]
+    if not ok or step < ok[0][0] or step > ok[-1][0]:
+        raise DataError(
+            f"{record.run_dir}: no eval of {domain} around step {step:g} (eval rows at "
+            f"{[s for s, _ in ok]}); the headroom estimate needs evals from t / 2 to t"
+        )
+    xs, ys = zip(*ok, strict=True)
+    return float(np.interp(math.log2(step), np.log2(xs), ys))

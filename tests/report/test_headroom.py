@@ -1,0 +1,153 @@
+"""mixlab.report.headroom: drops per doubling, the optimum w* ∝ d (with floors), its predicted
+gain, the seeds a comparison needs to see it, and the report note."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mixlab.errors import DataError
+from mixlab.report.headroom import headroom, optimum, seeds_needed
+from mixlab.report.records import RunRecord
+from mixlab.report.stats import t_quantile_975
+from mixlab.report.summary import summarize
+
+DOMS = ("a", "b", "c")
+D = (0.2, 0.4, 0.6)
+STEPS = (50, 100, 150, 200)
+UNIFORM = (1 / 3, 1 / 3, 1 / 3)
+
+
+def log_linear(c: Sequence[float], d: Sequence[float] = D) -> dict[int, list[float]]:
+    """L_i(step) = c_i - d_i log2(step): a drop of exactly d_i per doubling."""
+    return {s: [ci - di * math.log2(s) for ci, di in zip(c, d, strict=True)] for s in STEPS}
+
+
+def run(
+    method: str,
+    seed: int,
+    losses: dict[int, Sequence[float]],
+    weights: Sequence[Sequence[float]] = (UNIFORM,),
+) -> RunRecord:
+    """An in-memory finished run: eval rows at ``losses``' steps, train rows cycling
+    ``weights``."""
+    curve = []
+    for step in sorted(losses):
+        row = {f"eval/{d}/loss": x for d, x in zip(DOMS, losses[step], strict=True)}
+        row.update({f"eval/{d}/ppl": math.exp(x) for d, x in zip(DOMS, losses[step], strict=True)})
+        row["eval/mean_ppl"] = float(np.mean([math.exp(x) for x in losses[step]]))
+        row["eval/geo_ppl"] = math.exp(float(np.mean(losses[step])))
+        curve.append(row)
+    train = [
+        {"step": s, "train/loss": 3.0}
+        | {f"mix/weight/{d}": w for d, w in zip(DOMS, weights[i % len(weights)], strict=True)}
+        for i, s in enumerate(range(10, max(losses) + 1, 10))
+    ]
+    return RunRecord(
+        method=method,
+        seed=seed,
+        run_dir=Path(f"/runs/{method}/seed{seed}"),
+        eval_steps=sorted(losses),
+        eval_curve=curve,
+        final_eval=dict(curve[-1]),
+        train_log=train,
+    )
+
+
+def test_recovers_the_drops_and_the_optimum() -> None:
+    """On log-linear curves the drop over steps 100-200 is d itself (at every seed), w* = d / sum
+    d, and the predicted gain is (1/K) sum d_i log2(K w*_i); no other mixture predicts more."""
+    h = headroom([run("uniform", s, log_linear((6 + s, 5, 4))) for s in (1, 0)])
+    assert h.step == 200 and h.seeds == (0, 1) and h.domains == DOMS
+    assert h.drop == pytest.approx(D) and h.drop_std == pytest.approx([0, 0, 0], abs=1e-12)
+    assert h.optimum == pytest.approx([1 / 6, 1 / 3, 1 / 2])
+    expected = (0.2 * math.log2(0.5) + 0.4 * math.log2(1.0) + 0.6 * math.log2(1.5)) / 3
+    assert h.predicted_gain() == pytest.approx(expected)
+    assert h.gain_pct == pytest.approx(100 * math.expm1(-expected))
+    assert h.predicted_gain(h.prior) == pytest.approx(0.0)
+    for w in np.random.default_rng(0).dirichlet(np.ones(3), size=200):
+        assert h.predicted_gain(w) <= h.predicted_gain() + 1e-12
+    assert math.isinf(h.domain_change(np.array([0.0, 0.5, 0.5]))[0])  # starved
+
+
+def test_no_headroom_when_drops_follow_the_mixture() -> None:
+    """A natural (0.5, 0.3, 0.2) arm whose drops are proportional to it is already optimal; an
+    interior step (150) is read by interpolation in log2 step."""
+    nat = (0.5, 0.3, 0.2)
+    h = headroom([run("natural", 0, log_linear((6, 5, 4), nat), (nat,))], step=150)
+    assert h.step == 150 and h.prior == pytest.approx(nat) and h.optimum == pytest.approx(nat)
+    assert h.predicted_gain() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_floors_are_kept_and_the_rest_follows_the_drops() -> None:
+    """w_i = max(floor_i, d_i / lambda): non-binding floors change nothing, binding ones are
+    met exactly, and no feasible mixture scores higher."""
+    d = np.array([0.1, 0.2, 0.3, 0.4])
+    assert optimum(d) == pytest.approx(d / d.sum())
+    assert optimum(d, np.array([0.05, 0, 0, 0])) == pytest.approx(d / d.sum())
+    floors = np.array([0.3, 0.3, 0.0, 0.0])
+    w = optimum(d, floors)
+    assert w == pytest.approx([0.3, 0.3, 0.4 * 3 / 7, 0.4 * 4 / 7]) and w.sum() == pytest.approx(1)
+    score = float(d @ np.log(w))
+    for x in np.random.default_rng(1).dirichlet(np.ones(4), size=2000):
+        if (x >= floors).all():
+            assert float(d @ np.log(x)) <= score + 1e-12
+    assert optimum(np.array([0.0, 0.0, 0.5]), np.array([0.2, 0.1, 0.0])) == pytest.approx(
+        [0.2, 0.1, 0.7]
+    )
+    with pytest.raises(DataError, match=r"floors sum to 1\.2"):
+        optimum(d, np.array([0.6, 0.6, 0, 0]))
+
+
+def test_keep_hardest_guards_the_highest_loss() -> None:
+    """Domain a has the highest loss and the smallest drop: unguarded it gets 1/6 < 1/3; kept,
+    it gets its uniform 1/3 and b, c share the rest 2:3."""
+    runs = [run("uniform", 0, log_linear((9, 5, 4)))]
+    h = headroom(runs, keep_hardest=1)
+    assert h.floors == pytest.approx([1 / 3, 0, 0])
+    assert h.optimum == pytest.approx([1 / 3, 2 / 3 * 0.4, 2 / 3 * 0.6])
+    assert 0 < h.predicted_gain() < headroom(runs).predicted_gain()
+
+
+def test_runs_that_cannot_give_it_are_refused() -> None:
+    moving = run("acodm", 0, log_linear((6, 5, 4)), ((0.3, 0.3, 0.4), (0.4, 0.3, 0.3)))
+    with pytest.raises(DataError, match="mixture changes during the run"):
+        headroom([moving])
+    late = run("uniform", 0, {s: x for s, x in log_linear((6, 5, 4)).items() if s >= 150})
+    with pytest.raises(DataError, match="no eval of a around step 100"):
+        headroom([late])
+    with pytest.raises(DataError, match="no domain's loss fell"):
+        headroom([run("uniform", 0, log_linear((6, 5, 4), (0, 0, 0)))])
+    with pytest.raises(DataError, match="no finished run"):
+        headroom([])
+    bare = RunRecord("uniform", 0, Path("/r"), eval_steps=[10], final_eval={"eval/mean_ppl": 9.0})
+    bare.eval_curve = [dict(bare.final_eval)]
+    with pytest.raises(DataError, match="no per-domain eval curve"):
+        headroom([bare])
+
+
+def test_seeds_needed_grows_with_noise_and_shrinks_with_the_gain() -> None:
+    n = seeds_needed(1.0, 4.0)
+    assert n is not None and seeds_needed(1.0, 8.0) > n > seeds_needed(2.0, 4.0)  # type: ignore[operator]
+    assert t_quantile_975(n - 1) * 4.0 / math.sqrt(n) < 1.0
+    assert t_quantile_975(n - 2) * 4.0 / math.sqrt(n - 1) >= 1.0
+    assert seeds_needed(0.001, 100.0, max_seeds=50) is None and seeds_needed(1.0, 0.0) == 2
+
+
+def test_the_report_notes_the_headroom_and_the_seeds_it_needs() -> None:
+    """A uniform baseline gets the note (w*, the gain, the seeds the paired noise needs); a
+    baseline whose mixture moves does not."""
+    uniform = [run("uniform", s, log_linear((6, 5, 4))) for s in range(3)]
+    other = [run("other", s, log_linear((6 + 0.05 * s, 5, 4))) for s in range(3)]
+    notes = [n for n in summarize([*uniform, *other], metric="geo_ppl").notes if "headroom" in n]
+    assert len(notes) == 1
+    h = headroom(uniform)
+    assert f"a 0.17, b 0.33, c 0.50) would change geo_ppl by about {h.gain_pct:+.1f}%" in notes[0]
+    assert "spread by" in notes[0] and "(median over methods: other, 3 seeds)" in notes[0]
+    moving = [run("acodm", s, log_linear((6, 5, 4)), ((0.3, 0.3, 0.4), UNIFORM)) for s in range(2)]
+    summary = summarize([*moving, *uniform], baseline="acodm", metric="geo_ppl")
+    assert not any("headroom" in n for n in summary.notes)
