@@ -16,7 +16,9 @@ For each method (suite order, the baseline first) :func:`summarize` reports:
 * **cost** — tokens and wall-clock of the main run, the extra tokens and seconds spent in
   stages (DoReMi reference + proxy, AC-ODM proxy), and the overhead against the ``natural``
   run: mean ``train/step_seconds`` and peak RSS as a percentage of natural's;
-* a **per-domain** table: final perplexity per (method, domain), mean over seeds.
+* a **per-domain** table: final perplexity per (method, domain), mean over seeds;
+* **notes**: skipped runs, when the seed noise was set (:mod:`.onset`), how much any mixture
+  could win at this budget and how many seeds would show it (:mod:`.headroom`), AC-ODM alarms.
 
 :meth:`Summary.table` is the terminal view, :meth:`Summary.markdown` the report's tables and
 :meth:`Summary.to_dict` the JSON form (no NaN: null).
