@@ -122,6 +122,8 @@ def test_runs_that_cannot_give_it_are_refused() -> None:
         headroom([late])
     with pytest.raises(DataError, match="no domain's loss fell"):
         headroom([run("uniform", 0, log_linear((6, 5, 4), (0, 0, 0)))])
+    with pytest.raises(DataError, match=r"never samples \['c'\]"):
+        headroom([run("fixed", 0, log_linear((6, 5, 4)), ((0.5, 0.5, 0.0),))])
     with pytest.raises(DataError, match="no finished run"):
         headroom([])
     bare = RunRecord("uniform", 0, Path("/r"), eval_steps=[10], final_eval={"eval/mean_ppl": 9.0})

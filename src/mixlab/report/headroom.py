@@ -140,6 +140,9 @@ def headroom(
         raise DataError("headroom: the runs have no per-domain eval curve (eval/<domain>/loss)")
     t = step if step is not None else min(max(r.eval_steps) for r in runs)
     prior = static_mixture(runs[0], domains)
+    if (prior <= 0).any():
+        unsampled = [d for d, p in zip(domains, prior, strict=True) if p <= 0]
+        raise DataError(f"headroom: the arm never samples {unsampled}; their drop says nothing")
     ends = np.array([[_loss_at(r, d, t) for d in domains] for r in runs])
     starts = np.array([[_loss_at(r, d, t / 2) for d in domains] for r in runs])
     drops = starts - ends
