@@ -108,6 +108,13 @@ def curve(
     }
 
 
+def log_linear(
+    c: Sequence[float], d: Sequence[float], steps: Sequence[int] = (50, 100, 150, 200)
+) -> dict[int, list[float]]:
+    """Losses L_i(step) = c_i - d_i log2(step): a drop of exactly d_i per doubling of steps."""
+    return {s: [ci - di * math.log2(s) for ci, di in zip(c, d, strict=True)] for s in steps}
+
+
 def write_suite(
     folder: Path,
     runs: Sequence[dict[str, Any]],

@@ -15,43 +15,31 @@ from mixlab.report.headroom import headroom, optimum, seeds_needed
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import t_quantile_975
 from mixlab.report.summary import summarize
+from tests.report.conftest import DOMS, eval_row, log_linear, train_row
 
-DOMS = ("a", "b", "c")
 D = (0.2, 0.4, 0.6)
-STEPS = (50, 100, 150, 200)
 UNIFORM = (1 / 3, 1 / 3, 1 / 3)
-
-
-def log_linear(c: Sequence[float], d: Sequence[float] = D) -> dict[int, list[float]]:
-    """L_i(step) = c_i - d_i log2(step): a drop of exactly d_i per doubling."""
-    return {s: [ci - di * math.log2(s) for ci, di in zip(c, d, strict=True)] for s in STEPS}
 
 
 def run(
     method: str,
     seed: int,
-    losses: dict[int, Sequence[float]],
+    losses: dict[int, list[float]],
     weights: Sequence[Sequence[float]] = (UNIFORM,),
 ) -> RunRecord:
-    """An in-memory finished run: eval rows at ``losses``' steps, train rows cycling
-    ``weights``."""
-    curve = []
-    for step in sorted(losses):
-        row = {f"eval/{d}/loss": x for d, x in zip(DOMS, losses[step], strict=True)}
-        row.update({f"eval/{d}/ppl": math.exp(x) for d, x in zip(DOMS, losses[step], strict=True)})
-        row["eval/mean_ppl"] = float(np.mean([math.exp(x) for x in losses[step]]))
-        row["eval/geo_ppl"] = math.exp(float(np.mean(losses[step])))
-        curve.append(row)
+    """An in-memory finished run: eval rows at ``losses``' steps, train rows every 10 steps
+    cycling ``weights``."""
+    steps = sorted(losses)
+    curve = [eval_row(s, losses[s]) for s in steps]
     train = [
-        {"step": s, "train/loss": 3.0}
-        | {f"mix/weight/{d}": w for d, w in zip(DOMS, weights[i % len(weights)], strict=True)}
-        for i, s in enumerate(range(10, max(losses) + 1, 10))
+        train_row(s, weights[i % len(weights)], seconds=0.1, acodm=False)
+        for i, s in enumerate(range(10, steps[-1] + 1, 10))
     ]
     return RunRecord(
         method=method,
         seed=seed,
         run_dir=Path(f"/runs/{method}/seed{seed}"),
-        eval_steps=sorted(losses),
+        eval_steps=steps,
         eval_curve=curve,
         final_eval=dict(curve[-1]),
         train_log=train,
@@ -61,7 +49,7 @@ def run(
 def test_recovers_the_drops_and_the_optimum() -> None:
     """On log-linear curves the drop over steps 100-200 is d itself (at every seed), w* = d / sum
     d, and the predicted gain is (1/K) sum d_i log2(K w*_i); no other mixture predicts more."""
-    h = headroom([run("uniform", s, log_linear((6 + s, 5, 4))) for s in (1, 0)])
+    h = headroom([run("uniform", s, log_linear((6 + s, 5, 4), D)) for s in (1, 0)])
     assert h.step == 200 and h.seeds == (0, 1) and h.domains == DOMS
     assert h.drop == pytest.approx(D) and h.drop_std == pytest.approx([0, 0, 0], abs=1e-12)
     assert h.optimum == pytest.approx([1 / 6, 1 / 3, 1 / 2])
@@ -106,7 +94,7 @@ def test_floors_are_kept_and_the_rest_follows_the_drops() -> None:
 def test_keep_hardest_guards_the_highest_loss() -> None:
     """Domain a has the highest loss and the smallest drop: unguarded it gets 1/6 < 1/3; kept,
     it gets its uniform 1/3 and b, c share the rest 2:3."""
-    runs = [run("uniform", 0, log_linear((9, 5, 4)))]
+    runs = [run("uniform", 0, log_linear((9, 5, 4), D))]
     h = headroom(runs, keep_hardest=1)
     assert h.floors == pytest.approx([1 / 3, 0, 0])
     assert h.optimum == pytest.approx([1 / 3, 2 / 3 * 0.4, 2 / 3 * 0.6])
@@ -114,16 +102,16 @@ def test_keep_hardest_guards_the_highest_loss() -> None:
 
 
 def test_runs_that_cannot_give_it_are_refused() -> None:
-    moving = run("acodm", 0, log_linear((6, 5, 4)), ((0.3, 0.3, 0.4), (0.4, 0.3, 0.3)))
+    moving = run("acodm", 0, log_linear((6, 5, 4), D), ((0.3, 0.3, 0.4), (0.4, 0.3, 0.3)))
     with pytest.raises(DataError, match="mixture changes during the run"):
         headroom([moving])
-    late = run("uniform", 0, {s: x for s, x in log_linear((6, 5, 4)).items() if s >= 150})
+    late = run("uniform", 0, {s: x for s, x in log_linear((6, 5, 4), D).items() if s >= 150})
     with pytest.raises(DataError, match="no eval of a around step 100"):
         headroom([late])
     with pytest.raises(DataError, match="no domain's loss fell"):
         headroom([run("uniform", 0, log_linear((6, 5, 4), (0, 0, 0)))])
     with pytest.raises(DataError, match=r"never samples \['c'\]"):
-        headroom([run("fixed", 0, log_linear((6, 5, 4)), ((0.5, 0.5, 0.0),))])
+        headroom([run("fixed", 0, log_linear((6, 5, 4), D), ((0.5, 0.5, 0.0),))])
     with pytest.raises(DataError, match="no finished run"):
         headroom([])
     bare = RunRecord("uniform", 0, Path("/r"), eval_steps=[10], final_eval={"eval/mean_ppl": 9.0})
@@ -143,13 +131,15 @@ def test_seeds_needed_grows_with_noise_and_shrinks_with_the_gain() -> None:
 def test_the_report_notes_the_headroom_and_the_seeds_it_needs() -> None:
     """A uniform baseline gets the note (w*, the gain, the seeds the paired noise needs); a
     baseline whose mixture moves does not."""
-    uniform = [run("uniform", s, log_linear((6, 5, 4))) for s in range(3)]
-    other = [run("other", s, log_linear((6 + 0.05 * s, 5, 4))) for s in range(3)]
+    uniform = [run("uniform", s, log_linear((6, 5, 4), D)) for s in range(3)]
+    other = [run("other", s, log_linear((6 + 0.05 * s, 5, 4), D)) for s in range(3)]
     notes = [n for n in summarize([*uniform, *other], metric="geo_ppl").notes if "headroom" in n]
     assert len(notes) == 1
     h = headroom(uniform)
     assert f"a 0.17, b 0.33, c 0.50) would change geo_ppl by about {h.gain_pct:+.1f}%" in notes[0]
     assert "spread by" in notes[0] and "(median over methods: other, 3 seeds)" in notes[0]
-    moving = [run("acodm", s, log_linear((6, 5, 4)), ((0.3, 0.3, 0.4), UNIFORM)) for s in range(2)]
+    moving = [
+        run("acodm", s, log_linear((6, 5, 4), D), ((0.3, 0.3, 0.4), UNIFORM)) for s in range(2)
+    ]
     summary = summarize([*moving, *uniform], baseline="acodm", metric="geo_ppl")
     assert not any("headroom" in n for n in summary.notes)
