@@ -90,10 +90,15 @@ def temperature_weights(natural: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def read_weights_file(
-    path: str | Path, domains: Sequence[str], *, normalise: bool = False
+    path: str | Path,
+    domains: Sequence[str],
+    *,
+    normalise: bool = False,
+    field: str = "mixing.weights_file",
 ) -> np.ndarray:
-    """Weights from a JSON file ``{name: weight}`` or ``{"weights": {name: weight}}``."""
-    where = f"mixing.weights_file {path}"
+    """Weights from a JSON file ``{name: weight}`` or ``{"weights": {name: weight}}``; errors
+    name ``field`` (the config key that gave the path) and the file."""
+    where = f"{field} {path}"
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

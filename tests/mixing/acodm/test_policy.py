@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -616,6 +617,30 @@ def test_priors() -> None:
     np.testing.assert_allclose(policy.weights(), policy.prior)
     with pytest.raises(DataError, match="prior gives no weight"):
         make_mixlab(PolicyContext(DOMAINS, np.array([0, 10, 10]), 0, T), prior="natural")
+
+
+def test_prior_from_a_weights_file(tmp_path: Path) -> None:
+    """prior: file moves around the mixture of a JSON weights file (e.g. the headroom optimum
+    that scripts/mixture_headroom.py writes), within the same bound; errors name the field."""
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"a": 0.6, "b": 0.3, "c": 0.1}))
+    policy = make_mixlab(prior="file", prior_file=str(path), actor_lr=1e-2)
+    np.testing.assert_allclose(policy.prior, [0.6, 0.3, 0.1])
+    np.testing.assert_allclose(policy.weights(), policy.prior)
+    rng = np.random.default_rng(0)
+    for t in range(1, 201):
+        policy.update(mixlab_feedback(t, rng, favour=2))
+        ratio = np.abs(np.log(policy.weights() / policy.prior))
+        assert ratio.max() <= 1.0 + 1e-9  # the default bound, around the file's mixture
+    with pytest.raises(ConfigError, match="prior_file goes with"):
+        make_mixlab(prior_file=str(path))
+    with pytest.raises(ConfigError, match="prior_file goes with"):
+        make_mixlab(prior="file")
+    with pytest.raises(ConfigError, match=r"mixing\.acodm\.prior_file .*not found"):
+        make_mixlab(prior="file", prior_file=str(tmp_path / "missing.json"))
+    path.write_text(json.dumps({"a": 0.7, "b": 0.3, "c": 0.0}))
+    with pytest.raises(DataError, match="prior gives no weight"):
+        make_mixlab(prior="file", prior_file=str(path))
 
 
 def test_n_step_transitions() -> None:

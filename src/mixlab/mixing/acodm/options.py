@@ -4,7 +4,8 @@ redesign.
 Two variants (``variant``), one code path:
 
 * ``mixlab`` (default; mixlab's own design, not the paper's): the action is a **bounded move
-  around a prior mixture** p0 (``prior``: uniform | unimax | natural),
+  around a prior mixture** p0 (``prior``: uniform | unimax | natural | file, the last
+  a JSON weights file ``prior_file`` such as ``scripts/mixture_headroom.py --out`` writes),
   ``w = softmax(log p0 + (bound/2) tanh(u_phi(s)))`` so every ``|log(w_i / p0_i)| <= bound``;
   the actor maximises ``sum_i w_i Q_i - kl_coef KL(w || p0)``; the reward is each domain's
   **training loss** of the step, centred and normalised by a running scale (``reward: loss``:
@@ -45,7 +46,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from mixlab.errors import ConfigError
-from mixlab.schema import Float, Int, Section
+from mixlab.schema import Float, Int, Section, Str
 
 MODES = ("auto", "online", "proxy_train", "frozen")
 ROLES = ("mlp_down", "attn_out")
@@ -58,7 +59,7 @@ DELTA_REFERENCES = ("previous", "first")
 LR_SCHEDULES = ("constant", "warmup_cosine")
 PRESETS = ("acodm_release",)
 VARIANTS = ("mixlab", "paper")
-PRIORS = ("uniform", "unimax", "natural")
+PRIORS = ("uniform", "unimax", "natural", "file")
 REWARDS = ("heldout_alignment", "alignment", "loss", "progress")
 LOSS_REWARDS = ("loss", "progress")  # computed from the step's losses: no gradient capture
 STATES = ("mixlab", "paper")
@@ -126,8 +127,16 @@ class AcodmOptions(Section):
     prior: str = Field(
         "uniform",
         description="The mixture the actor moves around: uniform | unimax (UniMax with "
-        "mixing.max_epochs, else 4 epochs, over the run's budget) | natural. The epoch caps "
-        "of mixing.max_epochs are applied to it first.",
+        "mixing.max_epochs, else 4 epochs, over the run's budget) | natural | file (the "
+        "JSON weights file prior_file). The epoch caps of mixing.max_epochs are applied to it "
+        "first.",
+    )
+    prior_file: Str | None = Field(
+        None,
+        description='With prior: file, a JSON file {domain: weight} (or {"weights": {...}}) '
+        "summing to 1 with every domain > 0, e.g. the headroom optimum w* that "
+        "`scripts/mixture_headroom.py <uniform suite> --out w.json` writes: the actor then "
+        "moves around that mixture instead of climbing to it from uniform.",
     )
     bound: Float | Literal["none"] | None = Field(
         None,
@@ -424,6 +433,12 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         value = getattr(opts, name)
         if not (_is_int(value) and value >= low):
             raise _err(name, f"must be an integer >= {low}", value)
+    if (opts.prior == "file") != (opts.prior_file is not None):
+        raise ConfigError(
+            "mixing.acodm.prior_file goes with mixing.acodm.prior: file (a JSON weights file "
+            f"to move around); got prior={opts.prior!r}, prior_file={opts.prior_file!r}: set "
+            "both or neither"
+        )
     if opts.guard_hardest >= num_domains:
         raise _err(
             "guard_hardest", f"must be < the number of domains ({num_domains})", opts.guard_hardest

@@ -118,6 +118,7 @@ from mixlab.mixing.base import (
 )
 from mixlab.mixing.budget import clip_to_caps, run_caps, unimax_weights
 from mixlab.mixing.odm import OdmPolicy
+from mixlab.mixing.static import read_weights_file
 from mixlab.schema import Str
 
 logger = logging.getLogger(__name__)
@@ -677,7 +678,7 @@ def build_acodm(ctx: PolicyContext, cfg: AcodmMixing) -> AcodmPolicy:
     caps = None
     if cfg.max_epochs is not None and ctx.budget_tokens > 0:
         caps = run_caps(cfg.max_epochs, ctx.domains, ctx.budget_tokens, ctx.train_tokens)
-    prior = prior_weights(opts.prior, ctx, cfg.max_epochs)
+    prior = prior_weights(opts.prior, ctx, cfg.max_epochs, path=opts.prior_file)
     if caps is not None:
         prior = clip_to_caps(prior, caps)
     policy_file = None
@@ -722,11 +723,19 @@ def raise_to_floor(weights: np.ndarray, floor: np.ndarray) -> np.ndarray:
 
 
 def prior_weights(
-    name: str, ctx: PolicyContext, max_epochs: float | dict[str, float] | None = None
+    name: str,
+    ctx: PolicyContext,
+    max_epochs: float | dict[str, float] | None = None,
+    *,
+    path: str | Path | None = None,
 ) -> np.ndarray:
-    """p0 for ``mixing.acodm.prior``: uniform, natural, or UniMax over the run's budget with
-    ``mixing.max_epochs`` (default 4 epochs)."""
+    """p0 for ``mixing.acodm.prior``: uniform, natural, UniMax over the run's budget with
+    ``mixing.max_epochs`` (default 4 epochs), or the JSON weights file ``path`` (``file``)."""
     k = len(ctx.domains)
+    if name == "file":
+        if path is None:
+            raise ConfigError("mixing.acodm.prior=file needs mixing.acodm.prior_file")
+        return read_weights_file(path, ctx.domains, field="mixing.acodm.prior_file")
     if name == "uniform":
         return np.full(k, 1.0 / k)
     if name == "natural":
