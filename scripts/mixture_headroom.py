@@ -20,8 +20,8 @@ import json
 import math
 from pathlib import Path
 
-from mixlab.errors import MixlabError
-from mixlab.report.headroom import headroom, paired_spread, seeds_needed
+from mixlab.errors import DataError, MixlabError
+from mixlab.report.headroom import arm_runs, headroom, paired_spread, seeds_needed
 from mixlab.report.records import load_records
 
 
@@ -57,11 +57,10 @@ def main() -> None:
 
 def report(args: argparse.Namespace) -> None:
     records = load_records([args.suite])
-    arms = sorted({r.method for r in records})
-    by_arm = {a: [r for r in records if r.method == a] for a in arms}
-    for name in [args.arm, *(args.vs or ())]:
-        if name not in by_arm:
-            raise SystemExit(f"{args.suite}: no runs of arm {name!r} (arms: {arms})")
+    try:
+        by_arm = {name: arm_runs(records, name) for name in [args.arm, *(args.vs or ())]}
+    except DataError as exc:
+        raise SystemExit(f"{args.suite}: {exc}") from None
     h = headroom(by_arm[args.arm], args.step, args.keep_hardest)
     kept = [d for d, w, f in zip(h.domains, h.optimum, h.floors, strict=True) if f > 0 and w == f]
     print(

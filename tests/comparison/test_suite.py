@@ -69,6 +69,19 @@ def test_plan_resolves_folders_seeds_and_placeholders(tmp_path: Path) -> None:
     )
 
 
+def test_placeholders_in_a_list(tmp_path: Path) -> None:
+    """mixing.headroom.runs is a list: each of its strings gets its placeholders filled."""
+    headroom = {
+        "name": "headroom",
+        "stages": [{"name": "proxy", "set": {"mixing.name": "uniform"}}],
+        "set": {"mixing.name": "headroom", "mixing.headroom.runs": ["{stage:proxy}", "x/{seed}"]},
+    }
+    raw = suite_dict(runs=[headroom], include_baselines=False, baseline="headroom")
+    job = parse_suite(raw).plan(tmp_path)[1]
+    runs = job.main.config.mixing.headroom.runs  # type: ignore[attr-defined]
+    assert runs == [str(job.stages[0].dir), "x/1"]
+
+
 def test_global_overrides_apply_before_run_settings(tmp_path: Path) -> None:
     suite = parse_suite(suite_dict())
     jobs = suite.plan(tmp_path, overrides=["train.max_steps=7", "mixing.name=natural"])

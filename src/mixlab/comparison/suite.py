@@ -33,10 +33,10 @@ A suite is a YAML file (``configs/suites/example.yaml``; the demo's is
         set: {mixing.name: fixed, mixing.weights_file: "{stage:swarm}/search_weights.json"}
 
 Each run's config is ``base_config`` + ``base`` + the run's (or stage's) ``set`` with
-``train.seed`` set to the seed. ``set`` values that are strings may hold placeholders:
-``{dir}`` (this run's or stage's folder), ``{stage:NAME}`` (a stage's folder of the same run
-and seed), ``{seed}`` and ``{suite}`` (the suite's output folder). Stage kinds: ``train`` (a
-``mixlab train`` run, the default), ``doremi`` (``mixlab doremi``: reference + proxy ->
+``train.seed`` set to the seed. ``set`` values that are strings (or lists of strings) may hold
+placeholders: ``{dir}`` (this run's or stage's folder), ``{stage:NAME}`` (a stage's folder of
+the same run and seed), ``{seed}`` and ``{suite}`` (the suite's output folder). Stage kinds:
+``train`` (a ``mixlab train`` run, the default), ``doremi`` (``mixlab doremi``: reference + proxy ->
 ``doremi_weights.json``) and ``search`` (``mixlab search``: a swarm of proxy runs ->
 ``search_weights.json``). A ``search`` stage's config (base + its ``set``) is the proxy run;
 its ``search`` mapping holds the other sections of a search spec (``swarm``, ``fit``, ``eval``,
@@ -288,6 +288,9 @@ def _search_spec(stage: StageSpec, step: Step, main: Step, seed: int, where: str
 def _fill(
     value: Any, folder: Path, seed: int, root: Path, stages: Mapping[str, Path], where: str
 ) -> Any:
+    """``value`` with its placeholders filled: in a string, and in every string of a list."""
+    if isinstance(value, list):
+        return [_fill(v, folder, seed, root, stages, where) for v in value]
     if not isinstance(value, str):
         return value
 

@@ -446,6 +446,7 @@ def _import_builtin_policies() -> None:
     # Importing the modules runs their @register_policy decorators.
     from mixlab.mixing import (
         doremi,  # noqa: F401
+        headroom,  # noqa: F401
         odm,  # noqa: F401
         static,  # noqa: F401
     )

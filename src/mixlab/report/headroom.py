@@ -122,13 +122,29 @@ def static_mixture(record: RunRecord, domains: Sequence[str], tol: float = 1e-6)
     return w[0]
 
 
+def arm_runs(records: Sequence[RunRecord], arm: str | None = None) -> list[RunRecord]:
+    """The records of one arm: ``arm``, else the only arm, else ``uniform``; DataError naming
+    the arms there are otherwise."""
+    arms = sorted({r.method for r in records})
+    if arm is None:
+        arm = arms[0] if len(arms) == 1 else "uniform"
+    if arm not in arms:
+        raise DataError(f"no runs of arm {arm!r} (arms: {arms}); name the static-mixture arm")
+    return [r for r in records if r.method == arm]
+
+
 def headroom(
-    records: Sequence[RunRecord], step: int | None = None, keep_hardest: int = 0
+    records: Sequence[RunRecord],
+    step: int | None = None,
+    keep_hardest: int = 0,
+    *,
+    min_weight: float = 0.0,
 ) -> Headroom:
     """The estimate from the finished runs of one static-mixture arm (one per seed).
 
     ``step`` is t (default: the last eval step all runs reached); ``keep_hardest = k`` keeps the
-    k domains with the highest mean loss at t at least at their share of the arm's mixture.
+    k domains with the highest mean loss at t at least at their share of the arm's mixture;
+    ``min_weight`` is a floor under every domain.
     DataError when the runs cannot give it (no finished run, a changing mixture, no evals at
     t / 2 and t, no domain whose loss fell).
     """
@@ -149,10 +165,10 @@ def headroom(
     drop = drops.mean(axis=0)
     if (drop <= 0).all():
         raise DataError(f"headroom: no domain's loss fell between steps {t / 2:g} and {t}")
-    floors = np.zeros(len(domains))
+    floors = np.full(len(domains), float(min_weight))
     if keep_hardest > 0:
         hardest = np.argsort(-ends.mean(axis=0), kind="stable")[:keep_hardest]
-        floors[hardest] = prior[hardest]
+        floors[hardest] = np.maximum(floors[hardest], prior[hardest])
     return Headroom(
         step=int(t),
         domains=domains,
