@@ -31,6 +31,8 @@ def test_w_star_from_a_run_folder(tmp_path: Path) -> None:
     policy = build("headroom", CTX, headroom={"runs": [str(proxy(tmp_path / "uniform"))]})
     assert isinstance(policy, StaticPolicy) and policy.name == "headroom"
     assert weights(policy) == pytest.approx({"a": 1 / 6, "b": 1 / 3, "c": 1 / 2})
+    one = build("headroom", CTX, headroom={"runs": str(tmp_path / "uniform")})  # one folder
+    np.testing.assert_array_equal(one.weights(), policy.weights())
     other = build("headroom", CTX, headroom={"runs": [str(proxy(tmp_path / "x", d=(1, 1, 1)))]})
     other.load_state_dict(policy.state_dict())  # a resumed run keeps its checkpoint's weights
     np.testing.assert_array_equal(other.weights(), policy.weights())

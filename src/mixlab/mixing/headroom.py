@@ -31,9 +31,9 @@ domain +17%: on that corpus the geo_ppl optimum buys one easy domain with five o
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.mixing.base import MixingOptions, PolicyContext, register_policy
@@ -48,10 +48,15 @@ class HeadroomSection(Section):
 
     runs: list[Str] = Field(
         default_factory=list,
-        description="Finished runs of one static-mixture arm (run folders and/or suite folders; "
-        'in a suite, ["{stage:proxy}"]): their eval curves give each domain\'s loss drop over '
-        "the last doubling of steps.",
+        description="Finished runs of one static-mixture arm (run folders and/or suite folders, "
+        'one or a list; in a suite, ["{stage:proxy}"]): their eval curves give each domain\'s '
+        "loss drop over the last doubling of steps.",
     )
+
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _one_folder(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
     arm: Str | None = Field(
         None,
         description="The arm to read when a suite folder holds several (null: the only one, "
@@ -74,6 +79,15 @@ class HeadroomSection(Section):
 class HeadroomOptions(MixingOptions):
     headroom: HeadroomSection = Field(default_factory=HeadroomSection)
 
+    @model_validator(mode="after")
+    def _has_runs(self) -> HeadroomOptions:
+        if not self.headroom.runs:
+            raise ValueError(
+                "mixing.name=headroom needs mixing.headroom.runs: the folders of finished "
+                'static-mixture runs, e.g. ["runs/tiny-uniform"] or, in a suite, ["{stage:proxy}"]'
+            )
+        return self
+
 
 @register_policy("headroom", HeadroomOptions)
 def build_headroom(ctx: PolicyContext, cfg: HeadroomOptions) -> StaticPolicy:
@@ -83,11 +97,6 @@ def build_headroom(ctx: PolicyContext, cfg: HeadroomOptions) -> StaticPolicy:
     from mixlab.report.records import load_records
 
     opts = cfg.headroom
-    if not opts.runs:
-        raise ConfigError(
-            "mixing.name=headroom needs mixing.headroom.runs: the folders of finished "
-            'static-mixture runs, e.g. ["runs/tiny-uniform"] or, in a suite, ["{stage:proxy}"]'
-        )
     k = len(ctx.domains)
     if opts.min_weight * k > 1.0:
         raise ConfigError(
