@@ -57,6 +57,7 @@ class HeadroomSection(Section):
     @classmethod
     def _one_folder(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
     arm: Str | None = Field(
         None,
         description="The arm to read when a suite folder holds several (null: the only one, "
