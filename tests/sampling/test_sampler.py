@@ -286,6 +286,14 @@ def test_floor_gives_every_domain_its_units_each_step(mode: str) -> None:
     np.testing.assert_allclose(s.requested_shares(), s.effective_weights())
 
 
+def test_floor_says_how_much_of_each_step_it_fixes(caplog: pytest.LogCaptureFixture) -> None:
+    """Three domains, one sequence each out of 4 per step: the sampled mixture is 75% uniform."""
+    store = FakeStore({"a": 5000, "b": 5000, "c": 5000})
+    with caplog.at_level("INFO", logger="mixlab.sampling.sampler"):
+        MixtureSampler(store, seq_len=8, batch_size=4, weights=[0.2, 0.3, 0.5], floor_per_domain=1)
+    assert "3 of the 4 sequences" in caplog.text and "75% uniform + 25%" in caplog.text
+
+
 def test_floor_zero_keeps_the_draws_and_too_big_a_floor_is_an_error() -> None:
     store = FakeStore({"a": 5000, "b": 5000, "c": 5000})
     kw = {"seq_len": 8, "batch_size": 4, "weights": [0.2, 0.3, 0.5], "seed": 1}

@@ -53,11 +53,6 @@ class HeadroomSection(Section):
         "loss drop over the last doubling of steps.",
     )
 
-    @field_validator("runs", mode="before")
-    @classmethod
-    def _one_folder(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
     arm: Str | None = Field(
         None,
         description="The arm to read when a suite folder holds several (null: the only one, "
@@ -75,6 +70,11 @@ class HeadroomSection(Section):
     min_weight: Float = Field(
         0.0, ge=0.0, lt=1.0, description="A floor under every domain's weight (0 = none)."
     )
+
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _one_folder(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class HeadroomOptions(MixingOptions):

@@ -212,6 +212,17 @@ class MixtureSampler:
                 f"({len(store.domains)} domains) but a step has only {self._units_per_step}; "
                 "raise train.batch_size / train.grad_accum or lower the floor"
             )
+        if forced and self.rank == 0 and split == "train":
+            logger.info(
+                "floor_per_domain=%d: %d of the %d %s of every step go one per domain, so the "
+                "mixture sampled is %.0f%% uniform + %.0f%% the policy's weights (mix/p_eff/<d>)",
+                self.floor_per_domain,
+                forced,
+                self._units_per_step,
+                "micro-batches" if mode == "homogeneous" else "sequences",
+                100 * forced / self._units_per_step,
+                100 * (1 - forced / self._units_per_step),
+            )
 
         self._tokens = [store.tokens(d, split) for d in self.domains]
         self._num_tokens = np.array([store.num_tokens(d, split) for d in self.domains], np.int64)
