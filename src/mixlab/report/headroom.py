@@ -34,7 +34,9 @@ Seeds
     :func:`seeds_needed` turns the paired seed noise of a comparison (the spread of per-seed
     differences) into the number of seeds whose 95% t interval is narrower than the predicted
     gain; :func:`headroom_note` puts both in the report's notes. ``scripts/mixture_headroom.py``
-    prints the table and writes w* as a weights file for ``mixing.name: fixed``.
+    prints the table and writes w* as a weights file for ``mixing.name: fixed``;
+    ``mixing.name: headroom`` (:mod:`mixlab.mixing.headroom`) trains at w* read straight from
+    a proxy's run folder.
 """
 
 from __future__ import annotations
