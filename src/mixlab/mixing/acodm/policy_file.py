@@ -10,15 +10,15 @@ can be driven by it (``mode=frozen``, ``mixing.policy_in``). The file is a plain
      "state_spec": {"kind": "mixlab" | "paper", "K", "D", "depth_points", "delta_reference",
                     "progress_scale", "clip", "ema"},
      "actor": {"hidden": H, "n_hidden": n, "state_dim": S, "bound": b | None,
-               "prior": "uniform" | "unimax" | "natural", "state_dict": {name: tensor}},
+               "prior": "uniform" | "unimax" | "natural" | "file", "state_dict": {...}},
      "critic": {"output": "vector", "state_dict": {...}} | None,   # optional, not needed
      "provenance": {"proxy_params": ..., "steps": ..., "seed": ..., ...}}
 
 The state spec fixes what every input coordinate means; the network sizes of the proxy LM and
 the target do not matter, but the domain names, the spec, the actor's bound and the name of
 its prior must be identical (the prior's *values* are the target's own: UniMax over the
-target's budget, its natural shares). :func:`load_policy_file` checks them and raises
-ConfigError naming each difference.
+target's budget, its natural shares, its ``prior_file``). :func:`load_policy_file` checks them
+and raises ConfigError naming each difference.
 
 Version 2 (issue 18, the mixlab variant) added the state kind, the bound and the prior.
 Version-1 files hold a paper-variant actor (paper state, no bound, uniform prior) and still load
