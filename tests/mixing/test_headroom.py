@@ -12,7 +12,7 @@ from mixlab.errors import ConfigError, DataError
 from mixlab.mixing.base import PolicyContext
 from mixlab.mixing.static import StaticPolicy
 from tests.helpers import build, train_tiny_run
-from tests.report.conftest import log_linear, write_run, write_suite
+from tests.report.conftest import log_linear, suite_of, write_run
 
 D = (0.2, 0.4, 0.6)
 CTX = PolicyContext(("c", "a", "b"), np.array([100, 100, 100]), 0, 200)  # another order
@@ -41,16 +41,10 @@ def test_w_star_from_a_run_folder(tmp_path: Path) -> None:
 def test_floors_and_the_arm_of_a_suite(tmp_path: Path) -> None:
     """keep_hardest keeps the highest-loss domain (a) at its share; min_weight floors all; in a
     suite folder ``arm`` picks the static arm (default uniform when there are several)."""
-    suite = tmp_path / "suite"
-    for seed in (0, 1):
-        proxy(suite / "uniform" / f"seed{seed}", seed=seed)
-        proxy(suite / "other" / f"seed{seed}", seed=seed, d=(0.5, 0.25, 0.25))
-    rows = [
-        {"method": m, "seed": s, "dir": f"{m}/seed{s}", "status": "done"}
-        for m in ("uniform", "other")
-        for s in (0, 1)
-    ]
-    write_suite(suite, rows)
+    curves = {"uniform": D, "other": (0.5, 0.25, 0.25)}
+    suite = suite_of(
+        tmp_path / "suite", {a: [log_linear((6, 5, 4), d)] * 2 for a, d in curves.items()}
+    )
     kept = build("headroom", CTX, headroom={"runs": [str(suite)], "keep_hardest": 1})
     assert weights(kept) == pytest.approx({"a": 1 / 3, "b": 2 / 3 * 0.4, "c": 2 / 3 * 0.6})
     floored = build("headroom", CTX, headroom={"runs": [str(suite)], "min_weight": 0.25})

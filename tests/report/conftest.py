@@ -135,6 +135,16 @@ def write_suite(
     return folder
 
 
+def suite_of(folder: Path, arms: dict[str, list[dict[int, list[float]]]]) -> Path:
+    """A suite folder with one uniform-mixture run per (arm, seed) of the given eval curves."""
+    runs = []
+    for arm, curves in arms.items():
+        for seed, evals in enumerate(curves):
+            write_run(folder / arm / f"seed{seed}", seed=seed, evals=evals)
+            runs.append({"method": arm, "seed": seed, "dir": f"{arm}/seed{seed}"})
+    return write_suite(folder, runs, metric="geo_ppl")
+
+
 @pytest.fixture
 def fake_suite(tmp_path: Path) -> Path:
     return make_fake_suite(tmp_path / "suite")

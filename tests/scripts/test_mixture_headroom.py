@@ -11,7 +11,7 @@ import pytest
 
 from mixlab.mixing.static import read_weights_file
 from tests.helpers import load_module
-from tests.report.conftest import DOMS, log_linear, write_run, write_suite
+from tests.report.conftest import DOMS, log_linear, suite_of
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mixture_headroom.py"
 D = (0.2, 0.4, 0.6)
@@ -19,16 +19,6 @@ D = (0.2, 0.4, 0.6)
 
 def load_script() -> ModuleType:
     return load_module(SCRIPT, "mixture_headroom")
-
-
-def suite_of(folder: Path, arms: dict[str, list[dict[int, list[float]]]]) -> Path:
-    """A suite folder with one uniform-mixture run per (arm, seed) of the given eval curves."""
-    runs = []
-    for arm, curves in arms.items():
-        for seed, evals in enumerate(curves):
-            write_run(folder / arm / f"seed{seed}", seed=seed, evals=evals)
-            runs.append({"method": arm, "seed": seed, "dir": f"{arm}/seed{seed}"})
-    return write_suite(folder, runs, metric="geo_ppl")
 
 
 def test_cli_prints_the_table_and_writes_a_weights_file(
