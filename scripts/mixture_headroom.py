@@ -6,8 +6,9 @@ over the last doubling of the run's steps, the mixture w* ∝ that drop (the opt
 domain's loss is log-linear in its own tokens; :mod:`mixlab.report.headroom` explains the
 model and what it leaves out), each domain's predicted change and the predicted geo_ppl gain.
 ``--keep-hardest K`` keeps the K domains with the highest loss at their share (AC-ODM's
-``guard_hardest``); ``--vs A B`` takes the paired seed noise of arms A and B and says how many
-seeds a 95% interval as narrow as the gain needs; ``--out`` writes w* as a weights file for
+``guard_hardest``), ``--guard-worst`` cuts a domain only as far as its predicted loss stays below
+the arm's worst domain loss; ``--vs A B`` takes the paired seed noise of arms A and B and says how
+many seeds a 95% interval as narrow as the gain needs; ``--out`` writes w* as a weights file for
 ``mixing.name: fixed`` (``mixing.weights_file``) to check the prediction with a real run::
 
     python scripts/mixture_headroom.py runs/acodm --vs acodm-prior uniform --out w.json
@@ -47,6 +48,12 @@ def main() -> None:
         help="keep the K domains with the highest loss at t at least at the arm's share "
         "(AC-ODM's guard_hardest; default 0)",
     )
+    ap.add_argument(
+        "--guard-worst",
+        action="store_true",
+        help="cut each domain only as far as its predicted loss stays at or below the arm's "
+        "highest domain loss at t (the worst domain keeps its share)",
+    )
     ap.add_argument("--out", type=Path, help="write w* as a weights file (mixing.weights_file)")
     args = ap.parse_args()
     try:
@@ -61,11 +68,11 @@ def report(args: argparse.Namespace) -> None:
         by_arm = {name: arm_runs(records, name) for name in [args.arm, *(args.vs or ())]}
     except DataError as exc:
         raise SystemExit(f"{args.suite}: {exc}") from None
-    h = headroom(by_arm[args.arm], args.step, args.keep_hardest)
+    h = headroom(by_arm[args.arm], args.step, args.keep_hardest, guard_worst=args.guard_worst)
     kept = [d for d, w, f in zip(h.domains, h.optimum, h.floors, strict=True) if f > 0 and w == f]
     print(
         f"{args.arm}, seeds {list(h.seeds)}: drop over steps {h.step // 2}-{h.step}"
-        + (f"; kept at their share: {kept}" if args.keep_hardest else "")
+        + (f"; at their floor: {kept}" if args.keep_hardest or args.guard_worst else "")
     )
     print(f"{'domain':20s} {'p':>6s} {'drop (nats)':>14s} {'w*':>6s} {'predicted':>10s}")
     change = h.domain_change()
@@ -75,7 +82,7 @@ def report(args: argparse.Namespace) -> None:
         print(f"{d[:20]:20s} {h.prior[i]:6.3f} {drop:>14s} {h.optimum[i]:6.3f} {pct:>10s}")
     print(
         f"predicted geo_ppl at w* vs {args.arm}: {h.gain_pct:+.2f}% "
-        f"({h.predicted_gain():.4f} nats of mean log-loss)"
+        f"({h.predicted_gain():.4f} nats of mean log-loss); worst_ppl {h.worst_pct():+.2f}%"
     )
     if args.vs:
         a, b = args.vs

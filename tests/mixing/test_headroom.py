@@ -53,6 +53,20 @@ def test_floors_and_the_arm_of_a_suite(tmp_path: Path) -> None:
     assert weights(other) == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
 
 
+def test_guard_worst_is_the_report_estimate_with_its_floors(tmp_path: Path) -> None:
+    """guard_worst: the weights are report.headroom's guarded w* (close losses: the floors
+    bind), not the free one; the worst domain (a) keeps its share."""
+    from mixlab.report.headroom import headroom
+    from mixlab.report.records import load_run
+
+    run = write_run(tmp_path / "u", seed=0, evals=log_linear((5.1, 5.0, 4.9), D))
+    guarded = weights(build("headroom", CTX, headroom={"runs": [str(run)], "guard_worst": True}))
+    expected = headroom([load_run(run)], guard_worst=True)
+    assert guarded == pytest.approx(dict(zip(expected.domains, expected.optimum, strict=True)))
+    assert guarded["a"] == pytest.approx(1 / 3)
+    assert guarded != pytest.approx(weights(build("headroom", CTX, headroom={"runs": [str(run)]})))
+
+
 def test_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mixing\.headroom\.runs"):
         build("headroom", CTX)

@@ -101,6 +101,30 @@ def test_keep_hardest_guards_the_highest_loss() -> None:
     assert 0 < h.predicted_gain() < headroom(runs).predicted_gain()
 
 
+def test_guard_worst_spends_only_the_slack_below_the_worst_domain() -> None:
+    """Losses 9, 5, 4 - D log2(step) under uniform: a (the worst at t = 200) keeps 1/3; b may fall
+    to 1/3 * 2^(-slack_b / 0.4) before its loss reaches a's, c further; with such slack the floors
+    do not bind on b, c and w* is the keep_hardest optimum. With little slack (losses 5.1, 5, 4.9)
+    the floors bind, every domain's predicted loss stays at or below the worst one's, and the gain
+    is positive but smaller than unguarded."""
+    wide = headroom([run("uniform", 0, log_linear((9, 5, 4), D))], guard_worst=True)
+    end = np.array([9.0, 5.0, 4.0]) - np.array(D) * np.log2(200)
+    slack = end[0] - end
+    assert wide.floors == pytest.approx(np.array(UNIFORM) * np.exp2(-slack / np.array(D)))
+    assert wide.optimum == pytest.approx([1 / 3, 2 / 3 * 0.4, 2 / 3 * 0.6])
+    runs = [run("uniform", 0, log_linear((5.1, 5.0, 4.9), D))]
+    free, tight = headroom(runs), headroom(runs, guard_worst=True)
+    end = np.array([5.1, 5.0, 4.9]) - np.array(D) * np.log2(200)
+    assert (end + free.domain_change()).max() > end.max() + 0.05  # unguarded: a gets worse
+    assert (end + tight.domain_change()).max() <= end.max() + 1e-9
+    assert (tight.optimum >= tight.floors - 1e-12).all() and tight.optimum[0] == pytest.approx(
+        1 / 3
+    )
+    assert 0 < tight.predicted_gain() < free.predicted_gain()
+    flat = headroom([run("uniform", 0, log_linear((6, 5, 4), (0.0, 0.4, 0.6)))], guard_worst=True)
+    assert flat.floors[0] == pytest.approx(1 / 3)  # the worst domain keeps its share, drop or not
+
+
 def test_runs_that_cannot_give_it_are_refused() -> None:
     moving = run("acodm", 0, log_linear((6, 5, 4), D), ((0.3, 0.3, 0.4), (0.4, 0.3, 0.3)))
     with pytest.raises(DataError, match="mixture changes during the run"):

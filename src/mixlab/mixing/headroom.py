@@ -17,10 +17,11 @@ In a suite the proxy is a stage and the main run reads its folder::
       set: {mixing.name: headroom, mixing.headroom.runs: ["{stage:proxy}"]}
 
 ``mixing.headroom.runs`` takes run folders and/or suite folders (then ``arm`` picks the arm when
-there are several); ``keep_hardest: k`` keeps the k domains with the highest proxy loss at
-least at their proxy share (what AC-ODM's ``guard_hardest`` does online) and ``min_weight``
-puts a floor under every domain. The weights are computed once, when the run starts, and a
-resumed run keeps the ones in its checkpoint.
+there are several); ``keep_hardest: k`` keeps the k domains with the highest proxy loss at least at
+their proxy share (what AC-ODM's ``guard_hardest`` does online), ``guard_worst: true`` cuts each
+domain only as far as its predicted loss stays below the proxy's worst domain loss (the worst domain
+keeps its share) and ``min_weight`` puts a floor under every domain. The weights are computed once,
+when the run starts, and a resumed run keeps the ones in its checkpoint.
 
 Measured (README "Headroom"; llama-1m target, 1200 steps x 16 x 128, 5 paired seeds, llama-tiny
 proxies): demo corpus −8.2% ± 1.8 geo_ppl vs ``uniform`` (5/5), the hardest domain +17%; junk
@@ -71,6 +72,11 @@ class HeadroomSection(Section):
     min_weight: Float = Field(
         0.0, ge=0.0, lt=1.0, description="A floor under every domain's weight (0 = none)."
     )
+    guard_worst: bool = Field(
+        False,
+        description="Floors under which no domain's predicted loss rises above the runs' "
+        "highest domain loss at t: the mean gains from the slack below the worst domain only.",
+    )
 
     @field_validator("runs", mode="before")
     @classmethod
@@ -106,7 +112,13 @@ def build_headroom(ctx: PolicyContext, cfg: HeadroomOptions) -> StaticPolicy:
         )
     try:
         runs = arm_runs(load_records(opts.runs), opts.arm)
-        est = headroom(runs, opts.step, opts.keep_hardest, min_weight=opts.min_weight)
+        est = headroom(
+            runs,
+            opts.step,
+            opts.keep_hardest,
+            min_weight=opts.min_weight,
+            guard_worst=opts.guard_worst,
+        )
     except MixlabError as exc:
         raise type(exc)(f"mixing.headroom.runs {opts.runs}: {exc}") from exc
     if sorted(est.domains) != sorted(ctx.domains):
@@ -117,13 +129,14 @@ def build_headroom(ctx: PolicyContext, cfg: HeadroomOptions) -> StaticPolicy:
     order = [est.domains.index(d) for d in ctx.domains]
     weights = est.optimum[order]
     logger.info(
-        "headroom: w* from %d run(s) of %s at steps %d-%d (predicted geo_ppl %+.2f%% vs their "
-        "mixture): %s",
+        "headroom: w* from %d run(s) of %s at steps %d-%d (predicted vs their mixture: geo_ppl "
+        "%+.2f%%, worst_ppl %+.2f%%): %s",
         len(est.seeds),
         runs[0].method,
         est.step // 2,
         est.step,
         est.gain_pct,
+        est.worst_pct(),
         ", ".join(f"{d} {w:.3f}" for d, w in zip(ctx.domains, weights, strict=True)),
     )
     return StaticPolicy(ctx.domains, weights, name="headroom")

@@ -22,6 +22,16 @@ The estimate
     AC-ODM's ``reward: progress`` climbs toward the same optimum online: its reward d_i / w_i is
     equal across domains exactly at w*.
 
+The worst-domain guard
+    w* buys its mean gain from the domains that learn slowly, and those are often the ones with
+    the highest loss: the worst domain gets worse. ``guard_worst`` asks instead that no domain's
+    predicted loss rise above the highest loss under p, ``L_max = max_j L_j(t)``:
+    ``L_i - d_i log2(w_i / p_i) <= L_max``, i.e. the floor
+    ``f_i = p_i 2^(-(L_max - L_i) / d_i)``. The hardest domain keeps its share (no slack), a
+    domain far below it may be cut a lot, and since every f_i <= p_i the floors always fit. It
+    spends the slack between each domain's loss and the worst one, so under the model worst_ppl
+    does not rise while the mean still gains.
+
 What it leaves out
     Transfer between domains (when all domains double together, a domain's drop includes what
     the others taught it, so cutting it costs more than d_i says if its neighbours are cut too),
@@ -67,6 +77,7 @@ class Headroom:
     optimum: np.ndarray  # w*: :func:`optimum` of the drops above any floors
     floors: np.ndarray  # the lower bounds w* respects (0: none)
     seeds: tuple[int, ...]
+    loss: np.ndarray  # L_i(t), nats, mean over seeds
 
     def domain_change(self, weights: np.ndarray | None = None) -> np.ndarray:
         """Predicted change of each domain's loss at ``weights`` (default w*), in nats
@@ -85,6 +96,16 @@ class Headroom:
     def gain_pct(self) -> float:
         """The predicted change of geo_ppl at w*, in percent (negative = better)."""
         return 100.0 * math.expm1(-self.predicted_gain())
+
+    def worst_pct(self, weights: np.ndarray | None = None) -> float:
+        """The predicted change of worst_ppl (the highest domain perplexity) at ``weights``
+        (default w*) vs the arm's, in percent (inf if a domain is starved)."""
+        after = float(np.max(self.loss + self.domain_change(weights)))
+        return (
+            100.0 * math.expm1(after - float(np.max(self.loss)))
+            if math.isfinite(after)
+            else math.inf
+        )
 
 
 def optimum(drop: np.ndarray, floors: np.ndarray | None = None) -> np.ndarray:
@@ -107,6 +128,18 @@ def optimum(drop: np.ndarray, floors: np.ndarray | None = None) -> np.ndarray:
         if not low.any():
             return w
         fixed |= low
+
+
+def worst_floors(prior: np.ndarray, drop: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """The lowest weights at which no domain's predicted loss exceeds ``max(loss)``:
+    ``p_i 2^(-(max(loss) - loss_i) / d_i)`` (p_i for the hardest domain; 0 for a domain whose
+    loss did not fall, which the model says no weight changes). Each is at most p_i."""
+    slack = float(np.max(loss)) - np.asarray(loss, dtype=np.float64)
+    d = np.asarray(drop, dtype=np.float64)
+    with np.errstate(divide="ignore", over="ignore"):
+        floors = prior * np.exp2(-slack / np.where(d > 0, d, np.nan))
+    floors = np.where(d > 0, floors, 0.0)
+    return np.where(slack <= 0, prior, floors)
 
 
 def static_mixture(record: RunRecord, domains: Sequence[str], tol: float = 1e-6) -> np.ndarray:
@@ -141,12 +174,14 @@ def headroom(
     keep_hardest: int = 0,
     *,
     min_weight: float = 0.0,
+    guard_worst: bool = False,
 ) -> Headroom:
     """The estimate from the finished runs of one static-mixture arm (one per seed).
 
     ``step`` is t (default: the last eval step all runs reached); ``keep_hardest = k`` keeps the
     k domains with the highest mean loss at t at least at their share of the arm's mixture;
-    ``min_weight`` is a floor under every domain.
+    ``min_weight`` is a floor under every domain; ``guard_worst`` adds the floors under which no
+    domain's predicted loss rises above the highest loss at t (:func:`worst_floors`).
     DataError when the runs cannot give it (no finished run, a changing mixture, no evals at
     t / 2 and t, no domain whose loss fell).
     """
@@ -171,6 +206,8 @@ def headroom(
     if keep_hardest > 0:
         hardest = np.argsort(-ends.mean(axis=0), kind="stable")[:keep_hardest]
         floors[hardest] = np.maximum(floors[hardest], prior[hardest])
+    if guard_worst:
+        floors = np.maximum(floors, worst_floors(prior, drop, ends.mean(axis=0)))
     return Headroom(
         step=int(t),
         domains=domains,
@@ -180,6 +217,7 @@ def headroom(
         optimum=optimum(drop, floors),
         floors=floors,
         seeds=tuple(r.seed for r in runs),
+        loss=ends.mean(axis=0),
     )
 
 
