@@ -69,6 +69,26 @@ def test_paired_difference_and_wins_with_known_numbers() -> None:
     assert rows[1][8] == "2/3"
 
 
+def test_relative_differences_of_the_metric_and_the_worst_domain() -> None:
+    """The table's Δ% cells: per-seed 100 (m / b - 1) of the metric (here -10, -20, +10) and of
+    worst_ppl (+5, +5, +20: the mean win costs the worst domain), mean ± 95% t, wins."""
+    base = [record("uniform", k, {10: 10.0}) for k in range(3)]
+    method = [record("odm", k, {10: v}) for k, v in enumerate((9.0, 8.0, 11.0))]
+    for r, worst in zip(base + method, (20.0,) * 3 + (21.0, 21.0, 24.0), strict=True):
+        r.final_eval["eval/worst_ppl"] = worst
+    s = summarize(base + method)
+    pct = s.method("odm").paired_pct
+    assert pct["mean_ppl"].diffs == pytest.approx((-10.0, -20.0, 10.0))
+    assert pct["worst_ppl"].mean == pytest.approx(10.0) and pct["worst_ppl"].wins == 0
+    half = 4.302653 * math.sqrt(75.0) / math.sqrt(3)  # diffs 5, 5, 20: s^2 = 75
+    assert pct["worst_ppl"].half_width == pytest.approx(half, rel=1e-4)
+    header, rows = s.headline_rows()
+    assert rows[1][header.index("Δ% mean_ppl (95% CI)")].startswith("-6.7% ± ")
+    assert rows[1][header.index("Δ% worst_ppl (wins)")] == f"+10.0% ± {half:.1f} (0/3)"
+    assert rows[0][header.index("Δ% worst_ppl (wins)")] == "-"
+    assert s.method("odm").to_dict()["vs_baseline_pct"]["worst_ppl"]["wins"] == 0
+
+
 def test_area_under_curve_of_the_metric() -> None:
     s = summarize([record("uniform", 0, {10: 5.0, 20: 4.0, 30: 3.0})])
     assert s.method("uniform").auc.mean == pytest.approx(4.0)  # (45 + 35) / 20

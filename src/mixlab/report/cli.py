@@ -23,8 +23,9 @@ The summary (printed, and in every file) has one row per method, the baseline fi
   to target: % fewer steps        s* = first eval step at which the method reaches the same-seed
                                   baseline's best --metric (S_b = that best's step);
                                   100·(1 - s*/S_b), with the count of seeds that never reach it
-  Δ (95% CI), wins                mean paired difference vs the baseline over shared seeds
-                                  ± t(0.975, n-1)·s/√n, and seeds where the method is lower
+  Δ% (95% CI), wins               mean paired difference vs the same-seed baseline, in % of
+                                  it, ± t(0.975, n-1)·s/√n, and seeds where the method is lower
+  Δ% worst_ppl (wins)             the same for the worst domain's perplexity
   extra tokens                    tokens and seconds spent in stages (DoReMi reference + proxy,
                                   AC-ODM proxy) on top of the main run
 plus a cost table (s/step and peak RSS vs the natural run, in %), a per-domain perplexity

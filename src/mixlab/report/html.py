@@ -91,8 +91,8 @@ def render_html(
         "natural, so read it next to natural_ppl (token-weighted) and the worst domain. "
         f"± is the std over seeds. <i>To target</i>: the first eval step reaching the same-seed "
         f"{e(summary.baseline)}'s best {e(summary.metric)}, as 100·(1 − s*/S_b). "
-        "Δ: mean paired difference vs the baseline ± a 95% t interval; wins counts the seeds "
-        "where the method is lower.</p>",
+        "Δ%: mean paired difference vs the same-seed baseline, in % of it, ± a 95% t interval; "
+        "wins counts the seeds where the method is lower.</p>",
         _html_table(*summary.headline_rows(), baseline=summary.baseline),
         "<h2>Cost</h2>",
         "<p>Stage tokens and seconds are the extra cost of multi-stage methods (reference, "

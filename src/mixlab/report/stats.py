@@ -117,6 +117,17 @@ def paired_difference(method: dict[int, float], baseline: dict[int, float]) -> P
     return PairedDiff(mean, t_quantile_975(n - 1) * s / math.sqrt(n), n, wins, seeds, diffs)
 
 
+def paired_percent(method: dict[int, float], baseline: dict[int, float]) -> PairedDiff:
+    """Per-seed relative differences 100 (method / baseline - 1) in percent, their mean ± 95%
+    CI and wins: the view that reads the same on any corpus (baselines <= 0 are skipped)."""
+    ratios = {
+        s: 100.0 * (v / baseline[s] - 1.0)
+        for s, v in method.items()
+        if s in baseline and baseline[s] > 0
+    }
+    return paired_difference(ratios, dict.fromkeys(ratios, 0.0))
+
+
 def fmt(value: float | None, digits: int = 3, *, signed: bool = False) -> str:
     """A number for a table: ``-`` for None, ``inf``/``nan`` spelled out."""
     if value is None:

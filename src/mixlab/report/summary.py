@@ -12,7 +12,9 @@ For each method (suite order, the baseline first) :func:`summarize` reports:
   <= m* (no interpolation); "% fewer steps" = 100·(1 − s*/S_b), averaged over the seeds that
   reached the target, plus the count that did not ("not reached");
 * **paired difference** of the final metric vs the baseline: mean of per-seed differences
-  ± t_{0.975,n−1}·s/√n (95% CI) and "wins k/n";
+  ± t_{0.975,n−1}·s/√n (95% CI) and "wins k/n"; the tables show it relative, in percent of the
+  same-seed baseline (``100 (m / b − 1)``), for the metric and for ``worst_ppl``, so a mean win
+  is never read without what happened to the worst domain;
 * **cost** — tokens and wall-clock of the main run, the extra tokens and seconds spent in
   stages (DoReMi reference + proxy, AC-ODM proxy), and the overhead against the ``natural``
   run: mean ``train/step_seconds`` and peak RSS as a percentage of natural's;
@@ -44,7 +46,15 @@ from mixlab.eval.metrics import (
 from mixlab.report.headroom import headroom_note
 from mixlab.report.onset import onset_note
 from mixlab.report.records import RunRecord
-from mixlab.report.stats import PairedDiff, Spread, fmt, json_float, paired_difference, spread
+from mixlab.report.stats import (
+    PairedDiff,
+    Spread,
+    fmt,
+    json_float,
+    paired_difference,
+    paired_percent,
+    spread,
+)
 from mixlab.tables import markdown_table, text_table
 
 FINAL_KEYS = ("mean_ppl", "natural_ppl", "worst_ppl", "geo_ppl")
@@ -99,6 +109,8 @@ class MethodSummary:
     step_seconds_pct: float | None = None  # vs natural, as a percentage (+ = slower)
     peak_rss_pct: float | None = None
     is_baseline: bool = False
+    # relative paired differences in %, for the metric and worst_ppl (empty for the baseline)
+    paired_pct: dict[str, PairedDiff] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -134,6 +146,7 @@ class MethodSummary:
                 "not_reached": self.not_reached,
             },
             "vs_baseline": None if self.paired is None else self.paired.to_dict(),
+            "vs_baseline_pct": {k: v.to_dict() for k, v in self.paired_pct.items()} or None,
             "per_domain_ppl": {d: s.to_dict() for d, s in self.per_domain.items()},
             "cost": {
                 "tokens": self.tokens.to_dict(),
@@ -190,8 +203,9 @@ class Summary:
             "worst_ppl (domain)",
             f"AUC {m}",
             "to target: % fewer steps",
-            f"Δ {m} (95% CI)",
+            f"Δ% {m} (95% CI)",
             "wins",
+            "Δ% worst_ppl (wins)",
             "extra tokens (stages)",
         ]
         rows = []
@@ -208,8 +222,9 @@ class Summary:
                     worst,
                     s.auc.format(),
                     _target_cell(s),
-                    "baseline" if s.paired is None else s.paired.format(),
+                    "baseline" if s.paired is None else _pct_cell(s.paired_pct.get(m)),
                     "-" if s.paired is None else f"{s.paired.wins}/{s.paired.n}",
+                    "-" if s.paired is None else _pct_cell(s.paired_pct.get("worst_ppl"), True),
                     _extra_cell(s),
                 ]
             )
@@ -282,7 +297,8 @@ class Summary:
         lines.append(
             f"baseline: {self.baseline}; metric: {self.metric} (lower is better); ± = std over "
             f"seeds; target = the same-seed {self.baseline}'s best {self.metric}; "
-            f"Δ = paired difference vs {self.baseline} ± 95% t interval"
+            f"Δ% = paired difference vs the same-seed {self.baseline}, in % of it, ± 95% t "
+            "interval"
         )
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
@@ -297,8 +313,9 @@ class Summary:
             "read it next to natural_ppl (token-weighted) and the worst domain. "
             "± is the std over seeds. Steps to target: the first eval step at which a method "
             f"reaches the same-seed {self.baseline}'s best {self.metric} (S_b = the step of that "
-            "best), as 100·(1 − s*/S_b). Δ is the mean paired difference vs the baseline "
-            "± a 95% t interval; wins counts the seeds where the method is lower.",
+            "best), as 100·(1 − s*/S_b). Δ% is the mean paired difference vs the same-seed "
+            "baseline in % of it, ± a 95% t interval; wins counts the seeds where the method is "
+            "lower.",
             "",
             markdown_table(*self.headline_rows()),
             "",
@@ -410,6 +427,28 @@ def acodm_alarms(records: Sequence[RunRecord]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- internals
+def _paired_values(
+    runs: list[RunRecord], base_by_seed: dict[int, RunRecord], key: str
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Final ``key`` per seed of the method and of the baseline (missing values left out)."""
+    method = {r.seed: _final(r, key) for r in runs}
+    base = {s: _final(b, key) for s, b in base_by_seed.items()}
+    return (
+        {s: v for s, v in method.items() if v is not None},
+        {s: v for s, v in base.items() if v is not None},
+    )
+
+
+def _pct_cell(diff: PairedDiff | None, wins: bool = False) -> str:
+    """``+1.2% ± 0.8`` (and ``(k/n)`` with wins) for a relative paired difference."""
+    if diff is None or diff.mean is None:
+        return "-"
+    text = f"{diff.mean:+.1f}%"
+    if diff.half_width is not None and math.isfinite(diff.half_width):
+        text += f" ± {diff.half_width:.1f}"
+    return f"{text} ({diff.wins}/{diff.n})" if wins else text
+
+
 def _choose_baseline(baseline: str | None, records: Sequence[RunRecord], methods: list[str]) -> str:
     if baseline is not None:
         if baseline not in methods:
@@ -467,13 +506,13 @@ def _method_summary(
             )
         )
     paired = None
+    paired_pct: dict[str, PairedDiff] = {}
     if not is_baseline:
-        method_vals = {r.seed: _final(r, key) for r in runs}
-        base_vals = {s: _final(b, key) for s, b in base_by_seed.items()}
-        paired = paired_difference(
-            {s: v for s, v in method_vals.items() if v is not None},
-            {s: v for s, v in base_vals.items() if v is not None},
-        )
+        paired = paired_difference(*_paired_values(runs, base_by_seed, key))
+        for k in dict.fromkeys([key, "eval/worst_ppl"]):
+            paired_pct[k.removeprefix("eval/")] = paired_percent(
+                *_paired_values(runs, base_by_seed, k)
+            )
     return MethodSummary(
         method=name,
         seeds=[r.seed for r in runs],
@@ -482,6 +521,7 @@ def _method_summary(
         auc=spread(aucs),
         targets=targets,
         paired=paired,
+        paired_pct=paired_pct,
         per_domain={d: spread([_final(r, f"eval/{d}/ppl") for r in runs]) for d in domains},
         tokens=spread([r.tokens for r in runs]),
         seconds=spread([r.seconds for r in runs]),
