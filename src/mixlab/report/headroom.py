@@ -58,8 +58,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixlab.errors import DataError
+from mixlab.mixing.own_tokens import optimum, worst_floors
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import spread, t_quantile_975
+
+__all__ = [
+    "Headroom",
+    "arm_runs",
+    "headroom",
+    "headroom_note",
+    "optimum",
+    "paired_spread",
+    "seeds_needed",
+    "static_mixture",
+    "worst_floors",
+]
 
 WEIGHT = "mix/weight/"
 GEO = "eval/geo_ppl"
@@ -106,40 +119,6 @@ class Headroom:
             if math.isfinite(after)
             else math.inf
         )
-
-
-def optimum(drop: np.ndarray, floors: np.ndarray | None = None) -> np.ndarray:
-    """argmax of sum_i d_i log w_i over the simplex with w_i >= floors_i (negative d count as
-    0): w_i = max(floors_i, d_i / lambda) with lambda such that the weights sum to 1 (KKT),
-    found by fixing the domains that fall below their floor until none does."""
-    d = np.clip(np.asarray(drop, dtype=np.float64), 0.0, None)
-    f = np.zeros_like(d) if floors is None else np.asarray(floors, dtype=np.float64)
-    if f.sum() > 1.0 + 1e-12:
-        raise DataError(f"headroom: the floors sum to {f.sum():.4f} > 1; no mixture keeps them")
-    fixed = np.zeros(len(d), dtype=bool)
-    while True:
-        free_drop = d[~fixed].sum()
-        if free_drop <= 0:  # nothing left that learns: the rest of the mass goes to the floors
-            w = f.copy()
-            w[fixed] += (1.0 - f.sum()) * f[fixed] / f[fixed].sum()
-            return w
-        w = np.where(fixed, f, (1.0 - f[fixed].sum()) * d / free_drop)
-        low = ~fixed & (w < f)
-        if not low.any():
-            return w
-        fixed |= low
-
-
-def worst_floors(prior: np.ndarray, drop: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """The lowest weights at which no domain's predicted loss exceeds ``max(loss)``:
-    ``p_i 2^(-(max(loss) - loss_i) / d_i)`` (p_i for the hardest domain; 0 for a domain whose
-    loss did not fall, which the model says no weight changes). Each is at most p_i."""
-    slack = float(np.max(loss)) - np.asarray(loss, dtype=np.float64)
-    d = np.asarray(drop, dtype=np.float64)
-    with np.errstate(divide="ignore", over="ignore"):
-        floors = prior * np.exp2(-slack / np.where(d > 0, d, np.nan))
-    floors = np.where(d > 0, floors, 0.0)
-    return np.where(slack <= 0, prior, floors)
 
 
 def static_mixture(record: RunRecord, domains: Sequence[str], tol: float = 1e-6) -> np.ndarray:

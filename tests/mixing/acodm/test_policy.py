@@ -492,6 +492,39 @@ def test_guard_keeps_the_hardest_domain_at_its_prior() -> None:
     assert w[2] > w[0] and w.sum() == pytest.approx(1.0)
 
 
+def test_guard_worst_keeps_every_domain_within_its_slack() -> None:
+    """b is the hardest and flat; a learns slowly (0.05 nats per doubling) just below it, c
+    fast. The progress actor cuts a to its bound; ``guard_worst`` keeps every domain at or
+    above p_i 2^(-(L_max - L_i) / d_i) from the progress estimate's EMA losses and drops (b at
+    its prior), every step once all have one."""
+    from mixlab.mixing.own_tokens import worst_floors
+
+    def fb(t: int, rng: np.random.Generator) -> Feedback:
+        tok = np.full(K, 64.0)
+        a = 4.4 - 0.05 * np.log2(t)  # 3.99 at t = 300
+        loss = np.array([a, 4.0, 2.5 - 0.004 * t]) + rng.normal(0, 0.01, size=K)
+        return Feedback(t, T, loss * tok, tok, np.ones(K))
+
+    cut = {}
+    for guard in (False, True):
+        rng = np.random.default_rng(0)
+        policy = make_mixlab(reward="progress", actor_lr=1e-2, guard_worst=guard)
+        assert policy._progress is not None
+        lows = []
+        for t in range(1, 301):
+            policy.update(fb(t, rng))
+            floors = worst_floors(
+                policy.prior, np.nan_to_num(policy._progress.drops()), policy._progress.loss
+            )
+            lows.append(policy.weights()[0] - floors[0])
+            if guard and t > policy.warmup_steps:
+                assert (policy.weights() >= floors - 1e-12).all()
+        cut[guard] = min(lows[-100:])
+    assert floors[1] == pytest.approx(1 / K) and 0.2 < floors[0] < 1 / K
+    assert cut[False] < -0.05 and cut[True] >= -1e-12  # unguarded, a falls below its floor
+    assert policy.log_values()["acodm/guard_floor_sum"] == pytest.approx(floors.sum())
+
+
 def progress_feedback(t: int, rng: np.random.Generator) -> Feedback:
     """b is the hardest and flat, c the easiest and still learning (as in the tests above)."""
     tok = np.full(K, 64.0)

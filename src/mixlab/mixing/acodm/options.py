@@ -308,6 +308,14 @@ class AcodmOptions(Section):
         "the mean (progress), so the hardest domain is not traded away. Needs state: mixlab; "
         "0 = off (0).",
     )
+    guard_worst: bool = Field(
+        False,
+        description="Worst-loss guard (mixing.own_tokens.worst_floors, online): no domain is "
+        "sampled below the share at which its predicted loss (EMA training loss, minus its "
+        "drop per doubling of its own tokens times log2 of its share over the prior's) would "
+        "pass the hardest domain's; the hardest keeps its prior share. The estimate is "
+        "reward: progress's (kept in frozen mode too). Off (false).",
+    )
 
 
 # The §2.6 table: field -> release value.

@@ -39,7 +39,10 @@ does to the model; the state's counts feed its own choice back to it. mixlab ins
 * reads a loss-only state (``state: mixlab``) with the same meaning on a proxy and a target;
 * optionally guards the worst domain (``guard_hardest`` = k): the k domains with the highest
   slow loss EMA never go below their prior share (:func:`raise_to_floor`), for rewards that
-  maximise the mean (``progress``) at the hardest domain's expense.
+  maximise the mean (``progress``) at the hardest domain's expense; ``guard_worst`` keeps every
+  domain above the share at which the own-token model predicts its loss would pass the
+  hardest domain's (:mod:`mixlab.mixing.own_tokens`), so only the slack below the worst
+  domain is spent.
 
 ``mode=frozen`` skips 2 and 3 (no gradients needed) and acts with the actor of a policy file
 (``frozen_exploration``, default none). ``online`` or ``proxy_train`` with a policy file
@@ -118,6 +121,7 @@ from mixlab.mixing.base import (
 )
 from mixlab.mixing.budget import clip_to_caps, run_caps, unimax_weights
 from mixlab.mixing.odm import OdmPolicy
+from mixlab.mixing.own_tokens import worst_floors
 from mixlab.mixing.static import read_weights_file
 from mixlab.schema import Str
 
@@ -196,7 +200,7 @@ class AcodmPolicy(PolicyBase):
         self.budget_tokens = float(budget_tokens)
         self.spec = state_spec(opts, k)
         # reward: progress and the state's gain group read one estimate, updated once a step
-        uses_gain = opts.reward == "progress" or opts.state_gain
+        uses_gain = opts.reward == "progress" or opts.state_gain or opts.guard_worst
         self._progress = ProgressReward(k) if uses_gain else None
         self._gain: np.ndarray | None = None  # this step's estimate (update)
         self.builder: StateBuilder | MixlabStateBuilder
@@ -292,7 +296,9 @@ class AcodmPolicy(PolicyBase):
     # ------------------------------------------------------------------ the update
     def update(self, feedback: Feedback) -> None:
         t, opts = int(feedback.step), self.opts
-        if self._progress is not None and (opts.state_gain or opts.mode != "frozen"):
+        if self._progress is not None and (
+            opts.state_gain or opts.guard_worst or opts.mode != "frozen"
+        ):
             self._gain = self._progress(feedback.mean_loss(), feedback.token_count)
         state = self._state(feedback)
         tokens = np.asarray(feedback.token_count, dtype=np.float64)
@@ -382,16 +388,25 @@ class AcodmPolicy(PolicyBase):
             self.agent.push(s0, a0, np.asarray(ret), state, mask0)
 
     def _guarded(self, weights: np.ndarray) -> np.ndarray:
-        """The worst-domain guard (``guard_hardest`` = k): the k domains with the highest slow
-        loss EMA are raised to their prior share, the mass taken from the others in
-        proportion to their weights (:func:`raise_to_floor`)."""
+        """The worst-domain guards, as floors (:func:`raise_to_floor`: the mass is taken from
+        the others in proportion to their room). ``guard_hardest`` = k: the k domains with the
+        highest slow loss EMA at their prior share. ``guard_worst``: the own-token floors
+        ``p_i 2^(-(L_max - L_i) / d_i)`` (:func:`~mixlab.mixing.own_tokens.worst_floors`) from
+        the progress estimate's EMA losses and drops per doubling, once every domain has one."""
+        floor = np.zeros_like(self.prior)
         k = self.opts.guard_hardest
         loss = self.builder.slow_loss if isinstance(self.builder, MixlabStateBuilder) else None
-        if not k or loss is None:
+        if k and loss is not None:
+            hardest = np.argsort(-loss, kind="stable")[:k]
+            floor[hardest] = self.prior[hardest]
+        if self.opts.guard_worst and self._progress is not None:
+            ema, drops = self._progress.loss, self._progress.drops()
+            if np.isfinite(ema).all():
+                worst = worst_floors(self.prior, np.nan_to_num(drops, nan=0.0), ema)
+                floor = np.maximum(floor, worst)
+                self._logs["acodm/guard_floor_sum"] = float(worst.sum())
+        if not floor.any():
             return weights
-        floor = np.zeros_like(self.prior)
-        hardest = np.argsort(-loss, kind="stable")[:k]
-        floor[hardest] = self.prior[hardest]
         guarded = raise_to_floor(weights, floor)
         self._logs["acodm/guard_mass"] = float(np.abs(guarded - weights).sum() / 2.0)
         return guarded

@@ -300,6 +300,18 @@ class ProgressReward:
             return math.nan
         return float(np.interp(math.log2(tokens), xs, ys))
 
+    @property
+    def loss(self) -> np.ndarray:
+        """Each domain's EMA loss now (K,), NaN before its first step."""
+        return self._loss.copy()
+
+    def drops(self) -> np.ndarray:
+        """Each domain's EMA loss drop over the last doubling of its own tokens (K,), in nats
+        (d_i of :mod:`mixlab.mixing.own_tokens`); NaN while its history is shorter."""
+        return np.array(
+            [self.loss_at(i, n / 2.0) - self._loss[i] for i, n in enumerate(self._tokens)]
+        )
+
     def __call__(self, mean_loss: np.ndarray, token_count: np.ndarray) -> np.ndarray:
         """r~ (K,) from the step's per-domain mean loss (NaN if absent) and token counts."""
         loss = np.asarray(mean_loss, dtype=np.float64)
