@@ -16,6 +16,20 @@ In a suite the proxy is a stage and the main run reads its folder::
           set: {model.preset: llama-tiny, mixing.name: uniform}
       set: {mixing.name: headroom, mixing.headroom.runs: ["{stage:proxy}"]}
 
+The own-token model misses transfer: cutting python_tests costs python_code too, even at its
+kept share. ``check_runs`` measures that: a second proxy stage trains at the guarded w*, and
+each domain's residual (its measured change there minus the model's) takes that much slack
+from the guard, so a domain that lost through its neighbours gets a floor above its share::
+
+    - name: headroom-checked
+      stages:
+        - {name: proxy, set: {model.preset: llama-tiny, mixing.name: uniform}}
+        - name: check
+          set: {model.preset: llama-tiny, mixing.name: headroom,
+                mixing.headroom.runs: ["{stage:proxy}"], mixing.headroom.guard_worst: true}
+      set: {mixing.name: headroom, mixing.headroom.runs: ["{stage:proxy}"],
+            mixing.headroom.guard_worst: true, mixing.headroom.check_runs: ["{stage:check}"]}
+
 ``mixing.headroom.runs`` takes run folders and/or suite folders (then ``arm`` picks the arm when
 there are several); ``keep_hardest: k`` keeps the k domains with the highest proxy loss at least at
 their proxy share (what AC-ODM's ``guard_hardest`` does online), ``guard_worst: true`` cuts each
@@ -78,7 +92,15 @@ class HeadroomSection(Section):
         "highest domain loss at t: the mean gains from the slack below the worst domain only.",
     )
 
-    @field_validator("runs", mode="before")
+    check_runs: list[Str] = Field(
+        default_factory=list,
+        description="Runs of the same proxy at the guarded w* of `runs` (run or suite folders; "
+        'in a suite a second stage, ["{stage:check}"]): each domain\'s loss there, against the '
+        "own-token prediction, measures what the model leaves out (transfer between domains), "
+        "and the worst-domain guard is corrected by it. Needs guard_worst.",
+    )
+
+    @field_validator("runs", "check_runs", mode="before")
     @classmethod
     def _one_folder(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -93,6 +115,11 @@ class HeadroomOptions(MixingOptions):
             raise ValueError(
                 "mixing.name=headroom needs mixing.headroom.runs: the folders of finished "
                 'static-mixture runs, e.g. ["runs/tiny-uniform"] or, in a suite, ["{stage:proxy}"]'
+            )
+        if self.headroom.check_runs and not self.headroom.guard_worst:
+            raise ValueError(
+                "mixing.headroom.check_runs corrects the worst-domain guard: set "
+                "mixing.headroom.guard_worst: true too"
             )
         return self
 
@@ -112,15 +139,26 @@ def build_headroom(ctx: PolicyContext, cfg: HeadroomOptions) -> StaticPolicy:
         )
     try:
         runs = arm_runs(load_records(opts.runs), opts.arm)
+    except MixlabError as exc:
+        raise type(exc)(f"mixing.headroom.runs {opts.runs}: {exc}") from exc
+    try:
+        check = arm_runs(load_records(opts.check_runs)) if opts.check_runs else []
+    except MixlabError as exc:
+        raise type(exc)(f"mixing.headroom.check_runs {opts.check_runs}: {exc}") from exc
+    try:
         est = headroom(
             runs,
             opts.step,
             opts.keep_hardest,
             min_weight=opts.min_weight,
             guard_worst=opts.guard_worst,
+            check=check,
         )
     except MixlabError as exc:
-        raise type(exc)(f"mixing.headroom.runs {opts.runs}: {exc}") from exc
+        fields = f"mixing.headroom.runs {opts.runs}"
+        if opts.check_runs:
+            fields += f" / check_runs {opts.check_runs}"
+        raise type(exc)(f"{fields}: {exc}") from exc
     if sorted(est.domains) != sorted(ctx.domains):
         raise ConfigError(
             f"mixing.headroom.runs {opts.runs}: their domains {sorted(est.domains)} are not this "
@@ -139,4 +177,10 @@ def build_headroom(ctx: PolicyContext, cfg: HeadroomOptions) -> StaticPolicy:
         est.worst_pct(),
         ", ".join(f"{d} {w:.3f}" for d, w in zip(ctx.domains, weights, strict=True)),
     )
+    if est.residual is not None:
+        logger.info(
+            "headroom: the checked runs' residuals (nats beyond the own-token model, + = worse): "
+            "%s",
+            ", ".join(f"{d} {r:+.3f}" for d, r in zip(est.domains, est.residual, strict=True)),
+        )
     return StaticPolicy(ctx.domains, weights, name="headroom")

@@ -45,13 +45,22 @@ def optimum(drop: np.ndarray, floors: np.ndarray | None = None) -> np.ndarray:
         fixed |= low
 
 
-def worst_floors(prior: np.ndarray, drop: np.ndarray, loss: np.ndarray) -> np.ndarray:
+def worst_floors(
+    prior: np.ndarray,
+    drop: np.ndarray,
+    loss: np.ndarray,
+    residual: np.ndarray | None = None,
+) -> np.ndarray:
     """The lowest weights at which no domain's predicted loss exceeds ``max(loss)``:
-    ``p_i 2^(-(max(loss) - loss_i) / d_i)`` (p_i for the hardest domain; 0 for a domain whose
-    loss did not fall, which the model says no weight changes). Each is at most p_i."""
-    slack = float(np.max(loss)) - np.asarray(loss, dtype=np.float64)
+    ``p_i 2^(-(max(loss) - loss_i - r_i) / d_i)``. ``residual`` r (default 0) is what the model
+    missed at a checked mixture (:func:`mixlab.report.headroom.transfer_residual`): a domain
+    that got r_i nats worse there than its own tokens explain needs that much more slack, and a
+    floor above p_i when it has less. Without r the hardest domain's floor is p_i and every
+    floor is at most p_i; a domain whose loss did not fall (d_i <= 0), which no weight changes
+    in the model, gets p_i if it has no slack left, else 0."""
+    r = np.zeros_like(np.asarray(loss, dtype=np.float64)) if residual is None else residual
+    slack = float(np.max(loss)) - np.asarray(loss, dtype=np.float64) - r
     d = np.asarray(drop, dtype=np.float64)
-    with np.errstate(divide="ignore", over="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         floors = prior * np.exp2(-slack / np.where(d > 0, d, np.nan))
-    floors = np.where(d > 0, floors, 0.0)
-    return np.where(slack <= 0, prior, floors)
+    return np.where(d > 0, floors, np.where(slack <= 0, prior, 0.0))

@@ -71,6 +71,7 @@ __all__ = [
     "paired_spread",
     "seeds_needed",
     "static_mixture",
+    "transfer_residual",
     "worst_floors",
 ]
 
@@ -91,14 +92,17 @@ class Headroom:
     floors: np.ndarray  # the lower bounds w* respects (0: none)
     seeds: tuple[int, ...]
     loss: np.ndarray  # L_i(t), nats, mean over seeds
+    residual: np.ndarray | None = None  # r_i from checked runs (transfer_residual), if any
 
     def domain_change(self, weights: np.ndarray | None = None) -> np.ndarray:
         """Predicted change of each domain's loss at ``weights`` (default w*), in nats
-        (negative = better; inf for a domain given no weight)."""
+        (negative = better; inf for a domain given no weight). With checked runs their
+        residuals are added: what the model missed there, taken to hold near that mixture."""
         w = self.optimum if weights is None else np.asarray(weights, dtype=np.float64)
         with np.errstate(divide="ignore"):
             ratio = np.log2(w / self.prior)
-        return np.where(w > 0, -self.drop * ratio, np.inf)
+        change = np.where(w > 0, -self.drop * ratio, np.inf)
+        return change if self.residual is None else change + self.residual
 
     def predicted_gain(self, weights: np.ndarray | None = None) -> float:
         """Predicted drop of the mean log-loss at ``weights`` (default w*), in nats: log
@@ -154,13 +158,16 @@ def headroom(
     *,
     min_weight: float = 0.0,
     guard_worst: bool = False,
+    check: Sequence[RunRecord] = (),
 ) -> Headroom:
     """The estimate from the finished runs of one static-mixture arm (one per seed).
 
     ``step`` is t (default: the last eval step all runs reached); ``keep_hardest = k`` keeps the
     k domains with the highest mean loss at t at least at their share of the arm's mixture;
     ``min_weight`` is a floor under every domain; ``guard_worst`` adds the floors under which no
-    domain's predicted loss rises above the highest loss at t (:func:`worst_floors`).
+    domain's predicted loss rises above the highest loss at t (:func:`worst_floors`), corrected
+    by what ``check`` runs (the same proxy at a guarded w*) measured beyond the model
+    (:func:`transfer_residual`).
     DataError when the runs cannot give it (no finished run, a changing mixture, no evals at
     t / 2 and t, no domain whose loss fell).
     """
@@ -185,8 +192,19 @@ def headroom(
     if keep_hardest > 0:
         hardest = np.argsort(-ends.mean(axis=0), kind="stable")[:keep_hardest]
         floors[hardest] = np.maximum(floors[hardest], prior[hardest])
+    loss = ends.mean(axis=0)
+    residual = None
+    if check:
+        if not guard_worst:
+            raise DataError("headroom: checked runs correct the worst-domain guard; set it too")
+        residual = transfer_residual(prior, drop, loss, check, domains, int(t))
     if guard_worst:
-        floors = np.maximum(floors, worst_floors(prior, drop, ends.mean(axis=0)))
+        guard = worst_floors(prior, drop, loss, residual)
+        if guard.sum() > 1.0:  # the residuals ask more than there is: the closest mixture
+            guard = guard / guard.sum()
+        floors = np.maximum(floors, guard)
+        if floors.sum() > 1.0:
+            floors = floors / floors.sum()
     return Headroom(
         step=int(t),
         domains=domains,
@@ -196,8 +214,44 @@ def headroom(
         optimum=optimum(drop, floors),
         floors=floors,
         seeds=tuple(r.seed for r in runs),
-        loss=ends.mean(axis=0),
+        loss=loss,
+        residual=residual,
     )
+
+
+def transfer_residual(
+    prior: np.ndarray,
+    drop: np.ndarray,
+    loss: np.ndarray,
+    check: Sequence[RunRecord],
+    domains: Sequence[str],
+    step: int,
+) -> np.ndarray:
+    """What the own-token model missed at a checked mixture, per domain, in nats.
+
+    ``check`` are finished runs of the same proxy at one static mixture w_c (usually the guarded
+    w* of the same arm; one per seed). ``r_i = (L_i(w_c) - L_i(p)) + d_i log2(w_c,i / p_i)``:
+    the measured change of each domain's loss at ``step`` minus the change its own tokens
+    explain. A domain that learns from the ones w_c cuts (python_code from python_tests, say)
+    comes out positive; the guard then gives it that much less slack."""
+    runs = sorted((r for r in check if r.ok), key=lambda r: r.seed)
+    if not runs:
+        raise DataError("headroom: no finished checked run (status done with a final eval)")
+    missing = [d for d in domains if d not in runs[0].domains]
+    if missing:
+        raise DataError(f"headroom: the checked runs do not evaluate {missing}")
+    mixture = static_mixture(runs[0], domains)
+    for r in runs[1:]:
+        other = static_mixture(r, domains)
+        if np.abs(other - mixture).max() > 1e-3:
+            raise DataError(
+                f"headroom: the checked runs {runs[0].run_dir} and {r.run_dir} trained at "
+                "different mixtures; check one mixture (one w* per arm)"
+            )
+    if (mixture <= 0).any():
+        raise DataError("headroom: the checked mixture leaves a domain out; nothing to compare")
+    measured = np.array([[_loss_at(r, d, step) for d in domains] for r in runs]).mean(axis=0)
+    return (measured - loss) + drop * np.log2(mixture / prior)
 
 
 def seeds_needed(gain_pct: float, diff_std: float, max_seeds: int = 10_000) -> int | None:
