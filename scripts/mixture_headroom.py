@@ -7,7 +7,8 @@ domain's loss is log-linear in its own tokens; :mod:`mixlab.report.headroom` exp
 model and what it leaves out), each domain's predicted change and the predicted geo_ppl gain.
 ``--keep-hardest K`` keeps the K domains with the highest loss at their share (AC-ODM's
 ``guard_hardest``), ``--guard-worst`` cuts a domain only as far as its predicted loss stays below
-the arm's worst domain loss; ``--vs A B`` takes the paired seed noise of arms A and B and says how
+the arm's worst domain loss (``--check-arm C``: corrected by arm C's residuals, C trained at
+that w*); ``--vs A B`` takes the paired seed noise of arms A and B and says how
 many seeds a 95% interval as narrow as the gain needs; ``--out`` writes w* as a weights file for
 ``mixing.name: fixed`` (``mixing.weights_file``) to check the prediction with a real run::
 
@@ -54,6 +55,12 @@ def main() -> None:
         help="cut each domain only as far as its predicted loss stays at or below the arm's "
         "highest domain loss at t (the worst domain keeps its share)",
     )
+    ap.add_argument(
+        "--check-arm",
+        metavar="ARM",
+        help="an arm of the same suite trained at the guarded w* (with --guard-worst): its "
+        "per-domain residuals against the model correct the guard",
+    )
     ap.add_argument("--out", type=Path, help="write w* as a weights file (mixing.weights_file)")
     args = ap.parse_args()
     try:
@@ -65,10 +72,17 @@ def main() -> None:
 def report(args: argparse.Namespace) -> None:
     records = load_records([args.suite])
     try:
-        by_arm = {name: arm_runs(records, name) for name in [args.arm, *(args.vs or ())]}
+        names = [args.arm, *(args.vs or ()), *([args.check_arm] if args.check_arm else [])]
+        by_arm = {name: arm_runs(records, name) for name in names}
     except DataError as exc:
         raise SystemExit(f"{args.suite}: {exc}") from None
-    h = headroom(by_arm[args.arm], args.step, args.keep_hardest, guard_worst=args.guard_worst)
+    h = headroom(
+        by_arm[args.arm],
+        args.step,
+        args.keep_hardest,
+        guard_worst=args.guard_worst,
+        check=by_arm[args.check_arm] if args.check_arm else (),
+    )
     kept = [d for d, w, f in zip(h.domains, h.optimum, h.floors, strict=True) if f > 0 and w == f]
     print(
         f"{args.arm}, seeds {list(h.seeds)}: drop over steps {h.step // 2}-{h.step}"

@@ -67,6 +67,26 @@ def test_guard_worst_is_the_report_estimate_with_its_floors(tmp_path: Path) -> N
     assert guarded != pytest.approx(weights(build("headroom", CTX, headroom={"runs": [str(run)]})))
 
 
+def test_check_runs_go_with_the_guard(tmp_path: Path) -> None:
+    """check_runs without guard_worst is refused when the config is read; with it the weights
+    are report.headroom's corrected estimate, and a bad check names check_runs."""
+    from mixlab.report.headroom import headroom
+    from mixlab.report.records import load_run
+
+    run = write_run(tmp_path / "u", seed=0, evals=log_linear((5.1, 5.0, 4.9), D))
+    worse = {s: [x + 0.05, y, z] for s, (x, y, z) in log_linear((5.1, 5.0, 4.9), D).items()}
+    check = write_run(tmp_path / "check", seed=0, evals=worse)  # at uniform, a 0.05 worse
+    with pytest.raises(ConfigError, match="guard_worst"):
+        build("headroom", CTX, headroom={"runs": [str(run)], "check_runs": [str(check)]})
+    opts = {"runs": [str(run)], "guard_worst": True, "check_runs": str(check)}
+    checked = weights(build("headroom", CTX, headroom=opts))
+    expected = headroom([load_run(run)], guard_worst=True, check=[load_run(check)])
+    assert checked == pytest.approx(dict(zip(expected.domains, expected.optimum, strict=True)))
+    assert checked["a"] > 1 / 3  # a lost 0.05 beyond its own tokens: kept above its share
+    with pytest.raises(DataError, match=r"check_runs .*not a folder"):
+        build("headroom", CTX, headroom={**opts, "check_runs": [str(tmp_path / "nope")]})
+
+
 def test_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"mixing\.headroom\.runs"):
         build("headroom", CTX)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mixlab.errors import DataError
-from mixlab.report.headroom import headroom, optimum, seeds_needed
+from mixlab.report.headroom import headroom, optimum, seeds_needed, transfer_residual
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import t_quantile_975
 from mixlab.report.summary import summarize
@@ -123,6 +123,37 @@ def test_guard_worst_spends_only_the_slack_below_the_worst_domain() -> None:
     assert 0 < tight.predicted_gain() < free.predicted_gain()
     flat = headroom([run("uniform", 0, log_linear((6, 5, 4), (0.0, 0.4, 0.6)))], guard_worst=True)
     assert flat.floors[0] == pytest.approx(1 / 3)  # the worst domain keeps its share, drop or not
+
+
+def test_checked_runs_correct_the_guard_by_what_the_model_missed() -> None:
+    """A check run at w_c whose losses are the own-token prediction plus r: the residual is r;
+    the hardest domain a, 0.05 nats worse there than its own tokens explain, gets a floor above
+    its share, p 2^(0.05 / d_a), and w* keeps it; a domain that did better (c) gets more slack.
+    Checks need the guard, and one mixture."""
+    p = np.array(UNIFORM)
+    base = log_linear((5.1, 5.0, 4.9), D)
+    proxy = run("uniform", 0, base)
+    w_c = (0.3, 0.3, 0.4)
+    r_true = np.array([0.05, 0.0, -0.02])
+    shifted = {
+        s: list(np.array(x) - np.array(D) * np.log2(np.array(w_c) / p) + r_true)
+        for s, x in base.items()
+    }
+    check = run("check", 0, shifted, (w_c,))
+    h = headroom([proxy], guard_worst=True, check=[check])
+    assert h.residual == pytest.approx(r_true)
+    assert transfer_residual(p, np.array(D), h.loss, [check], h.domains, 200) == pytest.approx(
+        r_true
+    )
+    assert h.floors[0] == pytest.approx(1 / 3 * 2 ** (0.05 / 0.2)) and h.optimum[0] >= h.floors[0]
+    plain = headroom([proxy], guard_worst=True)
+    assert h.floors[2] < plain.floors[2]  # c did better than the model said: more slack
+    assert h.domain_change(p) == pytest.approx(r_true)  # the residual rides on every prediction
+    with pytest.raises(DataError, match="set it too"):
+        headroom([proxy], check=[check])
+    other = run("check", 1, shifted, ((0.2, 0.4, 0.4),))
+    with pytest.raises(DataError, match="different mixtures"):
+        headroom([proxy], guard_worst=True, check=[check, other])
 
 
 def test_runs_that_cannot_give_it_are_refused() -> None:

@@ -50,3 +50,20 @@ def test_cli_prints_the_table_and_writes_a_weights_file(
     monkeypatch.setattr(sys, "argv", ["mixture_headroom.py", str(flat)])
     with pytest.raises(SystemExit, match="mixture_headroom: headroom: no domain's loss fell"):
         load_script().main()
+
+
+def test_guard_worst_with_a_check_arm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--guard-worst --check-arm: the check arm (here at uniform, a 0.05 nats worse than the
+    model says) lifts a above its share; the table prints the floors and the worst_ppl change."""
+    base = log_linear((5.1, 5.0, 4.9), D)
+    worse = {s: [x + 0.05, y, z] for s, (x, y, z) in base.items()}
+    suite = suite_of(tmp_path / "s", {"uniform": [base], "check": [worse]})
+    out = tmp_path / "w.json"
+    argv = ["mixture_headroom.py", str(suite), "--guard-worst", "--check-arm", "check"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
+    load_script().main()
+    text = capsys.readouterr().out
+    assert "at their floor: ['a'" in text and "worst_ppl" in text
+    assert read_weights_file(out, DOMS)[0] > 1 / 3
