@@ -33,6 +33,7 @@ from mixlab.mixing.base import (
     validate_weights,
 )
 from mixlab.mixing.odm import OdmPolicy
+from mixlab.mixing.own_tokens import worst_floors
 from tests.helpers import build
 
 DOMAINS = ("a", "b", "c")
@@ -492,19 +493,20 @@ def test_guard_keeps_the_hardest_domain_at_its_prior() -> None:
     assert w[2] > w[0] and w.sum() == pytest.approx(1.0)
 
 
+def slack_feedback(t: int, rng: np.random.Generator) -> Feedback:
+    """b the hardest and flat, a 0.05 nats per doubling just below it, c easy and fast."""
+    tok = np.full(K, 64.0)
+    a = 4.4 - 0.05 * np.log2(t)  # 3.99 at t = 300
+    loss = np.array([a, 4.0, 2.5 - 0.004 * t]) + rng.normal(0, 0.01, size=K)
+    return Feedback(t, T, loss * tok, tok, np.ones(K))
+
+
 def test_guard_worst_keeps_every_domain_within_its_slack() -> None:
     """b is the hardest and flat; a learns slowly (0.05 nats per doubling) just below it, c
     fast. The progress actor cuts a to its bound; ``guard_worst`` keeps every domain at or
     above p_i 2^(-(L_max - L_i) / d_i) from the progress estimate's EMA losses and drops (b at
     its prior), every step once all have one."""
-    from mixlab.mixing.own_tokens import worst_floors
-
-    def fb(t: int, rng: np.random.Generator) -> Feedback:
-        tok = np.full(K, 64.0)
-        a = 4.4 - 0.05 * np.log2(t)  # 3.99 at t = 300
-        loss = np.array([a, 4.0, 2.5 - 0.004 * t]) + rng.normal(0, 0.01, size=K)
-        return Feedback(t, T, loss * tok, tok, np.ones(K))
-
+    fb = slack_feedback
     cut = {}
     for guard in (False, True):
         rng = np.random.default_rng(0)
@@ -523,6 +525,27 @@ def test_guard_worst_keeps_every_domain_within_its_slack() -> None:
     assert floors[1] == pytest.approx(1 / K) and 0.2 < floors[0] < 1 / K
     assert cut[False] < -0.05 and cut[True] >= -1e-12  # unguarded, a falls below its floor
     assert policy.log_values()["acodm/guard_floor_sum"] == pytest.approx(floors.sum())
+
+
+def test_guard_worst_holds_on_a_frozen_target(tmp_path: Path) -> None:
+    """A frozen actor has no reward, but guard_worst keeps the progress estimate running on
+    the target's own losses and its floors hold there too."""
+    proxy = make_mixlab(reward="progress", actor_lr=1e-2, policy_out=str(tmp_path / "p.acodm.pt"))
+    rng = np.random.default_rng(1)
+    for t in range(1, 301):
+        proxy.update(slack_feedback(t, rng))
+    path = proxy.save_policy_file(tmp_path / "p.acodm.pt", {"seed": 0})
+    target = make_mixlab(guard_worst=True, mode="frozen", policy_in=str(path))
+    assert target._progress is not None
+    rng = np.random.default_rng(2)
+    for t in range(1, 301):
+        target.update(slack_feedback(t, rng))
+        floors = worst_floors(
+            target.prior, np.nan_to_num(target._progress.drops()), target._progress.loss
+        )
+        if t > target.warmup_steps:
+            assert (target.weights() >= floors - 1e-12).all()
+    assert floors[0] > 0.2 and target.log_values()["acodm/guard_floor_sum"] > 0.5
 
 
 def progress_feedback(t: int, rng: np.random.Generator) -> Feedback:
