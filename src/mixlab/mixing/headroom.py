@@ -40,8 +40,10 @@ when the run starts, and a resumed run keeps the ones in its checkpoint.
 Measured (README "Headroom"; llama-1m target, 1200 steps x 16 x 128, 5 paired seeds, llama-tiny
 proxies): demo corpus −8.2% ± 1.8 geo_ppl vs ``uniform`` (5/5), the hardest domain +17%; junk
 store −12.8% ± 10.5 (5/5), its random-bytes domain +32%. It trades the domains that learn
-slowly for the fast ones. At the 300-step demo budget the predicted gain is ~1%, below the seed
-noise.
+slowly for the fast ones; with ``guard_worst`` the demo corpus kept −8.4% ± 3.1 (5/5) and its
+worst domain lost +6.0% ± 3.9 instead of +17%; with ``check_runs`` −5.3% ± 5.1 and +3.6% ± 4.1,
+inside the guard's noise (transfer the one correction step does not remove). At the 300-step
+demo budget the predicted gain is ~1%, below the seed noise.
 """
 
 from __future__ import annotations
