@@ -30,7 +30,11 @@ The worst-domain guard
     ``f_i = p_i 2^(-(L_max - L_i) / d_i)``. The hardest domain keeps its share (no slack), a
     domain far below it may be cut a lot, and since every f_i <= p_i the floors always fit. It
     spends the slack between each domain's loss and the worst one, so under the model worst_ppl
-    does not rise while the mean still gains.
+    does not rise while the mean still gains. Measured, it does rise (transfer, below):
+    ``check`` runs of the proxy at the guarded w* give each domain's residual r_i (its
+    measured change minus the model's, :func:`transfer_residual`), and the guard then asks
+    ``L_i + r_i - d_i log2(w_i / p_i) <= L_max``: a domain that lost through its neighbours
+    gets a floor above p_i (floors that then sum past 1 are scaled down to sum to 1).
 
 What it leaves out
     Transfer between domains (when all domains double together, a domain's drop includes what
