@@ -205,3 +205,42 @@ def test_a_folder_saved_before_a_new_option_existed_is_not_other_settings() -> N
     older = {**now, "train": {k: v for k, v in now["train"].items() if k != "max_nonfinite_steps"}}
     assert resolved(older) == now  # the option added since takes its default
     assert resolved({**now, "train": {**now["train"], "max_steps": 7}}) != now
+
+
+def test_the_manifest_keeps_earlier_runs_of_the_same_folder(
+    tmp_path: Path, tiny_store: Path
+) -> None:
+    """A compare with other seeds or methods into the same --out adds to suite.json instead of
+    replacing it (the report reads the folder through it); a run whose folder is gone is
+    dropped; the current plan's entries win."""
+    from mixlab.comparison.runner import JobState, _write_manifest
+
+    out = tmp_path / "suite"
+
+    def write(suite_raw: dict, **select: list) -> dict:
+        suite = parse_suite(suite_raw).select(**select)
+        states = [JobState(job, status="done") for job in suite.plan(out)]
+        for state in states:
+            state.job.dir.mkdir(parents=True, exist_ok=True)
+        _write_manifest(out, suite, states)
+        return json.loads((out / MANIFEST_NAME).read_text())
+
+    first = write(tiny_suite(tiny_store))
+    assert {(r["method"], r["seed"]) for r in first["runs"]} == {
+        ("uniform", 0),
+        ("natural", 0),
+        ("transfer", 0),
+    }
+    more = write({**tiny_suite(tiny_store), "seeds": [1]}, only=["uniform"])
+    assert {(r["method"], r["seed"]) for r in more["runs"]} == {
+        ("uniform", 1),
+        ("uniform", 0),
+        ("natural", 0),
+        ("transfer", 0),
+    }
+    assert more["seeds"] == [0, 1] and more["methods"] == ["uniform", "natural", "transfer"]
+    assert more["runs"][0]["seed"] == 1  # this plan's entries first
+    (out / "natural" / "seed0").rmdir()
+    again = write({**tiny_suite(tiny_store), "seeds": [1]}, only=["uniform"])
+    assert ("natural", 0) not in {(r["method"], r["seed"]) for r in again["runs"]}
+    assert len(again["runs"]) == 3

@@ -16,6 +16,7 @@ here, the same for every executor.
 Folders, under the suite's output folder::
 
     suite.json                      manifest: methods, seeds, status and cost of every run
+                                    (runs of earlier compares into the folder are kept)
     <method>/seed<k>/               the main run (a normal run folder: mixlab eval works on it)
     <method>/seed<k>/stages/<name>/ its stages (DoReMi reference + proxy, AC-ODM proxy, a
                                     search's swarm: itself a suite folder, see mixlab.search.run)
@@ -365,17 +366,37 @@ def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> Non
                 ],
             }
         )
+    earlier = _earlier_runs(root, {(s.job.method, s.job.seed) for s in states})
     manifest = {
         "version": MANIFEST_VERSION,
         "name": suite.name,
         "source": suite.source,
         "baseline": suite.baseline,
         "metric": suite.metric,
-        "seeds": list(suite.seeds),
-        "methods": suite.methods,
-        "runs": runs,
+        "seeds": sorted({*suite.seeds, *(int(r["seed"]) for r in earlier)}),
+        "methods": list(dict.fromkeys([*suite.methods, *(str(r["method"]) for r in earlier)])),
+        "runs": runs + earlier,
     }
     write_json(root / MANIFEST_NAME, manifest)
+
+
+def _earlier_runs(root: Path, planned: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The runs the folder's previous manifest lists and this plan does not (a compare with
+    other ``--seeds`` / ``--methods``, or another suite, into the same ``--out``) whose folders
+    are still there: kept, so that ``mixlab report`` on the folder still sees them."""
+    try:
+        old = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+        entries = old["runs"] if old.get("version") == MANIFEST_VERSION else []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    return [
+        e
+        for e in entries
+        if isinstance(e, dict)
+        and (e.get("method"), e.get("seed")) not in planned
+        and isinstance(e.get("dir"), str)
+        and (root / e["dir"]).is_dir()
+    ]
 
 
 def _read_cost(folder: RunFolder) -> StepCost | None:
