@@ -78,10 +78,19 @@ def test_suite_runs_stages_records_costs_and_skips_finished(
     assert stage["name"] == "proxy" and stage["tokens"] == 8 * 8 * 32
     assert (out / stage["dir"] / "policy.acodm.pt").exists()
     assert (out / "transfer" / "seed0" / "eval.json").exists()
-    # a second run of the same suite reuses every finished folder
+    # a second run of the same suite reuses every finished folder, "done" from its start
     again: list[str] = []
-    run_suite(suite, out, echo=again.append)
+    at_start: list[dict] = []
+
+    def watch(line: str) -> None:
+        if not at_start:
+            at_start.append(json.loads(manifest_path.read_text()))
+        again.append(line)
+
+    run_suite(suite, out, echo=watch)
     assert sum("finished before" in line for line in again) == 4
+    assert [r["status"] for r in at_start[0]["runs"]] == ["done"] * 3
+    assert at_start[0]["runs"][2]["stages"][0]["tokens"] == 8 * 8 * 32
     # asking for other settings in a finished folder is an error, not a silent mix
     changed = parse_suite(tiny_suite(tiny_store, max_steps=9))
     with pytest.raises(ConfigError, match=r"other settings \(train\.max_steps: 8 there, 9 now"):

@@ -114,6 +114,11 @@ def run_suite(
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(root)
     states = [JobState(j) for j in plan]
+    for state in states:  # finished before: "done" in the manifest from the start
+        costs = {step.name: _read_cost(step.folder) for step in state.job.steps}
+        if all(cost is not None for cost in costs.values()):
+            state.status = "done"
+            state.costs = {name: cost for name, cost in costs.items() if cost is not None}
     lock = threading.Lock()
     print_lock = threading.Lock()
     stop = threading.Event()
