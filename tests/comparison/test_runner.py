@@ -222,16 +222,17 @@ def test_the_manifest_keeps_earlier_runs_of_the_same_folder(
     """A compare with other seeds or methods into the same --out adds to suite.json instead of
     replacing it (the report reads the folder through it); a run whose folder is gone is
     dropped; the current plan's entries win."""
-    from mixlab.comparison.runner import JobState, _write_manifest
+    from mixlab.comparison.runner import JobState, _earlier_runs, _write_manifest
 
     out = tmp_path / "suite"
 
     def write(suite_raw: dict, **select: list) -> dict:
         suite = parse_suite(suite_raw).select(**select)
         states = [JobState(job, status="done") for job in suite.plan(out)]
+        earlier = _earlier_runs(out, {(s.job.method, s.job.seed) for s in states})  # as run_suite
         for state in states:
             state.job.dir.mkdir(parents=True, exist_ok=True)
-        _write_manifest(out, suite, states)
+        _write_manifest(out, suite, states, earlier)
         return json.loads((out / MANIFEST_NAME).read_text())
 
     first = write(tiny_suite(tiny_store))

@@ -131,8 +131,10 @@ def run_suite(
         with print_lock:  # one whole line per message, whichever thread prints
             echo(text)
 
+    earlier = _earlier_runs(root, {(j.method, j.seed) for j in plan})  # read once
+
     def write_manifest() -> None:
-        _write_manifest(root, suite, states)
+        _write_manifest(root, suite, states, earlier)
 
     def run_job(state: JobState) -> None:
         for step in state.job.steps:
@@ -346,7 +348,13 @@ def _has_progress(step: Step) -> bool:
 
 
 # ---------------------------------------------------------------------------- manifest
-def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> None:
+def _write_manifest(
+    root: Path,
+    suite: Suite,
+    states: Sequence[JobState],
+    earlier: Sequence[dict[str, Any]] = (),
+) -> None:
+    """suite.json: this plan's runs, then the ``earlier`` ones (:func:`_earlier_runs`)."""
     runs = []
     for s in states:
         main = s.costs.get("main")
@@ -371,7 +379,6 @@ def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> Non
                 ],
             }
         )
-    earlier = _earlier_runs(root, {(s.job.method, s.job.seed) for s in states})
     manifest = {
         "version": MANIFEST_VERSION,
         "name": suite.name,
@@ -380,7 +387,7 @@ def _write_manifest(root: Path, suite: Suite, states: Sequence[JobState]) -> Non
         "metric": suite.metric,
         "seeds": sorted({*suite.seeds, *(int(r["seed"]) for r in earlier)}),
         "methods": list(dict.fromkeys([*suite.methods, *(str(r["method"]) for r in earlier)])),
-        "runs": runs + earlier,
+        "runs": [*runs, *earlier],
     }
     write_json(root / MANIFEST_NAME, manifest)
 
