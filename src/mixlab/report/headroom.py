@@ -203,11 +203,8 @@ def headroom(
             raise DataError("headroom: checked runs correct the worst-domain guard; set it too")
         residual = transfer_residual(prior, drop, loss, check, domains, int(t))
     if guard_worst:
-        guard = worst_floors(prior, drop, loss, residual)
-        if guard.sum() > 1.0:  # the residuals ask more than there is: the closest mixture
-            guard = guard / guard.sum()
-        floors = np.maximum(floors, guard)
-        if floors.sum() > 1.0:
+        floors = np.maximum(floors, worst_floors(prior, drop, loss, residual))
+        if floors.sum() > 1.0:  # the residuals ask more than there is: the closest mixture
             floors = floors / floors.sum()
     return Headroom(
         step=int(t),

@@ -508,11 +508,9 @@ def _method_summary(
     paired = None
     paired_pct: dict[str, PairedDiff] = {}
     if not is_baseline:
-        paired = paired_difference(*_paired_values(runs, base_by_seed, key))
-        for k in dict.fromkeys([key, "eval/worst_ppl"]):
-            paired_pct[k.removeprefix("eval/")] = paired_percent(
-                *_paired_values(runs, base_by_seed, k)
-            )
+        pairs = {k: _paired_values(runs, base_by_seed, k) for k in [key, "eval/worst_ppl"]}
+        paired = paired_difference(*pairs[key])
+        paired_pct = {k.removeprefix("eval/"): paired_percent(*v) for k, v in pairs.items()}
     return MethodSummary(
         method=name,
         seeds=[r.seed for r in runs],
