@@ -8,7 +8,10 @@ model and what it leaves out), each domain's predicted change and the predicted 
 ``--keep-hardest K`` keeps the K domains with the highest loss at their share (AC-ODM's
 ``guard_hardest``), ``--guard-worst`` cuts a domain only as far as its predicted loss stays below
 the arm's worst domain loss (``--check-arm C``: corrected by arm C's residuals, C trained at
-that w*); ``--vs A B`` takes the paired seed noise of arms A and B and says how
+that w*); ``--explain ARM`` checks the model against an arm trained at other static mixtures
+(the headroom arm: each seed at its w*): each domain's measured change against the same-seed
+``--arm`` run next to the change the model predicts, and how many times larger the measured
+changes are; ``--vs A B`` takes the paired seed noise of arms A and B and says how
 many seeds a 95% interval as narrow as the gain needs; ``--out`` writes w* as a weights file for
 ``mixing.name: fixed`` (``mixing.weights_file``) to check the prediction with a real run::
 
@@ -23,8 +26,15 @@ import math
 from pathlib import Path
 
 from mixlab.errors import DataError, MixlabError
-from mixlab.report.headroom import arm_runs, headroom, paired_spread, seeds_needed
-from mixlab.report.records import load_records
+from mixlab.report.headroom import (
+    Headroom,
+    arm_runs,
+    headroom,
+    model_check,
+    paired_spread,
+    seeds_needed,
+)
+from mixlab.report.records import RunRecord, load_records
 
 
 def main() -> None:
@@ -61,6 +71,12 @@ def main() -> None:
         help="an arm of the same suite trained at the guarded w* (with --guard-worst): its "
         "per-domain residuals against the model correct the guard",
     )
+    ap.add_argument(
+        "--explain",
+        metavar="ARM",
+        help="an arm of the same suite at other static mixtures (e.g. the headroom arm): its "
+        "per-domain changes against the same-seed --arm run, measured and predicted",
+    )
     ap.add_argument("--out", type=Path, help="write w* as a weights file (mixing.weights_file)")
     args = ap.parse_args()
     try:
@@ -72,7 +88,8 @@ def main() -> None:
 def report(args: argparse.Namespace) -> None:
     records = load_records([args.suite])
     try:
-        names = [args.arm, *(args.vs or ()), *([args.check_arm] if args.check_arm else [])]
+        names = [args.arm, *(args.vs or ())]
+        names += [name for name in (args.check_arm, args.explain) if name]
         by_arm = {name: arm_runs(records, name) for name in names}
     except DataError as exc:
         raise SystemExit(f"{args.suite}: {exc}") from None
@@ -109,11 +126,37 @@ def report(args: argparse.Namespace) -> None:
             f"{n} seeds; a 95% interval narrower than the predicted gain needs "
             f"{need if need is not None else 'more than 10000'} paired seeds"
         )
+    if args.explain:
+        explain(h, by_arm[args.arm], by_arm[args.explain], args.arm, args.explain)
     if args.out:
         weights = {d: round(float(w), 6) for d, w in zip(h.domains, h.optimum, strict=True)}
         weights[h.domains[-1]] = round(1.0 - sum(list(weights.values())[:-1]), 6)
         args.out.write_text(json.dumps({"weights": weights}, indent=1) + "\n")
         print(f"w* written to {args.out} (mixing.name: fixed, mixing.weights_file: {args.out})")
+
+
+def explain(
+    h: Headroom, baseline: list[RunRecord], arm: list[RunRecord], base_name: str, arm_name: str
+) -> None:
+    """Print how well the model of ``baseline`` predicted ``arm``'s per-domain changes."""
+    mc = model_check(h, baseline, arm)
+    print(
+        f"\n{arm_name} vs {base_name}, seeds {list(mc.seeds)}: each domain's loss change at step "
+        f"{mc.step} (nats, mean over seeds), predicted by {base_name}'s drops and measured"
+    )
+    print(f"{'domain':20s} {'w':>6s} {'predicted':>10s} {'measured':>16s}")
+    for i, d in enumerate(mc.domains):
+        spread = mc.measured[:, i].std(ddof=1) if len(mc.seeds) > 1 else 0.0
+        measured = f"{mc.measured[:, i].mean():+.3f} ± {spread:.3f}"
+        print(
+            f"{d[:20]:20s} {mc.mixtures[:, i].mean():6.3f} "
+            f"{mc.predicted[:, i].mean():+10.3f} {measured:>16s}"
+        )
+    print(
+        f"mean log-loss: predicted {mc.predicted.mean():+.4f}, measured {mc.measured.mean():+.4f} "
+        f"nats; the measured changes are {mc.scale:.2f}x the predicted ones (least squares), "
+        f"rms error {mc.rmse():.3f} nats ({mc.rmse(mc.scale):.3f} after that scale)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from mixlab.errors import DataError
-from mixlab.report.headroom import headroom, optimum, seeds_needed, transfer_residual
+from mixlab.report.headroom import (
+    headroom,
+    model_check,
+    optimum,
+    seeds_needed,
+    transfer_residual,
+)
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import t_quantile_975
 from mixlab.report.summary import summarize
@@ -156,6 +162,35 @@ def test_checked_runs_correct_the_guard_by_what_the_model_missed() -> None:
         headroom([proxy], guard_worst=True, check=[check, other])
 
 
+def test_model_check_pairs_seeds_and_measures_the_scale() -> None:
+    """Arm runs at their own mixtures whose changes are exactly 1.5x the model's: the check
+    pairs them with the same seed's baseline run (seed 2 has none and is left out), gives the
+    per-run predictions and the scale 1.5, and no error after it; a run that leaves a domain
+    out, or no pair at all, is refused."""
+    p = np.array(UNIFORM)
+    bases = {s: log_linear((5.1 + 0.1 * s, 5.0, 4.9), D) for s in (0, 1)}
+    h = headroom([run("uniform", s, c) for s, c in bases.items()])
+    mixes = {0: (0.2, 0.3, 0.5), 1: (0.4, 0.3, 0.3), 2: (0.3, 0.3, 0.4)}
+    arm = []
+    for s, w in mixes.items():
+        change = -1.5 * np.array(D) * np.log2(np.array(w) / p)
+        curve = {t: list(np.array(x) + change) for t, x in bases.get(s, bases[0]).items()}
+        arm.append(run("headroom", s, curve, (w,)))
+    baseline = [run("uniform", s, c) for s, c in bases.items()]
+    mc = model_check(h, baseline, arm)
+    assert mc.seeds == (0, 1) and mc.step == 200
+    assert mc.mixtures == pytest.approx(np.array([mixes[0], mixes[1]]))
+    assert mc.predicted[0] == pytest.approx(-np.array(D) * np.log2(np.array(mixes[0]) / p))
+    assert mc.measured == pytest.approx(1.5 * mc.predicted)
+    assert mc.scale == pytest.approx(1.5) and mc.rmse(1.5) == pytest.approx(0.0, abs=1e-12)
+    assert mc.rmse() == pytest.approx(float(np.sqrt(np.mean((0.5 * mc.predicted) ** 2))))
+    starved = run("headroom", 0, bases[0], ((0.5, 0.5, 0.0),))
+    with pytest.raises(DataError, match="leaves a domain out"):
+        model_check(h, baseline, [starved])
+    with pytest.raises(DataError, match="no seed has a finished run of both"):
+        model_check(h, baseline, [arm[2]])
+
+
 def test_runs_that_cannot_give_it_are_refused() -> None:
     moving = run("acodm", 0, log_linear((6, 5, 4), D), ((0.3, 0.3, 0.4), (0.4, 0.3, 0.3)))
     with pytest.raises(DataError, match="mixture changes during the run"):
@@ -173,6 +208,12 @@ def test_runs_that_cannot_give_it_are_refused() -> None:
     bare.eval_curve = [dict(bare.final_eval)]
     with pytest.raises(DataError, match="no per-domain eval curve"):
         headroom([bare])
+    running = run("uniform", 0, log_linear((6, 5, 4), D))  # evals to 200 of 400 steps
+    running.config = {"train": {"max_steps": 400}}
+    with pytest.raises(DataError, match="evaluated up to step 200 of 400; it is still training"):
+        headroom([running])
+    running.config = {"train": {"max_steps": 200}}
+    assert headroom([running]).step == 200
 
 
 def test_seeds_needed_grows_with_noise_and_shrinks_with_the_gain() -> None:

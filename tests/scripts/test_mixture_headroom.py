@@ -3,6 +3,7 @@ estimate itself is tested in tests/report/test_headroom.py)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,7 +12,7 @@ import pytest
 
 from mixlab.mixing.static import read_weights_file
 from tests.helpers import load_module
-from tests.report.conftest import DOMS, log_linear, suite_of
+from tests.report.conftest import DOMS, log_linear, suite_of, write_run, write_suite
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mixture_headroom.py"
 D = (0.2, 0.4, 0.6)
@@ -67,3 +68,31 @@ def test_guard_worst_with_a_check_arm(
     text = capsys.readouterr().out
     assert "at their floor: ['a'" in text and "worst_ppl" in text
     assert read_weights_file(out, DOMS)[0] > 1 / 3
+
+
+def test_explain_an_arm_at_other_mixtures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--explain: an arm at (0.2, 0.3, 0.5) whose changes are twice the model's prints each
+    domain's predicted and measured change and the scale 2.00x."""
+    base = log_linear((5.1, 5.0, 4.9), D)
+    w = (0.2, 0.3, 0.5)
+    change = [-2 * d * math.log2(x * 3) for d, x in zip(D, w, strict=True)]
+    shifted = {s: [x + c for x, c in zip(xs, change, strict=True)] for s, xs in base.items()}
+    suite = suite_of(tmp_path / "s", {"uniform": [base]})
+    write_run(tmp_path / "s" / "headroom" / "seed0", seed=0, evals=shifted, weights=w)
+    write_suite(
+        tmp_path / "s",
+        [
+            {"method": "uniform", "seed": 0, "dir": "uniform/seed0"},
+            {"method": "headroom", "seed": 0, "dir": "headroom/seed0"},
+        ],
+        metric="geo_ppl",
+    )
+    monkeypatch.setattr(sys, "argv", ["mixture_headroom.py", str(suite), "--explain", "headroom"])
+    load_script().main()
+    text = capsys.readouterr().out
+    assert "headroom vs uniform, seeds [0]" in text
+    assert f"{-D[0] * math.log2(0.6):+10.3f}" in text  # a's predicted change at w_a = 0.2
+    assert "the measured changes are 2.00x the predicted ones" in text
+    assert "(0.000 after that scale)" in text

@@ -44,6 +44,15 @@ What it leaves out
     overstate large moves. Read the gain as an order of magnitude; README "AC-ODM" measures it
     against real runs of w*.
 
+Checking the model
+    :func:`model_check` puts a static arm trained at other mixtures (the headroom arm, at each
+    seed's w*) next to the same-seed baseline run: each domain's measured change against
+    ``-d_i log2(w_i / p_i)`` with the baseline's own d, and the least-squares scale of the
+    measured changes on the predicted ones (1 = the model's size is right). Measured on the demo
+    corpus (README "Headroom"): with the llama-1m target's own d the model predicts the target's
+    per-domain changes at the llama-tiny proxy's guarded w* at scale ~1.0-1.3; the proxy's d are
+    1.2-1.9x smaller than the target's, which is why the proxy predicts about half the gain.
+
 Seeds
     :func:`seeds_needed` turns the paired seed noise of a comparison (the spread of per-seed
     differences) into the number of seeds whose 95% t interval is narrower than the predicted
@@ -68,9 +77,12 @@ from mixlab.report.stats import spread, t_quantile_975
 
 __all__ = [
     "Headroom",
+    "ModelCheck",
     "arm_runs",
+    "finished_runs",
     "headroom",
     "headroom_note",
+    "model_check",
     "optimum",
     "paired_spread",
     "seeds_needed",
@@ -144,6 +156,22 @@ def static_mixture(record: RunRecord, domains: Sequence[str], tol: float = 1e-6)
     return w[0]
 
 
+def finished_runs(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """The usable runs (``ok``) by seed; DataError when one has not reached its
+    ``train.max_steps`` yet (a run folder still training reads as done up to its last eval, and
+    drops over the wrong doubling of steps would be taken for the budget's)."""
+    runs = sorted((r for r in records if r.ok), key=lambda r: r.seed)
+    for r in runs:
+        train = r.config.get("train")
+        max_steps = train.get("max_steps") if isinstance(train, dict) else None
+        if isinstance(max_steps, int) and max(r.eval_steps, default=0) < max_steps:
+            raise DataError(
+                f"{r.run_dir}: evaluated up to step {max(r.eval_steps, default=0)} of "
+                f"{max_steps}; it is still training or stopped early (resume it to the end)"
+            )
+    return runs
+
+
 def arm_runs(records: Sequence[RunRecord], arm: str | None = None) -> list[RunRecord]:
     """The records of one arm: ``arm``, else the only arm, else ``uniform``; DataError naming
     the arms there are otherwise."""
@@ -175,7 +203,7 @@ def headroom(
     DataError when the runs cannot give it (no finished run, a changing mixture, no evals at
     t / 2 and t, no domain whose loss fell).
     """
-    runs = sorted((r for r in records if r.ok), key=lambda r: r.seed)
+    runs = finished_runs(records)
     if not runs:
         raise DataError("headroom: no finished run of the arm (status done with a final eval)")
     domains = tuple(runs[0].domains)
@@ -235,7 +263,7 @@ def transfer_residual(
     the measured change of each domain's loss at ``step`` minus the change its own tokens
     explain. A domain that learns from the ones w_c cuts (python_code from python_tests, say)
     comes out positive; the guard then gives it that much less slack."""
-    runs = sorted((r for r in check if r.ok), key=lambda r: r.seed)
+    runs = finished_runs(check)
     if not runs:
         raise DataError("headroom: no finished checked run (status done with a final eval)")
     missing = [d for d in domains if d not in runs[0].domains]
@@ -253,6 +281,62 @@ def transfer_residual(
         raise DataError("headroom: the checked mixture leaves a domain out; nothing to compare")
     measured = np.array([[_loss_at(r, d, step) for d in domains] for r in runs]).mean(axis=0)
     return (measured - loss) + drop * np.log2(mixture / prior)
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """The own-token model of a baseline arm against a static arm's runs, paired by seed."""
+
+    domains: tuple[str, ...]
+    seeds: tuple[int, ...]
+    step: int
+    mixtures: np.ndarray  # (n, K): each arm run's static mixture w
+    measured: np.ndarray  # (n, K): L_i(arm run) - L_i(same-seed baseline run) at step, nats
+    predicted: np.ndarray  # (n, K): -d_i log2(w_i / p_i), d and p of the baseline
+
+    @property
+    def scale(self) -> float:
+        """kappa minimising ||measured - kappa predicted||: how many times larger the measured
+        changes are than the model's (1 = right size; nan when the model predicts no change)."""
+        norm = float(np.sum(self.predicted**2))
+        return float(np.sum(self.measured * self.predicted) / norm) if norm > 0 else math.nan
+
+    def rmse(self, scale: float = 1.0) -> float:
+        """Root mean square of measured - scale x predicted over seeds and domains, in nats."""
+        return float(np.sqrt(np.mean((self.measured - scale * self.predicted) ** 2)))
+
+
+def model_check(
+    base: Headroom, baseline: Sequence[RunRecord], arm: Sequence[RunRecord]
+) -> ModelCheck:
+    """How well ``base`` (the :func:`headroom` of the ``baseline`` runs) predicts ``arm``: finished
+    runs at static mixtures (one per seed, each its own, e.g. the headroom arm at each seed's
+    w*), each compared with the same seed's baseline run at ``base.step``. DataError when no
+    seed has both, or a run leaves a domain out (the model says nothing there)."""
+    by_seed = {r.seed: r for r in finished_runs(baseline)}
+    pairs = sorted(
+        ((r, by_seed[r.seed]) for r in finished_runs(arm) if r.seed in by_seed),
+        key=lambda x: x[0].seed,
+    )
+    if not pairs:
+        raise DataError("headroom: no seed has a finished run of both the arm and the baseline")
+    mixtures = np.array([static_mixture(r, base.domains) for r, _ in pairs])
+    if (mixtures <= 0).any():
+        raise DataError("headroom: an arm run leaves a domain out; its change is not predicted")
+    measured = np.array(
+        [
+            [_loss_at(r, d, base.step) - _loss_at(b, d, base.step) for d in base.domains]
+            for r, b in pairs
+        ]
+    )
+    return ModelCheck(
+        domains=base.domains,
+        seeds=tuple(r.seed for r, _ in pairs),
+        step=base.step,
+        mixtures=mixtures,
+        measured=measured,
+        predicted=-base.drop * np.log2(mixtures / base.prior),
+    )
 
 
 def seeds_needed(gain_pct: float, diff_std: float, max_seeds: int = 10_000) -> int | None:
