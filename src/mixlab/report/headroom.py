@@ -314,10 +314,7 @@ def model_check(
     w*), each compared with the same seed's baseline run at ``base.step``. DataError when no
     seed has both, or a run leaves a domain out (the model says nothing there)."""
     by_seed = {r.seed: r for r in finished_runs(baseline)}
-    pairs = sorted(
-        ((r, by_seed[r.seed]) for r in finished_runs(arm) if r.seed in by_seed),
-        key=lambda x: x[0].seed,
-    )
+    pairs = [(r, by_seed[r.seed]) for r in finished_runs(arm) if r.seed in by_seed]
     if not pairs:
         raise DataError("headroom: no seed has a finished run of both the arm and the baseline")
     mixtures = np.array([static_mixture(r, base.domains) for r, _ in pairs])
