@@ -234,6 +234,18 @@ def test_the_report_notes_the_headroom_and_the_seeds_it_needs() -> None:
     h = headroom(uniform)
     assert f"a 0.17, b 0.33, c 0.50) would change geo_ppl by about {h.gain_pct:+.1f}%" in notes[0]
     assert "spread by" in notes[0] and "(median over methods: other, 3 seeds)" in notes[0]
+    assert "static arms at other mixtures" not in notes[0]  # other trained at the same mixture
+    w = np.array([0.2, 0.3, 0.5])
+    change = -np.array(D) * np.log2(3 * w)  # exactly what the model predicts
+    fixed = [
+        run("fixed", s, {t: list(np.array(x) + change) for t, x in c.items()}, (w,))
+        for s, c in enumerate(log_linear((6, 5, 4), D) for _ in range(2))
+    ]
+    notes = [
+        n for n in summarize([*uniform, *other, *fixed], metric="geo_ppl").notes if "headroom" in n
+    ]
+    pct = 100 * math.expm1(float(change.mean()))
+    assert f"mean over seeds): fixed {pct:+.1f}% predicted, {pct:+.1f}% measured" in notes[0]
     moving = [
         run("acodm", s, log_linear((6, 5, 4), D), ((0.3, 0.3, 0.4), UNIFORM)) for s in range(2)
     ]

@@ -48,7 +48,8 @@ Checking the model
     :func:`model_check` puts a static arm trained at other mixtures (the headroom arm, at each
     seed's w*) next to the same-seed baseline run: each domain's measured change against
     ``-d_i log2(w_i / p_i)`` with the baseline's own d, and the least-squares scale of the
-    measured changes on the predicted ones (1 = the model's size is right). Measured on the demo
+    measured changes on the predicted ones (1 = the model's size is right); the report's note
+    gives each static arm's predicted and measured geo_ppl change. Measured on the demo
     corpus (README "Headroom"): with the llama-1m target's own d the model predicts the target's
     per-domain changes at the llama-tiny proxy's guarded w* at scale ~1.0-1.3; the proxy's d are
     1.2-1.9x smaller than the target's, which is why the proxy predicts about half the gain.
@@ -395,7 +396,21 @@ def headroom_note(
             f"(median over methods: {name}, {n} seeds), so a 95% interval as narrow as that "
             f"gain needs {need if need is not None else 'more than 10000'} paired seeds"
         )
-    return text + " (scripts/mixture_headroom.py prints the table and writes w*)"
+    checks = []
+    for name, runs in groups.items():
+        try:
+            mc = model_check(h, groups[baseline], runs) if name != baseline else None
+        except DataError:  # not a static arm (or no seed in common): nothing to check
+            continue
+        if mc is not None and np.abs(mc.predicted).max() > 1e-9:
+            pct = [100.0 * math.expm1(float(x.mean())) for x in (mc.predicted, mc.measured)]
+            checks.append(f"{name} {pct[0]:+.1f}% predicted, {pct[1]:+.1f}% measured")
+    if checks:
+        text += (
+            "; the same model against the static arms at other mixtures (paired geo_ppl change, "
+            f"mean over seeds): {'; '.join(checks)}"
+        )
+    return text + " (scripts/mixture_headroom.py prints the table, --explain ARM per domain)"
 
 
 def _loss_at(record: RunRecord, domain: str, step: float) -> float:
