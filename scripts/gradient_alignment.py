@@ -23,8 +23,7 @@ pooled): the measured changes are larger than the own-token ones (1.36x by least
 licenses most), not damped by the neighbours the way T says. As a map of who learns from whom
 T is steadier (mean of the 8: python_code and python_tests 0.19-0.21 each way, the prose
 domains 0.13-0.19 among themselves, c_headers and type_stubs under 0.1 from anyone); one draw
-at 256 windows is noisy (two draws differ by 0.04
-per entry on average, up to 0.2)::
+at 256 windows is noisy (two draws differ by 0.04 per entry on average, up to 0.2)::
 
     python scripts/gradient_alignment.py runs/hg/headroom-guard/seed0/stages/proxy \\
         --check runs/hg/headroom-checked/seed0/stages/check
@@ -55,15 +54,14 @@ def alignment(run: Path, windows: int, seed: int, batch: int = 32) -> tuple[list
     optimizer = build_optimizer(model, cfg)
     optimizer.load_state_dict(saved.state["optimizer"])
     params = [p for p in model.parameters() if p.requires_grad]
-    weights = []
+    weight: dict[int, torch.Tensor] = {}  # id(param) -> 1 / (sqrt(v_hat) + eps), by its group
     for group in optimizer.param_groups:
         beta2, eps = group["betas"][1], group["eps"]
         for p in group["params"]:
             st = optimizer.state[p]
             v_hat = st["exp_avg_sq"] / (1 - beta2 ** float(st["step"]))
-            weights.append((p, 1.0 / (v_hat.sqrt() + eps)))
-    order = {id(p): w for p, w in weights}
-    precond = torch.cat([order[id(p)].flatten() for p in params]).double()
+            weight[id(p)] = 1.0 / (v_hat.sqrt() + eps)
+    precond = torch.cat([weight[id(p)].flatten() for p in params]).double()
     seq_len = cfg.data.seq_len
     rng = np.random.default_rng(seed)
 
@@ -73,7 +71,10 @@ def alignment(run: Path, windows: int, seed: int, batch: int = 32) -> tuple[list
             x = torch.as_tensor(rows[k : k + batch])
             loss = token_losses(model(input_ids=x, use_cache=False).logits, x).sum()
             (loss / (len(rows) * (seq_len - 1))).backward()
-        return torch.cat([p.grad.flatten() for p in params if p.grad is not None]).double()
+        # a parameter the loss does not reach keeps its place (zeros), aligned with precond
+        return torch.cat(
+            [torch.zeros(p.numel()) if p.grad is None else p.grad.flatten() for p in params]
+        ).double()
 
     halves: list[list[torch.Tensor]] = [[], []]
     for domain in saved.store.domains:
@@ -132,7 +133,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.windows < 1:
         raise SystemExit("--windows must be at least 1")
-    torch.manual_seed(args.seed)
     try:
         domains, m = alignment(args.run, args.windows, args.seed)
         t = m / np.diag(m)[:, None]

@@ -400,11 +400,13 @@ def headroom_note(
         )
     checks = []
     for name, runs in groups.items():
+        if name == baseline:
+            continue
         try:
-            mc = model_check(h, groups[baseline], runs) if name != baseline else None
+            mc = model_check(h, groups[baseline], runs)
         except DataError:  # not a static arm (or no seed in common): nothing to check
             continue
-        if mc is not None and np.abs(mc.predicted).max() > 1e-9:
+        if np.abs(mc.predicted).max() > 1e-9:
             pct = [100.0 * math.expm1(float(x.mean())) for x in (mc.predicted, mc.measured)]
             checks.append(f"{name} {pct[0]:+.1f}% predicted, {pct[1]:+.1f}% measured")
     if checks:
