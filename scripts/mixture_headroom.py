@@ -42,7 +42,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("suite", type=Path, help="the suite's output folder (mixlab compare --out)")
-    ap.add_argument("--arm", default="uniform", help="a static-mixture arm (default uniform)")
+    ap.add_argument(
+        "--arm", help="a static-mixture arm (default: the only arm of a run folder, else uniform)"
+    )
     ap.add_argument("--step", type=int, help="t, an eval step (default: the runs' last)")
     ap.add_argument(
         "--vs",
@@ -88,6 +90,7 @@ def main() -> None:
 def report(args: argparse.Namespace) -> None:
     records = load_records([args.suite])
     try:
+        args.arm = arm_runs(records, args.arm)[0].method  # None: the only arm, else uniform
         names = [args.arm, *(args.vs or ())]
         names += [name for name in (args.check_arm, args.explain) if name]
         by_arm = {name: arm_runs(records, name) for name in names}

@@ -47,6 +47,10 @@ def test_cli_prints_the_table_and_writes_a_weights_file(
     monkeypatch.setattr(sys, "argv", ["mixture_headroom.py", str(suite), "--arm", "nope"])
     with pytest.raises(SystemExit, match="no runs of arm 'nope'"):
         load_script().main()
+    only = suite_of(tmp_path / "only", {"proxy": [log_linear((6, 5, 4), D)]})
+    monkeypatch.setattr(sys, "argv", ["mixture_headroom.py", str(only)])
+    load_script().main()  # one arm, not named uniform: it is the arm
+    assert "predicted geo_ppl at w* vs proxy" in capsys.readouterr().out
     flat = suite_of(tmp_path / "flat", {"uniform": [log_linear((6, 5, 4), (0, 0, 0))]})
     monkeypatch.setattr(sys, "argv", ["mixture_headroom.py", str(flat)])
     with pytest.raises(SystemExit, match="mixture_headroom: headroom: no domain's loss fell"):
