@@ -81,6 +81,20 @@ class TrainConfig(Section):
         0.1, ge=0, le=1, description="Final LR of the cosine schedule as a fraction of lr."
     )
     warmup_steps: Int = Field(30, ge=0, description="Linear LR warm-up steps.")
+    schedule_steps: Int | None = Field(
+        None,
+        ge=1,
+        description="Horizon of the LR schedule (null: max_steps). A trunk for branch_from "
+        "trains max_steps=b with schedule_steps=T: its LR at every step is the T-step run's.",
+    )
+    branch_from: Str | None = Field(
+        None,
+        description="A finished trunk run (folder or checkpoint) of the same model, data and "
+        "train settings with schedule_steps = this run's max_steps: this run starts at its step "
+        "b (model, optimiser, LR schedule, data position) with its own mixing policy. Arms "
+        "branched from one trunk share their first b steps and the seed noise those set "
+        "(mixlab.train.branch).",
+    )
     weight_decay: Float = Field(
         0.1, ge=0, description="AdamW weight decay (matrices only; not biases/norms)."
     )
@@ -267,6 +281,17 @@ class RunConfig(Section):
                 "model: set exactly one of model.preset, model.config_path, model.pretrained_path "
                 f"(got {', '.join(sources) or 'none'}); e.g. --set model.preset=null "
                 "model.config_path=my_config.json"
+            )
+        t = self.train
+        if t.schedule_steps is not None and t.schedule_steps < t.max_steps:
+            raise ConfigError(
+                f"train.schedule_steps={t.schedule_steps} ends the LR schedule before "
+                f"train.max_steps={t.max_steps}; give at least max_steps (or null)"
+            )
+        if t.branch_from is not None and self.meco.enabled:
+            raise ConfigError(
+                "train.branch_from: MeCo runs cannot branch (their document sampler and "
+                "cooldown are not part of a trunk); train them from the start"
             )
 
     def _validate_meco(self) -> None:

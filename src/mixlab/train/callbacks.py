@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,7 @@ class JsonlSink(Callback):
         """Keep the records up to ``step`` and open the file for appending."""
         if self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-            write_text(self.path, "".join(_dumps(r) + "\n" for r in kept))
+            write_metrics(self.path, kept)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -144,6 +145,11 @@ class PolicyFileExport(Callback):
 def _dumps(record: dict[str, Any]) -> str:
     # NaN/inf are not JSON; write them as null so every line stays parseable.
     return dumps_json(record, sort_keys=False)
+
+
+def write_metrics(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """Write ``records`` as a metrics.jsonl file (atomically), one JSON object per line."""
+    write_text(Path(path), "".join(_dumps(r) + "\n" for r in records))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
