@@ -45,7 +45,6 @@ What is checked (ConfigError naming the field)
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from mixlab.config import RunConfig, saved_config
 from mixlab.errors import ConfigError
 from mixlab.train.callbacks import read_metrics, write_metrics
-from mixlab.train.checkpoint import load_checkpoint, restore_rng
+from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.run_folder import RunFolder
 
 if TYPE_CHECKING:
@@ -136,24 +135,7 @@ def load_trunk(cfg: RunConfig, store_fingerprint: str) -> dict[str, Any]:
 def start_branch(trainer: Trainer, state: dict[str, Any]) -> None:
     """Put ``trainer`` (a new run) at the trunk's step with its own policy's mixture, and copy
     the trunk's metric rows into the run's metrics.jsonl (rank 0)."""
-    from mixlab.train import distributed as dist
-
-    dist.load_full_state_dicts(
-        trainer.model,
-        trainer.optimizer,
-        state["model"],
-        state["optimizer"],
-        trainer.cfg.train.distributed,
-        trainer.dist,
-    )
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    sampler_state = copy.deepcopy(state["sampler"])
-    ours = trainer.sampler.state_dict()
-    for key in ("mode", "floor_per_domain", "weights"):  # the branch's own sampling from b on
-        sampler_state[key] = ours[key]
-    trainer.sampler.load_state_dict(sampler_state)
-    restore_rng(state["rng"])
-    trainer.step = int(state["step"])
+    trainer.load_state_dict(state, branch=True)
     if trainer.dist.is_main:
         trunk_dir = trunk_checkpoint(str(trainer.cfg.train.branch_from)).parent
         rows = [r for r in read_metrics(trunk_dir) if int(r.get("step", 0)) <= trainer.step]

@@ -96,6 +96,10 @@ __all__ = [
 ]
 
 
+# The sampler settings a branched run keeps as its own (the rest continues the trunk's stream)
+BRANCH_SAMPLING = ("mode", "floor_per_domain", "weights")
+
+
 class Trainer:
     """Owns one run: store, model, policy, sampler, optimizer; ``fit()`` runs the loop.
 
@@ -245,7 +249,10 @@ class Trainer:
             "nonfinite": [self.nonfinite_steps, self.nonfinite_run],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, branch: bool = False) -> None:
+        """Continue from ``state``; with ``branch`` (train.branch_from) only the trunk's model,
+        optimiser, schedule, data position and random state: this run keeps its own policy
+        (and its sampling mode, floor and weights from the next step on)."""
         if state["store_fingerprint"] != self.store.fingerprint:
             raise ResumeError(
                 f"the checkpoint was made with another shard store (fingerprint "
@@ -261,12 +268,18 @@ class Trainer:
             self.dist,
         )
         self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
+        sampler_state = state["sampler"]
+        if branch:
+            ours = self.sampler.state_dict()
+            sampler_state = {**sampler_state, **{k: ours[k] for k in BRANCH_SAMPLING}}
+        self.sampler.load_state_dict(sampler_state)
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+        if branch:
+            return
         self.policy.load_state_dict(state["policy"])
         if self.probes is not None:  # before 0.2, AC-ODM's policy state held the references
             self.probes.load_state_dict(state.get("probes") or state["policy"])
-        restore_rng(state["rng"])
-        self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_seconds", 0.0))
         self.nonfinite_steps, self.nonfinite_run = state.get("nonfinite", [0, 0])
 
