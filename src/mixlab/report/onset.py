@@ -16,7 +16,9 @@ systematic effect of a mixture does not count, only the seed-to-seed part); then
 correlation between the value at step ``t`` and at the final step is computed over all pairs.
 The note names the first step where it reaches :data:`ONSET_R`: the paired differences' seed
 noise was mostly in place by then. What to do about it: compare arms whose early batches are
-shared (e.g. AC-ODM against ``acodm-prior``, whose label draws are coupled) or add seeds.
+shared (e.g. AC-ODM against ``acodm-prior``, whose label draws are coupled), branch every arm
+from one trunk per seed (``train.branch_from``, :mod:`mixlab.train.branch`: measured, it removes
+a seed that lagged from the start, not the ordinary spread) or add seeds.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ def onset_note(
                 f"already correlates {r:.2f} with the final one ({pairs} method-seed pairs). "
                 "Such differences are usually data-order luck early in training (e.g. when a "
                 "run leaves a loss plateau), not the mixture's doing; compare arms that share "
-                "early batches (e.g. AC-ODM vs acodm-prior) or add seeds"
+                "early batches (e.g. AC-ODM vs acodm-prior), branch the arms from one trunk per "
+                "seed (train.branch_from: it removes a lagging seed, not the ordinary spread) "
+                "or add seeds"
             )
     return None
 
