@@ -17,8 +17,9 @@ correlation between the value at step ``t`` and at the final step is computed ov
 The note names the first step where it reaches :data:`ONSET_R`: the paired differences' seed
 noise was mostly in place by then. What to do about it: compare arms whose early batches are
 shared (e.g. AC-ODM against ``acodm-prior``, whose label draws are coupled), branch every arm
-from one trunk per seed (``train.branch_from``, :mod:`mixlab.train.branch`: measured, it removes
-a seed that lagged from the start, not the ordinary spread) or add seeds.
+from one trunk per seed (``train.branch_from``, :mod:`mixlab.train.branch`: measured, a trunk of
+10% of the steps removes a seed that lagged from the start, one of 30% also halves the ordinary
+spread, and both measure only what the mixtures do after it) or add seeds.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def onset_note(
                 "Such differences are usually data-order luck early in training (e.g. when a "
                 "run leaves a loss plateau), not the mixture's doing; compare arms that share "
                 "early batches (e.g. AC-ODM vs acodm-prior), branch the arms from one trunk per "
-                "seed (train.branch_from: it removes a lagging seed, not the ordinary spread) "
-                "or add seeds"
+                "seed (train.branch_from: it removes a seed that lagged early; a longer trunk "
+                "also narrows the spread but measures less of each mixture) or add seeds"
             )
     return None
 
