@@ -143,6 +143,11 @@ class TrainConfig(Section):
     )
     progress: bool = Field(True, description="Show a progress bar.")
 
+    @property
+    def schedule_horizon(self) -> int:
+        """Steps the LR schedule spans: ``schedule_steps``, else ``max_steps``."""
+        return self.schedule_steps or self.max_steps
+
 
 class EvalConfig(Section):
     where: ClassVar[str] = "eval"

@@ -91,8 +91,9 @@ def trunk_checkpoint(path: str | Path) -> Path:
     return ckpt
 
 
-def load_trunk(cfg: RunConfig, store_fingerprint: str) -> dict[str, Any]:
-    """The trunk's checkpoint state, checked against ``cfg`` (ConfigError on any mismatch)."""
+def load_trunk(cfg: RunConfig, store_fingerprint: str) -> tuple[Path, dict[str, Any]]:
+    """(the trunk's checkpoint file, its state), checked against ``cfg`` (ConfigError on any
+    mismatch)."""
     assert cfg.train.branch_from is not None
     ckpt = trunk_checkpoint(cfg.train.branch_from)
     state = load_checkpoint(ckpt)
@@ -117,11 +118,10 @@ def load_trunk(cfg: RunConfig, store_fingerprint: str) -> dict[str, Any]:
     theirs, ours = trunk.model.model_dump(), cfg.model.model_dump()
     if theirs != ours:
         mismatches.append(f"model: trunk {theirs}, this run {ours}")
-    horizon = trunk.train.schedule_steps or trunk.train.max_steps
-    if horizon != (cfg.train.schedule_steps or cfg.train.max_steps):
+    if trunk.train.schedule_horizon != cfg.train.schedule_horizon:
         mismatches.append(
-            f"the LR schedule's horizon: trunk {horizon} steps, this run "
-            f"{cfg.train.schedule_steps or cfg.train.max_steps} (give the trunk "
+            f"the LR schedule's horizon: trunk {trunk.train.schedule_horizon} steps, this run "
+            f"{cfg.train.schedule_horizon} (give the trunk "
             f"train.schedule_steps={cfg.train.max_steps})"
         )
     if mismatches:
@@ -131,15 +131,16 @@ def load_trunk(cfg: RunConfig, store_fingerprint: str) -> dict[str, Any]:
             f"{where} ends at step {state['step']}, not before this run's train.max_steps "
             f"{cfg.train.max_steps}; branch from a shorter trunk"
         )
-    return state
+    return ckpt, state
 
 
-def start_branch(trainer: Trainer, state: dict[str, Any]) -> None:
-    """Put ``trainer`` (a new run) at the trunk's step with its own policy's mixture, and copy
-    the trunk's metric rows into the run's metrics.jsonl (rank 0)."""
+def start_branch(trainer: Trainer) -> None:
+    """Put ``trainer`` (a new run with ``train.branch_from``) at its trunk's step with its own
+    policy's mixture, and copy the trunk's metric rows into the run's metrics.jsonl (rank 0)."""
+    ckpt, state = load_trunk(trainer.cfg, trainer.store.fingerprint)
     trainer.load_state_dict(state, branch=True)
     if trainer.dist.is_main:
-        trunk_dir = trunk_checkpoint(str(trainer.cfg.train.branch_from)).parent
+        trunk_dir = ckpt.parent
         rows = [r for r in read_metrics(trunk_dir) if int(r.get("step", 0)) <= trainer.step]
         trainer.folder.path.mkdir(parents=True, exist_ok=True)
         write_metrics(trainer.folder.metrics, rows)

@@ -196,7 +196,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: lr_factor(s, t.warmup_steps, t.schedule_steps or t.max_steps, t.min_lr_ratio),
+            lambda s: lr_factor(s, t.warmup_steps, t.schedule_horizon, t.min_lr_ratio),
         )
         self.evaluator = RunEvaluator(cfg, self.store, self.autocast_dtype)
         self.step = 0

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mixlab.config import RunConfig, resolved, saved_config
 from mixlab.errors import ConfigError, ResumeError
 from mixlab.files import write_json
-from mixlab.train.branch import load_trunk, start_branch
+from mixlab.train.branch import start_branch
 from mixlab.train.checkpoint import load_checkpoint
 from mixlab.train.evaluation import eval_record
 from mixlab.train.run_folder import RunFolder, next_action
@@ -85,7 +85,7 @@ def train_in_folder(
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(folder.config)
     if state is None and cfg.train.branch_from is not None:  # a new run from a trunk's state
-        start_branch(trainer, load_trunk(cfg, trainer.store.fingerprint))
+        start_branch(trainer)
     if state is not None:
         trainer.load_state_dict(state)
         if state.get("finished"):  # nothing to train or evaluate again (eval.json is there)
