@@ -207,3 +207,68 @@ def test_cli_refuses_ray_options_without_ray(
     argv = ["compare", str(suite), "--out", str(tmp_path / "o"), "--ray-address", "head:6379"]
     assert main(argv) == 2
     assert "--ray-address: only with --executor ray" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- shared stages
+class SideBySide(ScriptedExecutor):
+    """Two slots; each launch takes a moment, so the other thread picks while it runs."""
+
+    def slots(self, jobs: int | None, n_jobs: int) -> int:
+        return 2
+
+    def run(self, launch: Launch) -> Exit:
+        time.sleep(0.2)
+        return super().run(launch)
+
+
+def branched_suite(store: Path) -> dict:
+    trunk = {
+        "name": "trunk",
+        "shared": True,
+        "set": {"mixing.name": "uniform", "train.max_steps": 2, "train.schedule_steps": 5},
+    }
+    raw = one_run_suite(store)
+    raw["seeds"] = [0, 1]
+    raw["runs"] = [
+        {
+            "name": name,
+            "stages": [trunk],
+            "set": {"mixing.name": name, "train.branch_from": "{stage:trunk}"},
+        }
+        for name in ("uniform", "natural")
+    ]
+    return raw
+
+
+def test_a_shared_stage_runs_once_per_seed(tmp_path: Path, tiny_store: Path) -> None:
+    suite = parse_suite(branched_suite(tiny_store))
+    out = tmp_path / "suite"
+    ok = Exit(0, 1.0, 10.0, None)
+    executor = SideBySide([ok] * 6)
+    lines: list[str] = []
+    run_suite(suite, out, executor=executor, echo=lines.append)
+    dirs = [launch.dir.relative_to(out).as_posix() for launch in executor.launches]
+    # the two seeds' trunks first, side by side (no thread waits for the other's trunk)
+    assert sorted(dirs[:2]) == ["_shared/seed0/trunk", "_shared/seed1/trunk"]
+    assert sorted(dirs[2:]) == [f"{m}/seed{s}" for m in ("natural", "uniform") for s in (0, 1)]
+    assert sum("finished before, reusing _shared/" in line for line in lines) == 2
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    for run in manifest["runs"]:
+        (stage,) = run["stages"]
+        assert stage["shared"] is True and stage["dir"] == f"_shared/seed{run['seed']}/trunk"
+        assert stage["tokens"] == 2 * 2 * 32 and run["tokens"] == 3 * 2 * 32  # 2 + 3 = 5 steps
+
+
+def test_a_failed_shared_stage_fails_its_seeds_runs_once(tmp_path: Path, tiny_store: Path) -> None:
+    raw = branched_suite(tiny_store)
+    raw["seeds"] = [0]
+    executor = ScriptedExecutor([StepError("the trunk ran out of memory")])
+    lines: list[str] = []
+    with pytest.raises(SuiteFailed, match="2 of 2 job"):
+        run_suite(parse_suite(raw), tmp_path / "s", executor=executor, echo=lines.append)
+    assert len(executor.launches) == 1  # not tried again by the second run
+    runs = json.loads((tmp_path / "s" / MANIFEST_NAME).read_text())["runs"]
+    assert [r["error"] for r in runs] == [
+        "the trunk ran out of memory",
+        "shared stage trunk: the trunk ran out of memory",
+    ]

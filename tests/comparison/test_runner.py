@@ -254,3 +254,37 @@ def test_the_manifest_keeps_earlier_runs_of_the_same_folder(
     again = write({**tiny_suite(tiny_store), "seeds": [1]}, only=["uniform"])
     assert ("natural", 0) not in {(r["method"], r["seed"]) for r in again["runs"]}
     assert len(again["runs"]) == 3
+
+
+@pytest.mark.slow  # ~15 s: 3 processes
+def test_runs_branch_from_a_shared_trunk(tmp_path: Path, tiny_store: Path) -> None:
+    raw = tiny_suite(tiny_store)
+    trunk = {
+        "name": "trunk",
+        "shared": True,
+        "set": {"mixing.name": "uniform", "train.max_steps": 4, "train.schedule_steps": 8},
+    }
+    raw["runs"] = [
+        {
+            "name": name,
+            "stages": [trunk],
+            "set": {"mixing.name": name, "train.branch_from": "{stage:trunk}"},
+        }
+        for name in ("uniform", "natural")
+    ]
+    out = tmp_path / "suite"
+    lines: list[str] = []
+    run_suite(parse_suite(raw), out, jobs=2, echo=lines.append)
+    assert sum(" running -> _shared/seed0/trunk/" in line for line in lines) == 1
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert [r["tokens"] for r in manifest["runs"]] == [4 * 8 * 32] * 2
+    rows = {
+        name: [
+            r for r in read_metrics(RunFolder(out / name / "seed0").metrics) if "train/loss" in r
+        ]
+        for name in ("uniform", "natural")
+    }
+    # the branches start from the same trunk (its rows are copied) and differ after step 4
+    assert [r["step"] for r in rows["natural"]] == [2, 4, 6, 8]
+    assert rows["natural"][:2] == rows["uniform"][:2]
+    assert rows["natural"][3]["train/loss"] != rows["uniform"][3]["train/loss"]

@@ -216,3 +216,61 @@ def test_search_stage_errors_name_the_stage(tmp_path: Path, stage: dict, message
     with pytest.raises(ConfigError, match=message) as info:
         parse_suite(search_suite(**stage), source="s.yaml").plan(tmp_path)
     assert "s.yaml" in str(info.value)
+
+
+def branched_suite(**trunk: object) -> dict:
+    """Two runs that branch at step 30 of 300 from a shared uniform trunk."""
+    stage = {
+        "name": "trunk",
+        "shared": True,
+        "set": {"mixing.name": "uniform", "train.max_steps": 30, "train.schedule_steps": 300},
+        **trunk,
+    }
+    return {
+        "name": "b",
+        "base": {**BASE, "train": {"max_steps": 300, "batch_size": 8}},
+        "seeds": [0, 1],
+        "include_baselines": False,
+        "runs": [
+            {
+                "name": name,
+                "stages": [stage],
+                "set": {"mixing.name": name, "train.branch_from": "{stage:trunk}"},
+            }
+            for name in ("uniform", "natural")
+        ],
+    }
+
+
+def test_a_shared_stage_has_one_folder_per_seed_and_a_branch_counts_its_own_steps(
+    tmp_path: Path,
+) -> None:
+    jobs = parse_suite(branched_suite()).plan(tmp_path)
+    trunks = [j.stages[0] for j in jobs]
+    assert [t.dir for t in trunks] == [
+        tmp_path / "_shared" / f"seed{s}" / "trunk" for s in (0, 0, 1, 1)
+    ]
+    assert all(t.shared for t in trunks)
+    assert [t.config.train.seed for t in trunks] == [j.seed for j in jobs]
+    for job in jobs:
+        assert job.main.config.train.branch_from == str(job.stages[0].dir)
+        assert job.main.trunk_steps == 30
+        # the trunk trains 30 steps, the branch the other 270: the job's tokens add up to 300
+        assert job.stages[0].tokens == 30 * 8 * 32 and job.main.tokens == 270 * 8 * 32
+    unshared = parse_suite(branched_suite(shared=False)).plan(tmp_path)
+    assert unshared[0].stages[0].dir == tmp_path / "uniform" / "seed0" / "stages" / "trunk"
+    assert unshared[0].main.tokens == 270 * 8 * 32
+
+
+def test_a_shared_stage_must_be_the_same_in_every_run(tmp_path: Path) -> None:
+    raw = branched_suite()
+    raw["runs"][1]["stages"] = [
+        {**raw["runs"][1]["stages"][0], "set": {"mixing.name": "natural", "train.max_steps": 30}}
+    ]
+    with pytest.raises(
+        ConfigError, match=r"run 'natural', stage 'trunk': shared stage differs from run 'uniform'"
+    ) as err:
+        parse_suite(raw, source="s.yaml").plan(tmp_path)
+    assert "mixing.name is 'natural' here and 'uniform' there (2 field(s) differ)" in str(err.value)
+    with pytest.raises(ConfigError, match="'shared' must be true or false"):
+        parse_suite(branched_suite(shared="yes"))

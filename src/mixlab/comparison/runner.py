@@ -35,8 +35,9 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,50 +133,68 @@ def run_suite(
             echo(text)
 
     earlier = _earlier_runs(root, {(j.method, j.seed) for j in plan})  # read once
+    shared = _SharedSteps(plan)
 
     def write_manifest() -> None:
         _write_manifest(root, suite, states, earlier)
 
     def run_job(state: JobState) -> None:
-        for step in state.job.steps:
-            if stop.is_set():
-                return
-            label = f"{state.job.method} seed {state.job.seed}" + (
-                "" if step.name == "main" else f" [{step.name}: {step.kind}]"
-            )
-            with lock:
-                counter["started"] += 1
-                k = counter["started"]
-                state.status = "running"
-            action = _action(step)
-            cost = _read_cost(step.folder) if action == "skip" else None
-            if cost is not None:
-                say(f"[{k}/{n_steps}] {label}: finished before, reusing {_rel(step.dir, root)}")
-            else:
-                say(f"[{k}/{n_steps}] {label}: running -> {_rel(step.folder.run_log, root)}")
-                try:
-                    cost, node = _execute(
-                        step, executor, slots, resume=action == "resume", label=label
-                    )
-                except StepError as exc:
-                    if stop.is_set():  # interrupted with the suite: resumes next time
-                        return
-                    with lock:
-                        state.status, state.error = "failed", str(exc)
-                        write_manifest()
-                    say(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.folder.run_log)}")
+        try:
+            for step in state.job.steps:
+                if stop.is_set():
                     return
-                on = f" on {node}" if node else ""
-                say(
-                    f"[{k}/{n_steps}] {label}: done in {_fmt_seconds(cost.seconds)}{on} "
-                    f"(suite {_fmt_seconds(time.perf_counter() - t0)} so far)"
-                )
-            with lock:
-                state.costs[step.name] = cost
-                write_manifest()
+                with shared.hold(step):  # a shared stage: one job runs it, the others wait
+                    if not run_step(state, step):
+                        return
+        finally:
+            shared.release(st.dir for st in state.job.stages)
         with lock:
             state.status = "done"
             write_manifest()
+
+    def run_step(state: JobState, step: Step) -> bool:
+        """Run or reuse one step of ``state``'s job; False when the job cannot go on."""
+        label = f"{state.job.method} seed {state.job.seed}" + (
+            "" if step.name == "main" else f" [{step.name}: {step.kind}]"
+        )
+        with lock:
+            counter["started"] += 1
+            k = counter["started"]
+            state.status = "running"
+        failed = shared.failures.get(step.dir)
+        if failed is not None:  # a shared stage failed in another job: not tried again
+            with lock:
+                state.status, state.error = "failed", f"shared stage {step.name}: {failed}"
+                write_manifest()
+            say(f"[{k}/{n_steps}] {label}: FAILED (the shared stage failed: {failed})")
+            return False
+        action = _action(step)
+        cost = _read_cost(step.folder) if action == "skip" else None
+        if cost is not None:
+            say(f"[{k}/{n_steps}] {label}: finished before, reusing {_rel(step.dir, root)}")
+        else:
+            say(f"[{k}/{n_steps}] {label}: running -> {_rel(step.folder.run_log, root)}")
+            try:
+                cost, node = _execute(step, executor, slots, resume=action == "resume", label=label)
+            except StepError as exc:
+                if stop.is_set():  # interrupted with the suite: resumes next time
+                    return False
+                if step.shared:
+                    shared.failures[step.dir] = str(exc)
+                with lock:
+                    state.status, state.error = "failed", str(exc)
+                    write_manifest()
+                say(f"[{k}/{n_steps}] {label}: FAILED ({exc})\n{_tail(step.folder.run_log)}")
+                return False
+            on = f" on {node}" if node else ""
+            say(
+                f"[{k}/{n_steps}] {label}: done in {_fmt_seconds(cost.seconds)}{on} "
+                f"(suite {_fmt_seconds(time.perf_counter() - t0)} so far)"
+            )
+        with lock:
+            state.costs[step.name] = cost
+            write_manifest()
+        return True
 
     write_manifest()
     where = executor.open()
@@ -186,7 +205,7 @@ def run_suite(
             + (f" on {where}" if where else "")
             + f" -> {root}"
         )
-        _run_jobs(states, run_job, slots, executor, stop, write_manifest)
+        _run_jobs(states, run_job, slots, executor, stop, write_manifest, pick=shared.pick)
     finally:
         executor.close()
     write_manifest()
@@ -200,6 +219,53 @@ def run_suite(
     return root / MANIFEST_NAME
 
 
+class _SharedSteps:
+    """The stages several jobs share (``shared: true``, one folder per seed).
+
+    One lock per folder: the first job to reach it runs it, the others wait and then reuse
+    it (its ``cost.json`` says it finished). A failure is remembered, so the other jobs fail
+    with it rather than run it again. A job taken from the queue claims its shared stages
+    until it is past them; :meth:`pick` gives a free thread a job whose shared stages no other
+    job claims, so the trunks of different seeds run side by side instead of a thread
+    waiting for another's.
+    """
+
+    def __init__(self, plan: Sequence[Job]) -> None:
+        self._locks = {st.dir: threading.Lock() for j in plan for st in j.stages if st.shared}
+        self._claimed: set[Path] = set()
+        self._guard = threading.Lock()
+        self.failures: dict[Path, str] = {}
+
+    @contextmanager
+    def hold(self, step: Step) -> Iterator[None]:
+        """Run ``step`` alone when it is shared; afterwards other jobs may take it."""
+        lock = self._locks.get(step.dir)
+        if lock is None:
+            yield
+            return
+        try:
+            with lock:
+                yield
+        finally:
+            self.release([step.dir])
+
+    def pick(self, queue: list[JobState]) -> JobState:
+        """Remove and return the first job of ``queue`` whose shared stages no job claims
+        (else the first job: it will wait); the job claims its shared stages."""
+        with self._guard:
+            index = next((i for i, s in enumerate(queue) if not self._dirs(s) & self._claimed), 0)
+            state = queue.pop(index)
+            self._claimed |= self._dirs(state)
+        return state
+
+    def release(self, dirs: Iterable[Path]) -> None:
+        with self._guard:
+            self._claimed -= set(dirs)
+
+    def _dirs(self, state: JobState) -> set[Path]:
+        return {st.dir for st in state.job.stages if st.dir in self._locks}
+
+
 def _run_jobs(
     states: Sequence[JobState],
     run_job: Callable[[JobState], None],
@@ -207,10 +273,24 @@ def _run_jobs(
     executor: Executor,
     stop: threading.Event,
     write_manifest: Callable[[], None],
+    *,
+    pick: Callable[[list[JobState]], JobState] = lambda queue: queue.pop(0),
 ) -> None:
-    """Run every job on ``slots`` threads; on Ctrl-C / SIGTERM stop them and re-raise."""
+    """Run every job on ``slots`` threads, each taking the next job ``pick`` removes from the
+    queue; on Ctrl-C / SIGTERM stop them and re-raise."""
+    queue = list(states)
+    queue_lock = threading.Lock()
+
+    def worker() -> None:
+        while not stop.is_set():
+            with queue_lock:
+                if not queue:
+                    return
+                state = pick(queue)
+            run_job(state)
+
     pool = ThreadPoolExecutor(max_workers=slots)
-    futures = [pool.submit(run_job, s) for s in states]
+    futures = [pool.submit(worker) for _ in range(min(slots, len(states)))]
     terminated = threading.Event()  # SIGTERM reached the suite alone: stop its runs at once
     with terminate_as_interrupt(on_terminate=terminated.set):
         try:
@@ -373,6 +453,7 @@ def _write_manifest(
                         "name": st.name,
                         "kind": st.kind,
                         "dir": _rel(st.dir, root),
+                        **({"shared": True} if st.shared else {}),
                         **(s.costs[st.name].to_dict() if st.name in s.costs else {}),
                     }
                     for st in s.job.stages

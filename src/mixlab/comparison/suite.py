@@ -35,7 +35,11 @@ A suite is a YAML file (``configs/suites/example.yaml``; the demo's is
 Each run's config is ``base_config`` + ``base`` + the run's (or stage's) ``set`` with
 ``train.seed`` set to the seed. ``set`` values that are strings (or lists of strings) may hold
 placeholders: ``{dir}`` (this run's or stage's folder), ``{stage:NAME}`` (a stage's folder of
-the same run and seed), ``{seed}`` and ``{suite}`` (the suite's output folder). Stage kinds:
+the same run and seed), ``{seed}`` and ``{suite}`` (the suite's output folder). A stage with
+``shared: true`` runs once per seed for every run that lists it, in
+``<out>/_shared/seed<k>/<stage>/``: e.g. the trunk that the runs of a branched comparison start
+from (``train.branch_from``), or one uniform proxy several methods read. Each run must resolve
+it to the same config and kind (else an error names the field). Stage kinds:
 ``train`` (a ``mixlab train`` run, the default), ``doremi`` (``mixlab doremi``: reference + proxy ->
 ``doremi_weights.json``) and ``search`` (``mixlab search``: a swarm of proxy runs ->
 ``search_weights.json``). A ``search`` stage's config (base + its ``set``) is the proxy run;
@@ -63,7 +67,7 @@ import copy
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +100,8 @@ _SUITE_KEYS = {
     "include_baselines",
 }
 _RUN_KEYS = {"name", "set", "stages"}
-_STAGE_KEYS = {"name", "kind", "set", "search"}
+_STAGE_KEYS = {"name", "kind", "set", "search", "shared"}
+SHARED_DIR = "_shared"  # <out>/_shared/seed<k>/<stage>/: stages shared between runs
 _SEARCH_KEYS = {"target", "swarm", "fit", "eval", "allow_unrecommended"}
 
 
@@ -108,6 +113,7 @@ class StageSpec:
     kind: str = "train"
     overrides: tuple[tuple[str, Any], ...] = ()
     search: Mapping[str, Any] | None = None  # kind search: the spec's other sections
+    shared: bool = False  # one folder per seed for every run that has it (same config)
 
 
 @dataclass(frozen=True)
@@ -129,11 +135,15 @@ class Step:
     config: RunConfig
     search: dict[str, Any] | None = None  # kind search: the whole search spec (base = config)
     allow_unrecommended: bool = False  # kind search: go on when the fit is not trusted
+    shared: bool = False  # a stage other runs of the same seed use too (runs once)
+    trunk_steps: int = 0  # train.branch_from is a stage of the job: the steps it trained
 
     @property
     def tokens(self) -> int:
-        """Tokens one training of this config consumes (a DoReMi stage trains several)."""
-        return run_tokens(self.config)
+        """Tokens this step trains itself (a DoReMi stage trains several configs). A branch
+        from a stage of its job trains ``max_steps - trunk_steps`` steps; the trunk's tokens are
+        that stage's, so the job's total counts each step once."""
+        return run_tokens(self.config, after=self.trunk_steps)
 
     @property
     def folder(self) -> RunFolder:
@@ -141,10 +151,11 @@ class Step:
         return RunFolder(self.dir)
 
 
-def run_tokens(cfg: RunConfig) -> int:
-    """Tokens a run of ``cfg`` trains: steps x sequences per step x sequence length."""
+def run_tokens(cfg: RunConfig, *, after: int = 0) -> int:
+    """Tokens a run of ``cfg`` trains after step ``after``: steps x sequences per step x
+    sequence length."""
     t = cfg.train
-    return t.max_steps * t.batch_size * t.grad_accum * cfg.data.seq_len
+    return (t.max_steps - after) * t.batch_size * t.grad_accum * cfg.data.seq_len
 
 
 @dataclass(frozen=True)
@@ -204,20 +215,31 @@ class Suite:
         """Resolve every (run, seed) into folders and validated configs.
 
         ``overrides`` (``a.b=c`` strings, e.g. from ``--set``) apply to the base of every run
-        and stage before their own ``set``.
+        and stage before their own ``set``. A ``shared`` stage gets one folder per seed,
+        ``<out>/_shared/seed<k>/<stage>/``; every run that has it must resolve it to the same
+        config (an error names the field that differs).
         """
         root = Path(out).resolve()
         jobs = []
+        shared: dict[Path, tuple[str, Step]] = {}  # folder -> (first run, its step)
         for seed in self.seeds:
             for run in self.runs:
                 jdir = root / run.name / f"seed{seed}"
-                stage_dirs = {s.name: jdir / "stages" / s.name for s in run.stages}
+                stage_dirs = {
+                    s.name: (
+                        root / SHARED_DIR / f"seed{seed}" / s.name
+                        if s.shared
+                        else jdir / "stages" / s.name
+                    )
+                    for s in run.stages
+                }
                 where = f"{self.source}: run {run.name!r}"
                 main = self._step(
                     "main", "train", jdir, run.overrides, overrides, seed, root, stage_dirs, where
                 )
                 stages = []
                 for s in run.stages:
+                    swhere = f"{where}, stage {s.name!r}"
                     step = self._step(
                         s.name,
                         s.kind,
@@ -227,14 +249,18 @@ class Suite:
                         seed,
                         root,
                         stage_dirs,
-                        f"{where}, stage {s.name!r}",
+                        swhere,
                     )
+                    spec, allow = None, False
                     if s.kind == "search":
-                        spec = _search_spec(s, step, main, seed, f"{where}, stage {s.name!r}")
+                        spec = _search_spec(s, step, main, seed, swhere)
                         allow = bool((s.search or {}).get("allow_unrecommended", False))
-                        step = Step(step.name, step.kind, step.dir, step.config, spec, allow)
+                    step = replace(step, search=spec, allow_unrecommended=allow, shared=s.shared)
+                    if s.shared:
+                        _check_shared(step, run.name, shared, swhere)
                     stages.append(step)
-                jobs.append(Job(run.name, seed, jdir, tuple(stages), main))
+                stages = [_with_trunk(st, stages) for st in stages]
+                jobs.append(Job(run.name, seed, jdir, tuple(stages), _with_trunk(main, stages)))
         return jobs
 
     def _step(
@@ -262,6 +288,48 @@ class Suite:
         except MixlabError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         return Step(name, kind, folder, cfg)
+
+
+def _check_shared(step: Step, run: str, seen: dict[Path, tuple[str, Step]], where: str) -> None:
+    """A shared stage runs once per seed: every run must ask for the same process."""
+    first = seen.setdefault(step.dir, (run, step))
+    other_run, other = first
+    if other is step:
+        return
+    mine, theirs = _identity(step), _identity(other)
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        k = differ[0]
+        raise ConfigError(
+            f"{where}: shared stage differs from run {other_run!r}'s: {k} is "
+            f"{mine.get(k)!r} here and {theirs.get(k)!r} there ({len(differ)} field(s) differ); "
+            "a shared stage must be the same in every run (drop 'shared' or make them equal)"
+        )
+
+
+def _identity(step: Step) -> dict[str, Any]:
+    """What makes a step the same process: its kind, config and search spec, flattened."""
+    return {"kind": step.kind, **_flat(step.config.to_dict()), **_flat({"search": step.search})}
+
+
+def _flat(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _with_trunk(step: Step, stages: Sequence[Step]) -> Step:
+    """``step`` knowing how many steps its trunk trained, when it branches from a stage."""
+    origin = step.config.train.branch_from
+    for st in stages:
+        if origin is not None and st.kind == "train" and Path(origin).resolve() == st.dir:
+            return replace(step, trunk_steps=st.config.train.max_steps)
+    return step
 
 
 def _search_spec(stage: StageSpec, step: Step, main: Step, seed: int, where: str) -> dict[str, Any]:
@@ -419,7 +487,10 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
                     f"valid: {', '.join(sorted(_SEARCH_KEYS))}"
                 )
         stage_name = _check_name(s["name"], swhere)
-        stages.append(StageSpec(stage_name, kind, _overrides(s, swhere), search))
+        shared = s.get("shared", False)
+        if not isinstance(shared, bool):
+            raise ConfigError(f"{swhere}: 'shared' must be true or false, got {shared!r}")
+        stages.append(StageSpec(stage_name, kind, _overrides(s, swhere), search, shared))
     if len({s.name for s in stages}) != len(stages):
         raise ConfigError(f"{where}: stage names must be unique")
     return RunSpec(name, _overrides(raw, where), tuple(stages))

@@ -28,14 +28,17 @@ How
     the trunk's mixture *is* the T-step run, bit for bit (tested), so a suite's ``uniform``
     arm may branch too and stays the uniform run.
 
-    In a suite every arm gets the trunk as a stage (the runs are deterministic, so each arm's
-    trunk of a seed is the same run; ``mixlab.comparison.suite``'s ``{stage:trunk}``)::
+    In a suite the trunk is a ``shared`` stage (``mixlab.comparison.suite``): it runs once per
+    seed in ``<out>/_shared/seed<k>/trunk/`` and every arm that lists it branches from it::
 
         - name: headroom
           stages:
-            - {name: trunk, set: {mixing.name: uniform, train.max_steps: 30,
-                                  train.schedule_steps: 300}}
+            - {name: trunk, shared: true, set: {mixing.name: uniform, train.max_steps: 30,
+                                                train.schedule_steps: 300}}
           set: {mixing.name: ..., train.branch_from: "{stage:trunk}"}
+
+    The suite counts the trunk's tokens once, as the stage's, and the branch's as the T - b
+    steps it trains itself.
 
 What is checked (ConfigError naming the field)
     The trunk is finished, made on the same store, its model and data settings are this run's,
