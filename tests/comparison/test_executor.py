@@ -251,6 +251,7 @@ def test_a_shared_stage_runs_once_per_seed(tmp_path: Path, tiny_store: Path) -> 
     # the two seeds' trunks first, side by side (no thread waits for the other's trunk)
     assert sorted(dirs[:2]) == ["_shared/seed0/trunk", "_shared/seed1/trunk"]
     assert sorted(dirs[2:]) == [f"{m}/seed{s}" for m in ("natural", "uniform") for s in (0, 1)]
+    assert "4 job(s), 6 process(es), 2 at a time" in lines[0]
     assert sum("finished before, reusing _shared/" in line for line in lines) == 2
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     for run in manifest["runs"]:

@@ -201,7 +201,8 @@ def run_suite(
     try:
         say(
             f"suite {suite.name!r}: {len(suite.runs)} method(s) x {len(suite.seeds)} seed(s) = "
-            f"{len(plan)} job(s), {n_steps} process(es), {slots} at a time"
+            f"{len(plan)} job(s), {len({st.dir for j in plan for st in j.steps})} process(es), "
+            f"{slots} at a time"
             + (f" on {where}" if where else "")
             + f" -> {root}"
         )
