@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -151,3 +152,23 @@ def test_meco_train_then_conditional_eval_from_the_cli(tiny_store, tmp_path, cap
     assert json.loads((run / "eval_modes.json").read_text())["modes"]["cond_fixed"]
     assert main(["eval", str(run), "--prefix", "x"]) == 2  # --prefix needs --mode cond_fixed
     assert "--mode cond_fixed" in capsys.readouterr().err
+
+
+def test_compare_dry_run_shows_a_branched_plan(tmp_path, capsys):
+    suite = str(Path(__file__).parents[1] / "configs" / "suites" / "branched.yaml")
+    rc = main(
+        [
+            *["compare", suite, "--out", str(tmp_path / "b")],
+            *["--set", "data.store=shards", "--seeds", "0", "--methods", "uniform", "acodm"],
+            *["--branch-at", "60", "--dry-run"],
+        ]
+    )
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    trunk = f"-> {tmp_path / 'b' / '_shared' / 'seed0' / 'trunk'}"
+    assert lines[0].startswith("uniform seed 0 [stage trunk: train] (shared): llama-1m, mixing")
+    assert lines[0].endswith(f"60 steps x 16 x 128 tokens {trunk}") and lines[2].endswith(trunk)
+    assert lines[3].startswith("acodm seed 0: llama-1m, mixing acodm, steps 61-300 x 16 x 128")
+    assert not (tmp_path / "b").exists()
+    assert main(["compare", suite, "--out", "x", "--branch-at", "2.5"])
+    assert "--branch-at: at 2.5: give a step >= 1 or a fraction" in capsys.readouterr().err

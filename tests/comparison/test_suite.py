@@ -274,3 +274,65 @@ def test_a_shared_stage_must_be_the_same_in_every_run(tmp_path: Path) -> None:
     assert "mixing.name is 'natural' here and 'uniform' there (2 field(s) differ)" in str(err.value)
     with pytest.raises(ConfigError, match="'shared' must be true or false"):
         parse_suite(branched_suite(shared="yes"))
+
+
+def test_a_suite_branch_gives_every_run_the_shared_trunk(tmp_path: Path) -> None:
+    raw = suite_dict(branch={"at": 0.3}, base={**BASE, "train": {"max_steps": 300}})
+    raw["runs"][0]["set"]["train.lr"] = 0.01  # odm: a trunk of its own (not a mixing field)
+    # the run's own lr reaches its trunk, so it cannot share the others' (the error says why)
+    with pytest.raises(ConfigError, match=r"run 'odm', stage 'trunk': shared stage differs.*lr"):
+        parse_suite(raw).plan(tmp_path)
+    del raw["runs"][0]["set"]["train.lr"]
+    jobs = parse_suite(raw).plan(tmp_path)
+    assert len(jobs) == 12 and all(j.stages[0].name == "trunk" for j in jobs)
+    acodm = next(j for j in jobs if j.method == "acodm" and j.seed == 1)
+    trunk, proxy = acodm.stages
+    assert trunk.shared and trunk.dir == tmp_path / "_shared" / "seed1" / "trunk"
+    assert trunk.config.mixing.name == "uniform" and trunk.config.train.max_steps == 90
+    assert trunk.config.train.schedule_steps == 300 and proxy.name == "proxy"
+    assert acodm.main.config.train.branch_from == str(trunk.dir)
+    assert acodm.main.config.mixing.policy_in == str(proxy.dir / "p.pt")
+    assert acodm.main.trunk_steps == 90
+    # a step, and the trunk's own settings; Suite.branched (--branch-at) keeps those
+    natural = parse_suite(suite_dict(branch={"at": 30, "set": {"mixing.name": "natural"}}))
+    trunk = natural.plan(tmp_path)[0].stages[0]
+    assert trunk.config.train.max_steps == 30 and trunk.config.mixing.name == "natural"
+    trunk = natural.branched(0.5).plan(tmp_path)[0].stages[0]
+    assert trunk.config.mixing.name == "natural"
+    assert (
+        trunk.config.train.max_steps == natural.plan(tmp_path)[0].main.config.train.max_steps // 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("branch", "message"),
+    [
+        ({"at": 1.5}, "a fraction between 0 and 1"),
+        ({"at": "half"}, "at must be a step or a fraction"),
+        ({"step": 3}, "expected a mapping with 'at'"),
+        ({"at": 3, "colour": 1}, "unknown key"),
+    ],
+)
+def test_bad_branch_settings_are_named(branch: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_suite(suite_dict(branch=branch), source="s.yaml")
+
+
+def test_branching_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    from mixlab.comparison.suite import parse_branch_at
+
+    assert parse_branch_at("90") == 90 and parse_branch_at("0.3") == 0.3
+    with pytest.raises(ConfigError, match="--branch-at: 'x' is not a step"):
+        parse_branch_at("x")
+    late = parse_suite(suite_dict()).branched(10**6)
+    with pytest.raises(ConfigError, match=r"run 'uniform': branch.at 1000000 is step 1000000 of"):
+        late.plan(tmp_path)
+    own = suite_dict(branch={"at": 0.5})
+    own["runs"][0]["set"]["train.branch_from"] = "elsewhere"
+    with pytest.raises(ConfigError, match=r"run 'odm': sets train.branch_from itself"):
+        parse_suite(own).plan(tmp_path)
+    own = suite_dict(branch={"at": 0.5})
+    own["runs"][1]["stages"][0]["name"] = "trunk"
+    own["runs"][1]["set"]["mixing.policy_in"] = "{stage:trunk}/p.pt"
+    with pytest.raises(ConfigError, match=r"run 'acodm': a stage is named 'trunk'"):
+        parse_suite(own).plan(tmp_path)

@@ -56,6 +56,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         p, "override fields of every run, e.g. --set data.store=shards train.max_steps=600"
     )
     p.add_argument("--baseline", help="method the others are measured against (suite default)")
+    p.add_argument(
+        "--branch-at",
+        metavar="STEP",
+        help="start every run from one shared uniform trunk per seed, trained to this step "
+        "(90) or fraction of the steps (0.3); the runs differ only after it (README "
+        "'Branched comparisons'). Overrides the suite's branch.at",
+    )
     p.add_argument("--no-report", action="store_true", help="only run and print the table")
     p.add_argument(
         "--dry-run", action="store_true", help="print the runs, folders and budgets; run nothing"
@@ -66,19 +73,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mixlab.comparison import MANIFEST_NAME, compare, load_suite
+    from mixlab.comparison.suite import parse_branch_at
 
     executor = executor_from_args(args)  # a bad --executor option fails before anything runs
     suite = load_suite(args.suite).select(args.methods, args.exclude)
     if args.seeds:
         suite.seeds = list(args.seeds)
+    if args.branch_at is not None:
+        suite = suite.branched(parse_branch_at(args.branch_at))
     if args.dry_run:
         for job in suite.plan(args.out, overrides=args.set):
             for step in job.steps:
                 kind = "" if step.name == "main" else f" [stage {step.name}: {step.kind}]"
+                kind += " (shared)" if step.shared else ""
                 c = step.config
+                steps = f"{c.train.max_steps} steps"
+                if step.trunk_steps:
+                    steps = f"steps {step.trunk_steps + 1}-{c.train.max_steps}"
                 print(
                     f"{job.method} seed {job.seed}{kind}: {c.model.preset or 'custom model'}, "
-                    f"mixing {c.mixing.name}, {c.train.max_steps} steps x "
+                    f"mixing {c.mixing.name}, {steps} x "
                     f"{c.train.batch_size * c.train.grad_accum} x {c.data.seq_len} tokens "
                     f"-> {step.dir}"
                 )

@@ -55,6 +55,7 @@ def compare(
     fresh: bool = False,
     executor: Executor | None = None,
     baseline: str | None = None,
+    branch_at: int | float | None = None,
     report: bool = True,
     report_dir: str | Path | None = None,
     title: str = "mixlab report",
@@ -65,7 +66,8 @@ def compare(
     narrow it; ``overrides`` (``"a.b=c"``) apply to every run. ``executor`` says where the
     runs go (default: processes on this machine, ``jobs`` at a time, default 1;
     ``make_executor("ray", ray_address="HOST:PORT")`` for a Ray cluster, where ``jobs``
-    defaults to all of them). With ``report=True`` the
+    defaults to all of them). ``branch_at`` (a step, or a fraction of the steps) starts every
+    run from one shared trunk per seed (:meth:`Suite.branched`). With ``report=True`` the
     report (``report.html``, ``report.md``, ``results.json``) is written to ``report_dir``
     (default ``out/report``) under ``title``.
 
@@ -84,6 +86,8 @@ def compare(
                 f"baseline {baseline!r} is not a method of the suite ({', '.join(spec.methods)})"
             )
         spec.baseline = baseline
+    if branch_at is not None:
+        spec = spec.branched(branch_at)
     manifest = run_suite(spec, out, overrides=overrides, jobs=jobs, fresh=fresh, executor=executor)
     records = load_records([manifest.parent])
     if report:

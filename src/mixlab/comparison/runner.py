@@ -202,9 +202,7 @@ def run_suite(
         say(
             f"suite {suite.name!r}: {len(suite.runs)} method(s) x {len(suite.seeds)} seed(s) = "
             f"{len(plan)} job(s), {len({st.dir for j in plan for st in j.steps})} process(es), "
-            f"{slots} at a time"
-            + (f" on {where}" if where else "")
-            + f" -> {root}"
+            f"{slots} at a time" + (f" on {where}" if where else "") + f" -> {root}"
         )
         _run_jobs(states, run_job, slots, executor, stop, write_manifest, pick=shared.pick)
     finally:

@@ -11,6 +11,7 @@ A suite is a YAML file (``configs/suites/example.yaml``; the demo's is
     seeds: [0, 1, 2]
     baseline: uniform                 # steps-to-target and paired differences are against it
     metric: mean_ppl                  # the aggregate those use (eval/<metric>)
+    branch: {at: 0.3}                 # optional: every run starts from one shared trunk per seed
     runs:
       - name: odm
         set: {mixing.name: odm}
@@ -39,7 +40,11 @@ the same run and seed), ``{seed}`` and ``{suite}`` (the suite's output folder). 
 ``shared: true`` runs once per seed for every run that lists it, in
 ``<out>/_shared/seed<k>/<stage>/``: e.g. the trunk that the runs of a branched comparison start
 from (``train.branch_from``), or one uniform proxy several methods read. Each run must resolve
-it to the same config and kind (else an error names the field). Stage kinds:
+it to the same config and kind (else an error names the field). A suite's ``branch`` (or
+``mixlab compare --branch-at``) gives every run such a stage, ``trunk``: the run's config
+without its ``mixing`` settings, with ``branch.set`` (default ``mixing.name: uniform``), stopped
+at step ``at`` (or that fraction of the run's steps) with the whole run's LR schedule; the run
+branches from it (``train.branch_from``, :mod:`mixlab.train.branch`). Stage kinds:
 ``train`` (a ``mixlab train`` run, the default), ``doremi`` (``mixlab doremi``: reference + proxy ->
 ``doremi_weights.json``) and ``search`` (``mixlab search``: a swarm of proxy runs ->
 ``search_weights.json``). A ``search`` stage's config (base + its ``set``) is the proxy run;
@@ -98,7 +103,10 @@ _SUITE_KEYS = {
     "metric",
     "runs",
     "include_baselines",
+    "branch",
 }
+_BRANCH_KEYS = {"at", "set"}
+TRUNK = "trunk"  # the stage name a suite's ``branch`` gives every run
 _RUN_KEYS = {"name", "set", "stages"}
 _STAGE_KEYS = {"name", "kind", "set", "search", "shared"}
 SHARED_DIR = "_shared"  # <out>/_shared/seed<k>/<stage>/: stages shared between runs
@@ -173,6 +181,55 @@ class Job:
         return (*self.stages, self.main)
 
 
+@dataclass(frozen=True)
+class Branch:
+    """A suite's ``branch``: every run branches from a shared trunk at step ``at``.
+
+    ``at`` is a step (an int >= 1) or a fraction of each run's ``train.max_steps`` (a float in
+    (0, 1)); the trunk is the run's config (base, ``--set`` and the run's own non-``mixing``
+    settings) with ``overrides`` (default ``mixing.name: uniform``), stopped at that step with
+    the whole run's LR schedule (:mod:`mixlab.train.branch`).
+    """
+
+    at: int | float
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def step(self, max_steps: int) -> int:
+        return self.at if isinstance(self.at, int) else round(self.at * max_steps)
+
+    def apply(self, run: RunSpec, max_steps: int, where: str) -> RunSpec:
+        """``run`` with the trunk as its first stage and its main run branching from it."""
+        b = self.step(max_steps)
+        if not 1 <= b < max_steps:
+            raise ConfigError(
+                f"{where}: branch.at {self.at} is step {b} of {max_steps}: it must fall inside "
+                "the run (1 <= step < train.max_steps)"
+            )
+        if any(s.name == TRUNK for s in run.stages):
+            raise ConfigError(
+                f"{where}: a stage is named {TRUNK!r}, the name branch gives its trunk"
+            )
+        if any(key == "train.branch_from" for key, _ in run.overrides):
+            raise ConfigError(
+                f"{where}: sets train.branch_from itself; with the suite's branch every run "
+                "branches from the shared trunk (drop one of them)"
+            )
+        own = tuple((k, v) for k, v in run.overrides if not k.startswith("mixing."))
+        trunk = StageSpec(
+            TRUNK,
+            overrides=(
+                *own,
+                ("mixing.name", "uniform"),
+                *self.overrides,
+                ("train.max_steps", b),
+                ("train.schedule_steps", max_steps),
+            ),
+            shared=True,
+        )
+        branch_from = ("train.branch_from", "{stage:" + TRUNK + "}")
+        return RunSpec(run.name, (*run.overrides, branch_from), (trunk, *run.stages))
+
+
 @dataclass
 class Suite:
     """A parsed suite file; :meth:`plan` turns it into jobs."""
@@ -184,6 +241,7 @@ class Suite:
     baseline: str = "uniform"
     metric: str = "mean_ppl"
     source: str = "<suite>"
+    branch: Branch | None = None  # every run starts from one shared trunk per seed
 
     @property
     def methods(self) -> list[str]:
@@ -211,6 +269,15 @@ class Suite:
         out.runs = keep
         return out
 
+    def branched(self, at: int | float) -> Suite:
+        """A copy whose runs branch at ``at`` (a step, or a fraction of the steps) from one
+        shared trunk per seed (the suite's ``branch``, keeping its trunk settings)."""
+        out = copy.copy(self)
+        out.branch = Branch(
+            check_branch_at(at, "branch"), self.branch.overrides if self.branch else ()
+        )
+        return out
+
     def plan(self, out: str | Path, *, overrides: Sequence[str] = ()) -> list[Job]:
         """Resolve every (run, seed) into folders and validated configs.
 
@@ -225,15 +292,14 @@ class Suite:
         for seed in self.seeds:
             for run in self.runs:
                 jdir = root / run.name / f"seed{seed}"
-                stage_dirs = {
-                    s.name: (
-                        root / SHARED_DIR / f"seed{seed}" / s.name
-                        if s.shared
-                        else jdir / "stages" / s.name
-                    )
-                    for s in run.stages
-                }
                 where = f"{self.source}: run {run.name!r}"
+                if self.branch is not None:  # the trunk stops at a step of this run's budget
+                    dirs = _stage_dirs(run, root, jdir, seed)
+                    plain = self._step(
+                        "main", "train", jdir, run.overrides, overrides, seed, root, dirs, where
+                    )
+                    run = self.branch.apply(run, plain.config.train.max_steps, where)
+                stage_dirs = _stage_dirs(run, root, jdir, seed)
                 main = self._step(
                     "main", "train", jdir, run.overrides, overrides, seed, root, stage_dirs, where
                 )
@@ -290,6 +356,14 @@ class Suite:
         return Step(name, kind, folder, cfg)
 
 
+def _stage_dirs(run: RunSpec, root: Path, jdir: Path, seed: int) -> dict[str, Path]:
+    """Each stage's folder: the job's ``stages/<name>``, or the seed's shared one."""
+    return {
+        s.name: root / SHARED_DIR / f"seed{seed}" / s.name if s.shared else jdir / "stages" / s.name
+        for s in run.stages
+    }
+
+
 def _check_shared(step: Step, run: str, seen: dict[Path, tuple[str, Step]], where: str) -> None:
     """A shared stage runs once per seed: every run must ask for the same process."""
     first = seen.setdefault(step.dir, (run, step))
@@ -303,7 +377,7 @@ def _check_shared(step: Step, run: str, seen: dict[Path, tuple[str, Step]], wher
         raise ConfigError(
             f"{where}: shared stage differs from run {other_run!r}'s: {k} is "
             f"{mine.get(k)!r} here and {theirs.get(k)!r} there ({len(differ)} field(s) differ); "
-            "a shared stage must be the same in every run (drop 'shared' or make them equal)"
+            "every run must resolve a shared stage (a branch's trunk is one) to the same config"
         )
 
 
@@ -441,6 +515,7 @@ def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) 
         )
     suite = Suite(
         name=str(raw.get("name") or (Path(source).stem if root else "suite")),
+        branch=_parse_branch(raw.get("branch"), source),
         base=base,
         runs=runs,
         seeds=list(seeds),
@@ -449,6 +524,36 @@ def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) 
         source=source,
     )
     return suite
+
+
+def parse_branch_at(text: str) -> int | float:
+    """``--branch-at``: ``90`` (a step) or ``0.3`` (a fraction of the steps)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--branch-at: {text!r} is not a step or a fraction") from None
+    return check_branch_at(int(value) if value.is_integer() else value, "--branch-at")
+
+
+def _parse_branch(raw: Any, source: str) -> Branch | None:
+    if raw is None:
+        return None
+    where = f"{source}: branch"
+    if not isinstance(raw, dict) or "at" not in raw:
+        raise ConfigError(f"{where}: expected a mapping with 'at' (a step, or a fraction like 0.3)")
+    unknown = set(raw) - _BRANCH_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: at, set")
+    return Branch(check_branch_at(raw["at"], where), _overrides(raw, where))
+
+
+def check_branch_at(at: Any, where: str) -> int | float:
+    """A step (int >= 1) or a fraction in (0, 1)."""
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        raise ConfigError(f"{where}: at must be a step or a fraction, got {at!r}")
+    if (isinstance(at, int) and at >= 1) or (isinstance(at, float) and 0 < at < 1):
+        return at
+    raise ConfigError(f"{where}: at {at}: give a step >= 1 or a fraction between 0 and 1")
 
 
 def _parse_run(raw: Any, index: int, source: str) -> RunSpec:

@@ -28,8 +28,10 @@ How
     the trunk's mixture *is* the T-step run, bit for bit (tested), so a suite's ``uniform``
     arm may branch too and stays the uniform run.
 
-    In a suite the trunk is a ``shared`` stage (``mixlab.comparison.suite``): it runs once per
-    seed in ``<out>/_shared/seed<k>/trunk/`` and every arm that lists it branches from it::
+    In a suite ``branch: {at: 0.3}`` (or ``mixlab compare --branch-at 0.3``) does it for every
+    run. Written out, the trunk is a ``shared`` stage (``mixlab.comparison.suite``): it runs
+    once per seed in ``<out>/_shared/seed<k>/trunk/`` and every arm that lists it branches
+    from it::
 
         - name: headroom
           stages:
