@@ -7,7 +7,7 @@ import math
 import pytest
 
 from mixlab.report import summarize
-from mixlab.report.onset import ONSET_MIN_PAIRS, onset_correlations, onset_note
+from mixlab.report.onset import ONSET_MIN_PAIRS, branch_note, onset_correlations, onset_note
 from tests.report.conftest import record
 
 STEPS = (10, 20, 30, 40)
@@ -78,3 +78,33 @@ def test_runs_with_other_eval_steps_are_left_out() -> None:
     runs.append(record("sparse", 0, {20: 40.0, 40: 18.0}))
     runs.append(record("sparse", 1, {20: 60.0, 40: 22.0}))
     assert onset_correlations(*_groups(runs), "eval/mean_ppl", "uniform")[2] == 8
+
+
+def _branch(runs: list, trunk: object) -> None:
+    for r in runs:
+        r.config = {"train": {"seed": r.seed, "branch_from": str(trunk)}}
+
+
+def test_branched_arms_are_named_and_the_onset_remedy_fits_them(tmp_path) -> None:
+    import yaml
+
+    trunk = tmp_path / "_shared" / "seed0" / "trunk"
+    trunk.mkdir(parents=True)
+    (trunk / "config.yaml").write_text(yaml.safe_dump({"train": {"max_steps": 20}}))
+    lag = [0.05, -0.03, 0.02, -0.04]
+    runs = _suite({"odm": [[0.0, x, x, x] for x in lag], "acodm": [[0.0, -x, -x, -x] for x in lag]})
+    groups, _ = _groups(runs)
+    assert branch_note(groups) is None  # nothing branched
+    _branch(runs, trunk)
+    note = branch_note(groups)
+    assert note is not None and note.startswith("every arm branched at step 20 from a trunk")
+    onset = onset_note(*_groups(runs), "eval/mean_ppl", "uniform")
+    assert onset is not None and "the arms already branch from one trunk per seed" in onset
+    assert note in summarize(runs).notes
+    # some arms from step 0, or a trunk whose folder is gone: a warning that says which
+    _branch(groups["odm"], tmp_path / "gone")
+    for r in groups["acodm"]:
+        r.config = {"train": {"seed": r.seed}}
+    note = branch_note(groups)
+    assert note is not None and note.startswith("the arms did not all branch at the same step")
+    assert "odm: a trunk no longer found; acodm: step 0" in note

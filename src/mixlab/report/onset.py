@@ -89,6 +89,16 @@ def onset_note(
     correlate >= :data:`ONSET_R` with the final ones, or None when none does."""
     steps, corr, pairs = onset_correlations(groups, base_by_seed, key, baseline)
     last = max((r.eval_steps[-1] for r in base_by_seed.values() if r.eval_steps), default=0)
+    branched = all(r.branched for runs in groups.values() for r in runs)
+    remedy = (
+        "the arms already branch from one trunk per seed: a later branch step narrows it "
+        "further (and measures less of each mixture), more seeds always do"
+        if branched
+        else "compare arms that share early batches (e.g. AC-ODM vs acodm-prior), branch the "
+        "arms from one trunk per seed (mixlab compare --branch-at: it removes a seed that "
+        "lagged early; a longer trunk also narrows the spread but measures less of each "
+        "mixture) or add seeds"
+    )
     for step, r in zip(steps, corr, strict=True):
         if r >= ONSET_R:
             share = f" ({100 * step / last:.0f}% of the run)" if last else ""
@@ -97,12 +107,38 @@ def onset_note(
                 f"difference in {key.removeprefix('eval/')} vs {baseline} at step {step}{share} "
                 f"already correlates {r:.2f} with the final one ({pairs} method-seed pairs). "
                 "Such differences are usually data-order luck early in training (e.g. when a "
-                "run leaves a loss plateau), not the mixture's doing; compare arms that share "
-                "early batches (e.g. AC-ODM vs acodm-prior), branch the arms from one trunk per "
-                "seed (train.branch_from: it removes a seed that lagged early; a longer trunk "
-                "also narrows the spread but measures less of each mixture) or add seeds"
+                f"run leaves a loss plateau), not the mixture's doing; {remedy}"
             )
     return None
+
+
+def branch_note(groups: Mapping[str, Sequence[RunRecord]]) -> str | None:
+    """Where the arms branched from a trunk (``mixlab compare --branch-at``), or None when
+    none did; a warning when some arms branched and others did not, or at other steps."""
+    where = {name: sorted({_start(r) for r in runs}) for name, runs in groups.items() if runs}
+    starts = {b for bs in where.values() for b in bs}
+    if starts == {"step 0"}:
+        return None
+    if len(starts) == 1 and "no longer found" not in next(iter(starts)):
+        b = next(iter(starts))
+        return (
+            f"every arm branched at {b} from a trunk (train.branch_from): the paired "
+            f"differences measure only what the mixtures did after {b}; each arm's stage "
+            "tokens include the trunk's"
+        )
+    described = "; ".join(f"{name}: {', '.join(bs)}" for name, bs in where.items())
+    return (
+        f"the arms did not all branch at the same step ({described}): their paired differences "
+        "mix the mixtures' effects with different starting points"
+    )
+
+
+def _start(run: RunRecord) -> str:
+    """Where ``run`` started: "step 0", "step b" (its trunk's last step) or unknown."""
+    if not run.branched:
+        return "step 0"
+    b = run.branch_step()
+    return f"step {b}" if b is not None else "a trunk no longer found"
 
 
 def _log_ratio(method: Sequence[float], base: Sequence[float]) -> np.ndarray | None:

@@ -95,6 +95,28 @@ class RunRecord:
         return _domains(self.final_eval)
 
     @property
+    def branched(self) -> bool:
+        """Whether the run started from a trunk's state (``train.branch_from``)."""
+        train = self.config.get("train")
+        return isinstance(train, dict) and bool(train.get("branch_from"))
+
+    def branch_step(self) -> int | None:
+        """The step its trunk stopped at (None: not branched, or the trunk's folder is gone).
+
+        The trunk is read where ``train.branch_from`` says, else among the run's stages (a
+        suite folder that was moved keeps its stages' folders relative to it)."""
+        if not self.branched:
+            return None
+        origin = Path(str(self.config["train"]["branch_from"]))
+        places = [origin, *(s.dir for s in self.stages if s.dir and s.dir.name == origin.name)]
+        for place in places:
+            train = _read_config(place).get("train")
+            steps = train.get("max_steps") if isinstance(train, dict) else None
+            if isinstance(steps, int) and not isinstance(steps, bool):
+                return steps
+        return None
+
+    @property
     def stage_tokens(self) -> float:
         """Tokens spent in stages (proxies, references) before the main run."""
         return float(sum(s.tokens or 0.0 for s in self.stages))

@@ -44,7 +44,7 @@ from mixlab.eval.metrics import (
     worst_domain,
 )
 from mixlab.report.headroom import headroom_note
-from mixlab.report.onset import onset_note
+from mixlab.report.onset import branch_note, onset_note
 from mixlab.report.records import RunRecord
 from mixlab.report.stats import (
     PairedDiff,
@@ -391,6 +391,7 @@ def summarize(
         summary.peak_rss_pct = _pct(summary.peak_rss_mb.mean, nat_rss)
         methods.append(summary)
     for note in (
+        branch_note(groups),
         onset_note(groups, base_by_seed, key, base),
         headroom_note(groups, base_by_seed, base),
     ):
