@@ -108,3 +108,12 @@ def test_branched_arms_are_named_and_the_onset_remedy_fits_them(tmp_path) -> Non
     note = branch_note(groups)
     assert note is not None and note.startswith("the arms did not all branch at the same step")
     assert "odm: a trunk no longer found; acodm: step 0" in note
+
+
+def test_noise_set_in_the_second_half_of_the_run_is_not_early() -> None:
+    lag = [0.05, -0.03, 0.02, -0.04]
+    late = [[0.0, 0.0, x, x] for x in lag]  # each seed's lead appears at step 30 of 40
+    runs = _suite({"odm": late, "acodm": [[0.0, 0.0, -x, -x] for x in lag]})
+    _, corr, _ = onset_correlations(*_groups(runs), "eval/mean_ppl", "uniform")
+    assert corr[2] == pytest.approx(1.0)
+    assert onset_note(*_groups(runs), "eval/mean_ppl", "uniform") is None
