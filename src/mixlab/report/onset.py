@@ -16,11 +16,12 @@ systematic effect of a mixture does not count, only the seed-to-seed part); then
 correlation between the value at step ``t`` and at the final step is computed over all pairs.
 The note names the first step where it reaches :data:`ONSET_R`, if that is in the first half of
 the run (:data:`ONSET_MAX_SHARE`): the paired differences' seed noise was mostly in place by
-then. (Branched from a 30% trunk, the held-out corpus's arms reached it only at 90% of the run.) What to do about it: compare arms whose early batches are
-shared (e.g. AC-ODM against ``acodm-prior``, whose label draws are coupled), branch every arm
-from one trunk per seed (``train.branch_from``, :mod:`mixlab.train.branch`: measured, a trunk of
-10% of the steps removes a seed that lagged from the start, one of 30% also halves the ordinary
-spread, and both measure only what the mixtures do after it) or add seeds.
+then. What to do about it: compare arms whose early batches are shared (e.g. AC-ODM against
+``acodm-prior``, whose label draws are coupled), branch every arm from one trunk per seed
+(``mixlab compare --branch-at``, :mod:`mixlab.train.branch`: measured, a trunk of 10% of the
+steps removes a seed that lagged from the start, one of 30% also halves the ordinary spread,
+and both measure only what the mixtures do after it) or add seeds. Branched from a 30% trunk,
+the held-out corpus's arms reached :data:`ONSET_R` only at 90% of the run.
 """
 
 from __future__ import annotations
