@@ -141,8 +141,6 @@ def run_suite(
     def run_job(state: JobState) -> None:
         try:
             for step in state.job.steps:
-                if stop.is_set():
-                    return
                 with shared.hold(step):  # a shared stage: one job runs it, the others wait
                     if not run_step(state, step):
                         return
@@ -154,6 +152,8 @@ def run_suite(
 
     def run_step(state: JobState, step: Step) -> bool:
         """Run or reuse one step of ``state``'s job; False when the job cannot go on."""
+        if stop.is_set():  # interrupted while this job waited for a shared stage
+            return False
         label = f"{state.job.method} seed {state.job.seed}" + (
             "" if step.name == "main" else f" [{step.name}: {step.kind}]"
         )
