@@ -466,12 +466,7 @@ def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) 
     """Validate a suite mapping (as read from YAML); ``root`` resolves ``base_config``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with 'base' and 'runs'")
-    unknown = set(raw) - _SUITE_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"valid: {', '.join(sorted(_SUITE_KEYS))}"
-        )
+    _known_keys(raw, _SUITE_KEYS, source)
     base: dict[str, Any] = {}
     if raw.get("base_config"):
         cfg_path = Path(raw["base_config"])
@@ -541,9 +536,7 @@ def _parse_branch(raw: Any, source: str) -> Branch | None:
     where = f"{source}: branch"
     if not isinstance(raw, dict) or "at" not in raw:
         raise ConfigError(f"{where}: expected a mapping with 'at' (a step, or a fraction like 0.3)")
-    unknown = set(raw) - _BRANCH_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: at, set")
+    _known_keys(raw, _BRANCH_KEYS, where)
     return Branch(check_branch_at(raw["at"], where), _overrides(raw, where))
 
 
@@ -562,9 +555,7 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
         raise ConfigError(f"{where}: expected a mapping with a 'name' (and 'set', 'stages')")
     name = _check_name(raw["name"], where)
     where = f"{source}: run {name!r}"
-    unknown = set(raw) - _RUN_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    _known_keys(raw, _RUN_KEYS, where)
     stages_raw = raw.get("stages") or []
     if not isinstance(stages_raw, list):
         raise ConfigError(f"{where}: 'stages' must be a list")
@@ -573,9 +564,7 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
         swhere = f"{where}, stages[{j}]"
         if not isinstance(s, dict) or "name" not in s:
             raise ConfigError(f"{swhere}: expected a mapping with 'name', 'kind', 'set'")
-        unknown = set(s) - _STAGE_KEYS
-        if unknown:
-            raise ConfigError(f"{swhere}: unknown key(s) {', '.join(sorted(unknown))}")
+        _known_keys(s, _STAGE_KEYS, swhere)
         kind = str(s.get("kind", "train"))
         if kind not in STAGE_KINDS:
             raise ConfigError(f"{swhere}: kind {kind!r}; valid: {', '.join(STAGE_KINDS)}")
@@ -585,12 +574,7 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
         if search is not None:
             if not isinstance(search, dict):
                 raise ConfigError(f"{swhere}: 'search' must map spec sections (swarm, fit, ...)")
-            unknown = set(search) - _SEARCH_KEYS
-            if unknown:
-                raise ConfigError(
-                    f"{swhere}: unknown key(s) search.{', search.'.join(sorted(unknown))}; "
-                    f"valid: {', '.join(sorted(_SEARCH_KEYS))}"
-                )
+            _known_keys(search, _SEARCH_KEYS, swhere, prefix="search.")
         stage_name = _check_name(s["name"], swhere)
         shared = s.get("shared", False)
         if not isinstance(shared, bool):
@@ -618,6 +602,15 @@ def _overrides(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...
         if not isinstance(key, str) or "." not in key:
             raise ConfigError(f"{where}: 'set' key {key!r}: name a section and field, a.b")
     return tuple((k, v) for k, v in s.items())
+
+
+def _known_keys(raw: Mapping[str, Any], valid: set[str], where: str, prefix: str = "") -> None:
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
 
 
 def _check_name(name: Any, where: str) -> str:
