@@ -273,7 +273,7 @@ def _run_jobs(
     stop: threading.Event,
     write_manifest: Callable[[], None],
     *,
-    pick: Callable[[list[JobState]], JobState] = lambda queue: queue.pop(0),
+    pick: Callable[[list[JobState]], JobState],
 ) -> None:
     """Run every job on ``slots`` threads, each taking the next job ``pick`` removes from the
     queue; on Ctrl-C / SIGTERM stop them and re-raise."""
