@@ -87,19 +87,37 @@ def test_homogeneous_microbatches_are_single_domain() -> None:
     assert seen == {0, 1, 2}
 
 
-def test_stratified_counts_use_largest_remainder_every_step() -> None:
-    # S = 4 sequences, S*w = (2, 1.2, 0.8) -> floors (2, 1, 0), the spare goes to domain 2.
+def step_counts(sampler: MixtureSampler, steps: int, k: int) -> np.ndarray:
+    """(steps, k) sequences of each domain in each step."""
+    return np.array(
+        [
+            np.bincount(torch.cat([mb["domain_id"] for mb in step]).numpy(), minlength=k)
+            for step in run(sampler, steps)
+        ]
+    )
+
+
+def test_stratified_counts_round_each_share_up_or_down_and_are_exact_on_average() -> None:
+    # S = 4 sequences, S*w = (2, 1.2, 0.8): domain 0 gets 2 every step, domain 1 gets 1 or 2,
+    # domain 2 gets 0 or 1, and over the steps each gets its share (a fixed rounding would give
+    # (2, 1, 1) every step: shares .25 / .25 where .3 / .2 were asked).
     s = make(mode="stratified", weights=np.array([0.5, 0.3, 0.2]), batch_size=2, grad_accum=2)
-    for step in run(s, 25):
-        ids = torch.cat([mb["domain_id"] for mb in step]).numpy()
-        assert np.bincount(ids, minlength=3).tolist() == [2, 1, 1]
+    counts = step_counts(s, 2000, 3)
+    assert (counts.sum(axis=1) == 4).all() and (counts[:, 0] == 2).all()
+    assert set(counts[:, 1]) == {1, 2} and set(counts[:, 2]) == {0, 1}
+    np.testing.assert_allclose(counts.mean(axis=0), [2.0, 1.2, 0.8], atol=0.05)
+    # shares that are whole sequences are served exactly, every step
     s = make(mode="stratified", weights=np.array([0.5, 0.3, 0.2]), batch_size=5, grad_accum=2)
-    run(s, 10)
-    np.testing.assert_allclose(s.achieved_shares(), [0.5, 0.3, 0.2], atol=1e-12)
-    # Weights inside the 1e-6 tolerance but not summing to exactly 1 still give S sequences.
+    assert (step_counts(s, 10, 3) == [5, 3, 2]).all()
+    # uniform over 9 domains, 16 sequences: 1 or 2 each, 16/9 on average for every domain
+    nine = FakeStore({f"d{i}": 5_000 for i in range(9)})
+    s = make(nine, mode="stratified", weights=np.full(9, 1 / 9), batch_size=16, grad_accum=1)
+    counts = step_counts(s, 900, 9)
+    assert set(counts.ravel()) == {1, 2} and (counts.sum(axis=1) == 16).all()
+    np.testing.assert_allclose(counts.mean(axis=0), 16 / 9, atol=0.06)
+    # weights inside the 1e-6 tolerance but not summing to exactly 1 still give S sequences
     s = make(mode="stratified", weights=np.array([0.3, 0.3, 0.4 + 9e-7]), batch_size=5)
-    ids = torch.cat([mb["domain_id"] for mb in s.next_step()]).numpy()
-    assert np.bincount(ids, minlength=3).tolist() == [3, 3, 4]
+    assert step_counts(s, 1, 3).tolist() == [[3, 3, 4]]
 
 
 def test_zero_weight_domain_is_never_drawn_and_set_weights_applies_next_step() -> None:

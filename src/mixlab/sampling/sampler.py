@@ -12,8 +12,9 @@ The rules
       rank derives the same labels without communication. ``mode`` chooses how:
 
       - ``mixed``: each of the ``S`` sequences draws its domain i.i.d. ~ ``w``;
-      - ``stratified``: domain ``i`` gets ``round(S * w_i)`` sequences (largest remainder,
-        ties to the lower domain index), in a shuffled order;
+      - ``stratified``: domain ``i`` gets ``floor(S * w_i)`` or ``ceil(S * w_i)`` sequences,
+        ``S * w_i`` on average (systematic rounding with one random offset per step), in a
+        shuffled order;
       - ``homogeneous``: each of the ``M = world_size * grad_accum`` micro-batches draws one
         domain ~ ``w`` and all its sequences come from that domain (ODM / AC-ODM).
 
@@ -72,6 +73,7 @@ STATE_VERSION = 1
 # fixed length: numpy's SeedSequence treats [a, b] and [a, b, 0] as the same entropy.
 _LABEL_STREAM = 0x6D69_7801
 _WINDOW_STREAM = 0x6D69_7802
+_ROUND_STREAM = 0x6D69_7804  # stratified mode's rounding offset per step (0x...03: documents)
 
 
 class TokenArray(Protocol):
@@ -296,16 +298,24 @@ class MixtureSampler:
         return np.repeat(units, b) if self.mode == "homogeneous" else units
 
     def _stratified_counts(self, n: int) -> np.ndarray:
-        """round(n * w_i) per domain: floors, then the leftover to the largest remainders."""
-        k = len(self.domains)
-        # Renormalise first: a sum of 1 + 1e-6 would otherwise let the floors exceed n.
-        exact = self._weights / self._weights.sum() * n
-        counts = np.floor(exact).astype(np.int64)
-        leftover = n - int(counts.sum())
-        assert 0 <= leftover <= k, (leftover, k)
-        order = np.argsort(-(exact - counts), kind="stable")
-        counts[order[:leftover]] += 1
-        return counts
+        """Each domain's count of the step: ``floor(n w_i)`` or ``ceil(n w_i)``, ``n`` in all,
+        with expectation exactly ``n w_i`` (systematic rounding).
+
+        The points ``u, u + 1, ..., u + n - 1`` (one offset ``u ~ U[0, 1)`` per step, from its
+        own stream) are dealt to the domains by the cumulative shares ``C_i = n (w_1 + ... +
+        w_i)``: domain ``i`` gets the points in ``[C_{i-1}, C_i)``. An integer ``n w_i`` is
+        served exactly every step (uniform over ``K`` domains when ``K`` divides ``n``); a
+        fraction is served as often as it asks, where a fixed rounding would serve the same
+        ``floor`` or ``ceil`` every step and bias the shares (e.g. the first 7 of 9 domains at 2
+        of 16 sequences, the other 2 at 1).
+        """
+        # Renormalise first (a sum of 1 + 1e-6 must still deal n points); the rounding at 1e-9
+        # keeps cumulative shares that are integers exact.
+        edges = np.round(np.cumsum(self._weights / self._weights.sum() * n), 9)
+        edges[-1] = n
+        u = np.random.default_rng([self.seed, _ROUND_STREAM, self.step + 1]).random()
+        dealt = np.ceil(edges - u).astype(np.int64)  # points u + j below each C_i
+        return np.diff(dealt, prepend=0)
 
     def next_step(self) -> list[dict[str, torch.Tensor]]:
         """Advance one optimiser step; return this rank's ``grad_accum`` micro-batches.
