@@ -271,7 +271,7 @@ def test_a_shared_stage_must_be_the_same_in_every_run(tmp_path: Path) -> None:
         ConfigError, match=r"run 'natural', stage 'trunk': shared stage differs from run 'uniform'"
     ) as err:
         parse_suite(raw, source="s.yaml").plan(tmp_path)
-    assert "mixing.name is 'natural' here and 'uniform' there (2 field(s) differ)" in str(err.value)
+    assert "(mixing.name: 'uniform' there, 'natural' now; 2 field(s) differ)" in str(err.value)
     with pytest.raises(ConfigError, match="'shared' must be true or false"):
         parse_suite(branched_suite(shared="yes"))
 

@@ -80,7 +80,7 @@ import yaml
 
 from mixlab.config import RunConfig, apply_override, read_yaml_mapping, set_path
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.train.run_folder import RunFolder
+from mixlab.train.run_folder import RunFolder, differences
 
 log = logging.getLogger(__name__)
 
@@ -366,35 +366,21 @@ def _stage_dirs(run: RunSpec, root: Path, jdir: Path, seed: int) -> dict[str, Pa
 
 def _check_shared(step: Step, run: str, seen: dict[Path, tuple[str, Step]], where: str) -> None:
     """A shared stage runs once per seed: every run must ask for the same process."""
-    first = seen.setdefault(step.dir, (run, step))
-    other_run, other = first
+    other_run, other = seen.setdefault(step.dir, (run, step))
     if other is step:
         return
-    mine, theirs = _identity(step), _identity(other)
-    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    differ = differences(_identity(other), _identity(step))
     if differ:
-        k = differ[0]
         raise ConfigError(
-            f"{where}: shared stage differs from run {other_run!r}'s: {k} is "
-            f"{mine.get(k)!r} here and {theirs.get(k)!r} there ({len(differ)} field(s) differ); "
-            "every run must resolve a shared stage (a branch's trunk is one) to the same config"
+            f"{where}: shared stage differs from run {other_run!r}'s ({differ[0]}; "
+            f"{len(differ)} field(s) differ); every run must resolve a shared stage (a branch's "
+            "trunk is one) to the same config"
         )
 
 
 def _identity(step: Step) -> dict[str, Any]:
-    """What makes a step the same process: its kind, config and search spec, flattened."""
-    return {"kind": step.kind, **_flat(step.config.to_dict()), **_flat({"search": step.search})}
-
-
-def _flat(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for k, v in raw.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    """What makes a step the same process: its kind, config and search spec."""
+    return {"kind": step.kind, **step.config.to_dict(), "search": step.search}
 
 
 def _with_trunk(step: Step, stages: Sequence[Step]) -> Step:
