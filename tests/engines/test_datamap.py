@@ -56,6 +56,10 @@ def test_placeholders_are_domain_names():
         ("code: /a\n  noise: : /b\n", r"p.yaml:2: invalid YAML"),
         ("- /a\n- /b\n", "expected a mapping"),
         (
+            "code: /a\nnoise: /b\nnumbers: /c\nprose: {paths: /p, tokns: 3}\n",
+            r"unknown key\(s\) tokns; allowed: paths, test, tokens, tokens_per_sample, valid",
+        ),
+        (
             "code: /a\nnoise: /b\nnumbers: /c\nprose: {paths: /p, tokens_per_sample: 0}\n",
             "tokens_per_sample must be a number > 0",
         ),

@@ -79,7 +79,7 @@ from typing import Any
 import yaml
 
 from mixlab.config import RunConfig, apply_override, read_yaml_mapping, set_path
-from mixlab.errors import ConfigError, MixlabError
+from mixlab.errors import ConfigError, MixlabError, reject_unknown_keys
 from mixlab.train.run_folder import RunFolder, differences
 
 log = logging.getLogger(__name__)
@@ -452,7 +452,7 @@ def parse_suite(raw: Any, *, source: str = "<suite>", root: Path | None = None) 
     """Validate a suite mapping (as read from YAML); ``root`` resolves ``base_config``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with 'base' and 'runs'")
-    _known_keys(raw, _SUITE_KEYS, source)
+    reject_unknown_keys(raw, _SUITE_KEYS, source)
     base: dict[str, Any] = {}
     if raw.get("base_config"):
         cfg_path = Path(raw["base_config"])
@@ -522,7 +522,7 @@ def _parse_branch(raw: Any, source: str) -> Branch | None:
     where = f"{source}: branch"
     if not isinstance(raw, dict) or "at" not in raw:
         raise ConfigError(f"{where}: expected a mapping with 'at' (a step, or a fraction like 0.3)")
-    _known_keys(raw, _BRANCH_KEYS, where)
+    reject_unknown_keys(raw, _BRANCH_KEYS, where)
     return Branch(check_branch_at(raw["at"], where), _overrides(raw, where))
 
 
@@ -541,7 +541,7 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
         raise ConfigError(f"{where}: expected a mapping with a 'name' (and 'set', 'stages')")
     name = _check_name(raw["name"], where)
     where = f"{source}: run {name!r}"
-    _known_keys(raw, _RUN_KEYS, where)
+    reject_unknown_keys(raw, _RUN_KEYS, where)
     stages_raw = raw.get("stages") or []
     if not isinstance(stages_raw, list):
         raise ConfigError(f"{where}: 'stages' must be a list")
@@ -550,7 +550,7 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
         swhere = f"{where}, stages[{j}]"
         if not isinstance(s, dict) or "name" not in s:
             raise ConfigError(f"{swhere}: expected a mapping with 'name', 'kind', 'set'")
-        _known_keys(s, _STAGE_KEYS, swhere)
+        reject_unknown_keys(s, _STAGE_KEYS, swhere)
         kind = str(s.get("kind", "train"))
         if kind not in STAGE_KINDS:
             raise ConfigError(f"{swhere}: kind {kind!r}; valid: {', '.join(STAGE_KINDS)}")
@@ -560,7 +560,7 @@ def _parse_run(raw: Any, index: int, source: str) -> RunSpec:
         if search is not None:
             if not isinstance(search, dict):
                 raise ConfigError(f"{swhere}: 'search' must map spec sections (swarm, fit, ...)")
-            _known_keys(search, _SEARCH_KEYS, swhere, prefix="search.")
+            reject_unknown_keys(search, _SEARCH_KEYS, swhere, prefix="search.")
         stage_name = _check_name(s["name"], swhere)
         shared = s.get("shared", False)
         if not isinstance(shared, bool):
@@ -588,15 +588,6 @@ def _overrides(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...
         if not isinstance(key, str) or "." not in key:
             raise ConfigError(f"{where}: 'set' key {key!r}: name a section and field, a.b")
     return tuple((k, v) for k, v in s.items())
-
-
-def _known_keys(raw: Mapping[str, Any], valid: set[str], where: str, prefix: str = "") -> None:
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"valid: {', '.join(sorted(valid))}"
-        )
 
 
 def _check_name(name: Any, where: str) -> str:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mixlab.errors import ConfigError
+from mixlab.errors import ConfigError, reject_unknown_keys
 
 _KEYS = ("paths", "tokens", "valid", "test", "tokens_per_sample")
 
@@ -153,11 +153,7 @@ def _domain_data(value: Any, where: str) -> DomainData:
         return DomainData(paths=_paths(value, where, "the value"))
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a path, a list of paths or a mapping with 'paths'")
-    unknown = sorted(set(value) - set(_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_KEYS)}"
-        )
+    reject_unknown_keys(value, _KEYS, where)
     if "paths" not in value:
         raise ConfigError(f"{where}: missing 'paths'")
     paths = _paths(value["paths"], where, "paths")

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixlab.errors import ConfigError
+from mixlab.errors import ConfigError, reject_unknown_keys
 from mixlab.search.law import available_laws
 from mixlab.search.objective import OBJECTIVES
 
@@ -150,7 +150,7 @@ def parse_search_spec(
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: expected a mapping with 'base', 'target', 'swarm', 'fit'")
     raw = copy.deepcopy(dict(raw))
-    _unknown(raw, _TOP_KEYS, source, "the spec")
+    reject_unknown_keys(raw, _TOP_KEYS, source)
     base: dict[str, Any] = {}
     if raw.get("base_config"):
         cfg_path = _relative(raw.pop("base_config"), root)
@@ -166,7 +166,7 @@ def parse_search_spec(
             apply_override(raw, item)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
-    _unknown(raw, _TOP_KEYS, source, "the spec")  # an override may have added a key
+    reject_unknown_keys(raw, _TOP_KEYS, source)  # an override may have added a key
 
     target = raw.get("target")
     if not isinstance(target, Mapping) or not target:
@@ -203,7 +203,7 @@ def merge_mappings(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
 def _check_target(target: dict[str, Any], source: str, root: Path | None) -> None:
     from mixlab.config import read_yaml_mapping
 
-    _unknown(target, _TARGET_KEYS, source, "target")
+    reject_unknown_keys(target, _TARGET_KEYS, source, prefix="target.")
     forms = [k for k in ("max_steps", "tokens", "config") if k in target]
     if len(forms) != 1:
         raise ConfigError(
@@ -230,7 +230,7 @@ def _check_target(target: dict[str, Any], source: str, root: Path | None) -> Non
 
 def _swarm(raw: dict[str, Any], source: str) -> SwarmSettings:
     s = SwarmSettings()
-    _unknown(raw, tuple(asdict(s)), source, "swarm")
+    reject_unknown_keys(raw, asdict(s), source, prefix="swarm.")
     if raw.get("runs") is not None:
         s.runs = _int(raw["runs"], "swarm.runs", source, minimum=0)
     prior = raw.get("prior", s.prior)
@@ -269,7 +269,7 @@ def _swarm(raw: dict[str, Any], source: str) -> SwarmSettings:
 
 def _fit(raw: dict[str, Any], source: str) -> FitSettings:
     f = FitSettings()
-    _unknown(raw, tuple(asdict(f)), source, "fit")
+    reject_unknown_keys(raw, asdict(f), source, prefix="fit.")
     f.law = str(raw.get("law", f.law))
     if f.law not in available_laws():
         raise ConfigError(
@@ -317,7 +317,7 @@ def _fit(raw: dict[str, Any], source: str) -> FitSettings:
 
 def _eval(raw: dict[str, Any], source: str) -> EvalSettings:
     e = EvalSettings()
-    _unknown(raw, tuple(asdict(e)), source, "eval")
+    reject_unknown_keys(raw, asdict(e), source, prefix="eval.")
     e.every = _int(raw.get("every", 0), "eval.every", source, minimum=0)
     domains = raw.get("domains")
     if domains is not None:
@@ -338,17 +338,6 @@ def _section(raw: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{source}: {key}: must be a mapping, got {type(value).__name__}")
     return dict(value)
-
-
-def _unknown(raw: Mapping[str, Any], valid: Iterable[str], source: str, where: str) -> None:
-    names = tuple(valid)
-    extra = sorted(str(k) for k in raw if k not in names)
-    if extra:
-        prefix = "" if where == "the spec" else f"{where}."
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(prefix + k for k in extra)} in {where}; "
-            f"valid: {', '.join(names)}"
-        )
 
 
 def _relative(path: Any, root: Path | None) -> Path:
