@@ -102,6 +102,12 @@ def test_registered_and_loop_facing_attributes() -> None:
     assert policy.phase == "warmup" and policy.last_state is None
 
 
+def test_warmup_steps_as_a_fraction_of_the_run() -> None:
+    assert make(warmup_steps=0.25).warmup_steps == round(0.25 * T)
+    assert make(warmup_steps=7).warmup_steps == 7
+    assert make(warmup_steps=0).warmup_steps == 0
+
+
 def test_warmup_is_odm_smoothed_then_the_actor_takes_over() -> None:
     policy = make(exploration="none")
     odm = OdmPolicy(DOMAINS, TOKENS / TOKENS.sum(), rule="smoothed_mean", alpha=0.5)
@@ -294,6 +300,8 @@ def test_missing_feedback_inputs_raise() -> None:
         ("reward_layers", [1.5]),
         ("pre_clip", 0.0),
         ("warmup_steps", -2),
+        ("warmup_steps", 1.5),
+        ("warmup_steps", -0.5),
         ("preset", "paper"),
         ("preset_except", ["hidden"]),
         ("critic_output", "matrix"),

@@ -244,9 +244,11 @@ class AcodmOptions(Section):
         "min_lr_ratio*lr at T; the release schedule). Default constant.",
     )
     min_lr_ratio: Float = Field(0.1, description="Final lr / peak lr of warmup_cosine (0.1).")
-    warmup_steps: Int = Field(
+    warmup_steps: Float = Field(
         -1,
-        description="LM steps T_w on the ODM smoothed_mean mixer while replay fills; "
+        description="LM steps T_w on the warm-up mixer while replay fills: whole steps, or a "
+        "fraction of the run's steps T in (0, 1) (0.3 = the first 30%; arms that warm up "
+        "alike on the same prior start alike: configs/suites/acodm_shared_start.yaml); "
         "-1 = max(2N, floor(0.05 T)).",
     )
     warmup_alpha: Float = Field(0.5, description="EMA factor of the ODM warm-up mixer (0.5).")
@@ -364,11 +366,14 @@ def is_bounded(opts: AcodmOptions) -> bool:
     return opts.bound is not None and opts.bound != UNBOUNDED
 
 
-def resolve_warmup_steps(warmup_steps: int, batch_size: int, total_steps: int) -> int:
-    """-1 means max(2N, floor(0.05 T)); any other value is used as given."""
+def resolve_warmup_steps(warmup_steps: float, batch_size: int, total_steps: int) -> int:
+    """T_w in LM steps: -1 means max(2N, floor(0.05 T)), a fraction f in (0, 1) round(f T),
+    whole steps are used as given."""
     if warmup_steps == -1:
         return max(2 * batch_size, int(0.05 * total_steps))
-    return warmup_steps
+    if 0 < warmup_steps < 1:
+        return round(warmup_steps * total_steps)
+    return int(warmup_steps)
 
 
 def _err(name: str, msg: str, value: Any) -> ConfigError:
@@ -430,7 +435,6 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         "updates_per_step": 1,
         "agent_update_every": 1,
         "agent_threads": 0,
-        "warmup_steps": -1,
         "floor_per_domain": 0,
         "guard_hardest": 0,
         "horizon": 1,
@@ -441,6 +445,9 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         value = getattr(opts, name)
         if not (_is_int(value) and value >= low):
             raise _err(name, f"must be an integer >= {low}", value)
+    tw = opts.warmup_steps
+    if not (_is_num(tw) and (tw == -1 or 0 < tw < 1 or (tw >= 0 and float(tw).is_integer()))):
+        raise _err("warmup_steps", "must be -1, a fraction in (0, 1) or whole steps >= 0", tw)
     if (opts.prior == "file") != (opts.prior_file is not None):
         raise ConfigError(
             "mixing.acodm.prior_file goes with mixing.acodm.prior: file (a JSON weights file "
