@@ -205,3 +205,28 @@ def test_policy_out_needs_a_policy_that_exports(tiny_store: Path, tmp_path: Path
     raw["mixing"] = {"name": "uniform", "policy_out": str(tmp_path / "p.pt")}
     with pytest.raises(ConfigError, match=r"mixing\.policy_out: an option of acodm"):
         Trainer(RunConfig.from_dict(raw), tmp_path / "run")
+
+
+def test_heldout_progress_probes_forward_only_and_resumes_exactly(
+    tiny_store: Path, tmp_path: Path
+) -> None:
+    """``progress_loss: heldout``: a loss-only probe every heldout_every steps (no hook, no
+    gradient), its losses in the logs, and a resume between two probes gives the same
+    mixtures as the uninterrupted run."""
+    acodm = {"reward": "progress", "progress_loss": "heldout", "heldout_every": 4}
+    cfg = acodm_cfg(tiny_store, {"acodm": acodm}, checkpoint_every=100, eval_every=0)
+    trainer = Trainer(cfg, tmp_path / "probe")
+    assert trainer.probes is not None and trainer.probes.capture is None
+    assert trainer.probes.heldout is not None and trainer.probes.heldout.capture is None
+    train(cfg, tmp_path / "full")
+    records = [r for r in read_metrics(tmp_path / "full") if "train/loss" in r]
+    assert [r["step"] for r in records if "mix/heldout_seconds" in r] == [1, 5, 9, 13]
+    last = records[-1]
+    assert all(np.isfinite(last[f"mix/acodm/heldout_loss/{d}"]) for d in DOMAINS)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part", callbacks=[KillAt(10)])
+    train(cfg, tmp_path / "part", resume=True)
+    full, part = weight_rows(tmp_path / "full"), weight_rows(tmp_path / "part")
+    assert sorted(full) == sorted(part) == list(range(1, 15))
+    for step in full:
+        np.testing.assert_array_equal(full[step], part[step], err_msg=f"step {step}")

@@ -160,3 +160,43 @@ def test_heldout_probe_leaves_out_a_scrap_after_the_scored_windows(
         probe = HeldoutProbe(needs, model, store, seq_len=16, reserved_tokens=32)
     assert "b (8 of 40 tokens unscored)" in caplog.text
     assert [d for d, _ in probe.windows] == [0]
+
+
+def test_loss_only_probe_scores_the_same_unscored_windows_without_gradients(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``losses_only`` (AC-ODM's ``progress_loss: heldout``): the same windows, spread over the
+    unscored text, at every capture, their mean loss by a plain forward, no gradient anywhere;
+    the warning and the error name the progress switch."""
+    from mixlab.errors import ConfigError
+    from mixlab.mixing.base import HeldoutGradientNeeds
+    from mixlab.model.factory import build_model
+    from mixlab.model.losses import token_losses
+    from mixlab.train.probes import HeldoutProbe
+
+    model = build_model(preset="llama-tiny", vocab_size=300, eos_id=1, max_seq_len=32, seed=0)
+    store = _ValStore()  # a: 80 tokens, b: 48, c: 10
+    needs = HeldoutGradientNeeds(every=5, windows_per_domain=2, blocks=(), losses_only=True)
+    with caplog.at_level("WARNING"):
+        probe = HeldoutProbe(needs, model, store, seq_len=16, reserved_tokens=32)
+    assert "progress_loss=heldout" in caplog.text and "training loss instead" in caplog.text
+    assert probe.capture is None
+    first = [(ids.tolist(), dom.tolist()) for ids, dom in probe.batches(1)]
+    assert all([(i.tolist(), d.tolist()) for i, d in probe.batches(s)] == first for s in (6, 11))
+    a = store.val["a"]  # unscored windows start at 32, 48, 64: the first and the last
+    starts_a = sorted(
+        int(w[0]) for ids, dom in probe.batches(1) for w, d in zip(ids, dom, strict=True) if d == 0
+    )
+    assert starts_a == sorted([int(a[32]), int(a[64])])
+    out = probe.measure(model, step=6)
+    assert "heldout_grad_sum" not in out
+    assert all(p.grad is None for p in model.parameters())
+    with torch.no_grad():
+        expected = []
+        for d in range(2):
+            rows = torch.cat([ids[dom == d] for ids, dom in probe.batches(6)])
+            expected.append(float(token_losses(model(input_ids=rows).logits, rows).mean()))
+    np.testing.assert_allclose(out["heldout_loss"][:2], expected, rtol=1e-5)
+    assert np.isnan(out["heldout_loss"][2]) and out["heldout_grad_count"][2] == 0
+    with pytest.raises(ConfigError, match="progress_loss=train"):
+        HeldoutProbe(needs, model, store, seq_len=16, reserved_tokens=None)

@@ -30,7 +30,8 @@ sets up exactly that, nothing more:
                             same hooks; fills ``extras["heldout_grad_sum"]`` (K, P),
                             ``extras["heldout_grad_count"]`` and ``extras["heldout_loss"]``
                             (K,) at those steps only. The model's gradients and weights are
-                            left untouched
+                            left untouched. ``losses_only``: one forward without gradients
+                            of the same windows every time; only the losses and counts
 ``weight_norms``            measures the MLP down-projections at those relative depths after
                             each update (the trainer keeps the reference copies, a policy
                             never holds model weights); fills ``param_norms`` and
@@ -133,12 +134,16 @@ class HeldoutGradientNeeds:
         every: capture at steps t with (t - 1) % every == 0 (so at t = 1 first).
         windows_per_domain: validation windows of each domain in the held-out batch.
         blocks, role: the matrices, as in :class:`GradientNeeds`.
+        losses_only: the held-out *losses* only, of the same windows at every capture (spread
+            evenly over the unscored text): one forward without gradients (a loss trend on
+            fixed text, for AC-ODM's progress estimate); ``blocks`` and ``role`` are unused.
     """
 
     every: int
     windows_per_domain: int
     blocks: tuple[int, ...]
     role: str = "mlp_down"
+    losses_only: bool = False
 
     def due(self, step: int) -> bool:
         """True at the steps that capture (1, 1 + every, 1 + 2 every, ...)."""

@@ -149,8 +149,9 @@ class Trainer:
         # Hooks go on the module itself, before DDP/FSDP wrap it (they see local values).
         if needs.heldout_gradients is not None and self.dist.enabled and t.distributed == "fsdp":
             raise ConfigError(
-                "mixing.acodm.reward=heldout_alignment does not run under "
-                "train.distributed=fsdp; use ddp, or mixing.acodm.reward=alignment"
+                "the held-out probe (mixing.acodm.reward=heldout_alignment or "
+                "progress_loss=heldout) does not run under train.distributed=fsdp; use ddp, "
+                "or mixing.acodm.reward=alignment / progress_loss=train"
             )
         self.probes = ModelProbes.for_needs(
             needs,

@@ -18,6 +18,9 @@ Most policies learn from per-domain losses alone. A policy that needs more says 
   ``["heldout_grad_count"]`` (tokens) and ``["heldout_loss"]`` (K,) at those steps. It runs
   before the optimiser update, so both gradients are taken at the same parameters. Every rank
   computes the same batch (the values are not summed over ranks); FSDP is not supported.
+  With ``losses_only`` (AC-ODM's ``progress_loss: heldout``) the windows are the same at every
+  capture, spread evenly over the unscored text (so they come from several documents), and
+  there is one forward without gradients: only ``heldout_loss`` and the counts.
 * ``needs.weight_norms`` (depth points): Frobenius norms of the MLP down-projections at those
   relative depths, measured after the optimiser step, and their change against a reference
   copy (:class:`WeightNormTracker`; Feedback ``param_norms`` and
@@ -181,7 +184,7 @@ class ModelProbes:
         """Remove the gradient hooks from the model."""
         if self.capture is not None:
             self.capture.close()
-        if self.heldout is not None:
+        if self.heldout is not None and self.heldout.capture is not None:
             self.heldout.capture.close()
 
 
@@ -219,9 +222,11 @@ class HeldoutProbe:
         if not domains:
             raise DataError("held-out gradients: the store has no domains")
         self.num_domains = len(domains)
-        blocks = select_reward_blocks(len(decoder_blocks(model)), needs.blocks)
-        self.capture = DomainGradCapture(role_modules(model, needs.role, blocks), len(domains))
-        self.capture.record_outputs = True
+        self.capture: DomainGradCapture | None = None
+        if not needs.losses_only:
+            blocks = select_reward_blocks(len(decoder_blocks(model)), needs.blocks)
+            self.capture = DomainGradCapture(role_modules(model, needs.role, blocks), len(domains))
+            self.capture.record_outputs = True
         # (domain index, its windows) for the domains with unscored validation text.
         self.windows: list[tuple[int, np.ndarray]] = []
         left_out: list[str] = []
@@ -249,21 +254,45 @@ class HeldoutProbe:
         )
         if not self.windows:
             raise ConfigError(
-                "mixing.acodm.reward=heldout_alignment: no domain has validation text that the "
-                f"evaluation does not score (it reads {what}), so the held-out gradients would "
-                "be taken on the text the run is judged on. Lower eval.max_tokens_per_domain "
-                "below the validation splits, prepare the store with larger validation "
-                "splits, or use mixing.acodm.reward=loss"
+                f"{self.user}: no domain has validation text that the evaluation does not "
+                f"score (it reads {what}), so the held-out batch would be taken on the text "
+                "the run is judged on. Lower eval.max_tokens_per_domain below the validation "
+                f"splits, prepare the store with larger validation splits, or {self.instead}"
             )
         if left_out:
             logger.warning(
-                "held-out reward: %s get(s) no held-out windows: the evaluation reads %s. "
-                "Their training gradients are still scored against the other domains' "
-                "held-out gradient; to include them, lower eval.max_tokens_per_domain or give "
-                "them larger validation splits",
+                "%s: %s get(s) no held-out windows: the evaluation reads %s. %s; to include "
+                "them, lower eval.max_tokens_per_domain or give them larger validation splits",
+                self.user,
                 ", ".join(left_out),
                 what,
+                self.fallback,
             )
+
+    @property
+    def user(self) -> str:
+        return (
+            "mixing.acodm.progress_loss=heldout"
+            if self.needs.losses_only
+            else "mixing.acodm.reward=heldout_alignment"
+        )
+
+    @property
+    def instead(self) -> str:
+        return (
+            "use mixing.acodm.progress_loss=train"
+            if self.needs.losses_only
+            else "use mixing.acodm.reward=loss"
+        )
+
+    @property
+    def fallback(self) -> str:
+        return (
+            "Their progress is measured on their training loss instead"
+            if self.needs.losses_only
+            else "Their training gradients are still scored against the other domains' "
+            "held-out gradient"
+        )
 
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The (input_ids, domain_id) batches of the capture at ``step``, one per length."""
@@ -272,7 +301,10 @@ class HeldoutProbe:
         groups: dict[int, tuple[list[np.ndarray], list[int]]] = {}
         for d, windows in self.windows:
             count = windows.shape[0]
-            picked = sorted({count - 1 - (first + j) % count for j in range(n)})
+            if self.needs.losses_only:  # the same windows every time, spread over the text
+                picked = sorted({int(i) for i in np.linspace(0, count - 1, n).round()})
+            else:
+                picked = sorted({count - 1 - (first + j) % count for j in range(n)})
             rows, ids = groups.setdefault(int(windows.shape[1]), ([], []))
             rows.extend(windows[picked])
             ids.extend([d] * len(picked))
@@ -287,32 +319,37 @@ class HeldoutProbe:
         step: int,
         autocast: contextlib.AbstractContextManager[Any] | None = None,
     ) -> dict[str, Any]:
-        """Forward the step's batch, backward to the hooked outputs; the held-out fields."""
+        """Forward the step's batch, backward to the hooked outputs; the held-out fields
+        (``losses_only``: the forward without gradients, and no ``heldout_grad_sum``)."""
         start = time.perf_counter()
         device = next(model.parameters()).device
         loss_sum = np.zeros(self.num_domains)
         count = np.zeros(self.num_domains)
+        grad_mode = contextlib.nullcontext() if self.capture is not None else torch.no_grad()
         for ids, domain_id in self.batches(step):
-            self.capture.begin(domain_id)
+            if self.capture is not None:
+                self.capture.begin(domain_id)
             ids = ids.to(device)
-            with autocast if autocast is not None else contextlib.nullcontext():
+            with grad_mode, autocast if autocast is not None else contextlib.nullcontext():
                 logits = self.forward(model, ids)
             tok = token_losses(logits, ids)  # (B, L-1) fp32
-            outputs = self.capture.outputs
-            self.capture.stop()
-            if outputs:
-                torch.autograd.grad(tok.sum(), outputs)  # fills the capture; no param grads
+            if self.capture is not None:
+                outputs = self.capture.outputs
+                self.capture.stop()
+                if outputs:
+                    torch.autograd.grad(tok.sum(), outputs)  # fills the capture; no param grads
             per_seq = tok.detach().sum(dim=1).double().cpu().numpy()
             np.add.at(loss_sum, domain_id.numpy(), per_seq)
             np.add.at(count, domain_id.numpy(), float(tok.shape[1]))
-        grad_sum = self.capture.collect()
         loss = np.divide(loss_sum, count, out=np.full(self.num_domains, np.nan), where=count > 0)
-        return {
-            "heldout_grad_sum": grad_sum,
+        fields: dict[str, Any] = {
             "heldout_grad_count": count,
             "heldout_loss": loss,
             "heldout_seconds": time.perf_counter() - start,
         }
+        if self.capture is not None:
+            fields["heldout_grad_sum"] = self.capture.collect()
+        return fields
 
 
 class WeightNormTracker:

@@ -315,6 +315,8 @@ def test_missing_feedback_inputs_raise() -> None:
         ("state", "both"),
         ("guard_hardest", -1),
         ("guard_hardest", 3),
+        ("progress_loss", "eval"),
+        ("progress_loss", "heldout"),  # the paper variant keeps no progress estimate
     ],
 )
 def test_bad_options_name_the_field(field: str, value: Any) -> None:
@@ -588,24 +590,93 @@ def test_state_gain_shows_the_progress_estimate_and_shares_it_with_the_reward() 
     assert gain.state_dict()["progress"] == plain.state_dict()["progress"]
 
 
-def test_state_gain_resumes_bit_identically() -> None:
-    kw: dict[str, Any] = {"reward": "progress", "state_gain": True}
+def split_feedback(t: int, rng: np.random.Generator) -> Feedback:
+    """The training and held-out curves disagree. Training: a the hardest and flat, b learning,
+    c flat. Held out (every 10 steps from t = 1, taken before step t's update): b the hardest
+    and flat, c learning, a flat."""
+    tok = np.full(K, 64.0)
+    train = np.array([4.5, 4.0 - 0.004 * t, 3.0]) + rng.normal(0, 0.02, size=K)
+    extras: dict[str, Any] = {}
+    if (t - 1) % 10 == 0:
+        extras["heldout_loss"] = np.array([3.0, 4.2, 3.5 - 0.004 * (t - 1)])
+        extras["heldout_grad_count"] = np.full(K, 63.0)
+    return Feedback(t, T, train * tok, tok, np.ones(K), extras=extras)
+
+
+def test_heldout_progress_follows_the_heldout_curve_and_the_guard_ranks_by_it() -> None:
+    """``progress_loss: heldout`` asks for a loss-only probe every heldout_every steps; the
+    progress reward then favours c (learning on held-out text) over b (learning on the
+    training text), and ``guard_hardest: 1`` holds b, the held-out hardest, at its prior
+    (by the training loss it would hold a)."""
+    kw: dict[str, Any] = {"reward": "progress", "actor_lr": 1e-2, "guard_hardest": 1}
+    policies = {src: make_mixlab(progress_loss=src, **kw) for src in ("train", "heldout")}
+    probe = policies["heldout"].needs.heldout_gradients
+    assert (
+        probe is not None
+        and probe.losses_only
+        and (probe.every, probe.windows_per_domain)
+        == (
+            10,
+            1,
+        )
+    )
+    assert policies["train"].needs.heldout_gradients is None
+    rng = np.random.default_rng(0)
+    for t in range(1, 301):
+        fb = split_feedback(t, rng)
+        for policy in policies.values():
+            policy.update(fb)
+    train, heldout = policies["train"].log_values(), policies["heldout"].log_values()
+    assert train["acodm/raw_reward/b"] > train["acodm/raw_reward/c"]
+    assert heldout["acodm/raw_reward/c"] > heldout["acodm/raw_reward/b"]
+    assert heldout["acodm/heldout_loss/b"] == pytest.approx(4.2)
+    w_train, w_heldout = policies["train"].weights(), policies["heldout"].weights()
+    assert w_train[0] == pytest.approx(1 / K) and w_train[1] > w_train[2]
+    assert w_heldout[1] == pytest.approx(1 / K) and w_heldout[2] > 1 / K > w_heldout[0]
+
+
+@pytest.mark.parametrize(
+    ("kw", "make_feedback"),
+    [
+        ({"reward": "progress", "state_gain": True}, progress_feedback),
+        # probes at 41 and 51: saved at 45 with 4 steps of tokens pending
+        ({"reward": "progress", "progress_loss": "heldout", "guard_hardest": 1}, split_feedback),
+    ],
+    ids=["state_gain", "heldout_progress"],
+)
+def test_progress_estimate_resumes_bit_identically(kw: dict[str, Any], make_feedback: Any) -> None:
     a = make_mixlab(**kw)
     rng = np.random.default_rng(0)
-    for t in range(1, 41):
-        a.update(progress_feedback(t, rng))
+    for t in range(1, 46):
+        a.update(make_feedback(t, rng))
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
     buf.seek(0)
     b = make_mixlab(**kw)
     b.load_state_dict(torch.load(buf, weights_only=False))
-    for t in range(41, 61):
-        fb = progress_feedback(t, rng)
+    for t in range(46, 71):
+        fb = make_feedback(t, rng)
         a.update(fb)
         b.update(fb)
         assert np.array_equal(a.weights(), b.weights())
         assert np.array_equal(a.last_state, b.last_state)
     assert a.log_values() == b.log_values()
+
+
+def test_heldout_progress_options(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"progress_loss.*does not use"):
+        make_mixlab(reward="loss", progress_loss="heldout")
+    with pytest.raises(ConfigError, match=r"progress_loss.*heldout_alignment"):
+        make_mixlab(state_gain=True, progress_loss="heldout")  # MIXLAB's reward
+    ok = make_mixlab(reward="loss", guard_worst=True, progress_loss="heldout")
+    assert ok.needs.heldout_gradients is not None
+    # a frozen target reads the estimate only for the state or guard_worst: no probe without
+    proxy = make_mixlab(reward="progress", policy_out=str(tmp_path / "p.acodm.pt"))
+    path = proxy.save_policy_file(tmp_path / "p.acodm.pt", {"seed": 0})
+    kw: dict[str, Any] = {"reward": "progress", "progress_loss": "heldout", "mode": "frozen"}
+    assert make_mixlab(policy_in=str(path), **kw).needs.heldout_gradients is None
+    guarded = make_mixlab(policy_in=str(path), guard_worst=True, **kw)
+    assert guarded.needs.heldout_gradients is not None
 
 
 def test_state_gain_with_the_loss_reward_and_a_frozen_target(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ VARIANTS = ("mixlab", "paper")
 PRIORS = ("uniform", "unimax", "natural", "file")
 REWARDS = ("heldout_alignment", "alignment", "loss", "progress")
 LOSS_REWARDS = ("loss", "progress")  # computed from the step's losses: no gradient capture
+PROGRESS_LOSSES = ("train", "heldout")
 STATES = ("mixlab", "paper")
 WARMUP_MIXERS = ("prior", "odm")
 UNBOUNDED = "none"
@@ -162,15 +163,28 @@ class AcodmOptions(Section):
         "token if its loss follows a power law; no gradient capture). "
         "null = variant default (mixlab loss, paper alignment).",
     )
+    progress_loss: str = Field(
+        "train",
+        description="Which loss the progress estimate (reward: progress, state_gain, "
+        "guard_worst) follows: train (each step's training loss; free) | heldout (the loss of "
+        "heldout_windows fixed validation windows per domain that the evaluation does not "
+        "score, one forward without gradients every heldout_every steps: what the mixture is "
+        "for, when a corpus's training and held-out curves disagree). With heldout the guards "
+        "rank domains by it too. A domain with no unscored validation text keeps its training "
+        "loss (a warning names it) (train).",
+    )
     heldout_every: Int = Field(
         10,
         description="heldout_alignment: one extra small backward on validation windows every "
-        "k LM steps (the held-out gradient between two captures is the last one) (10).",
+        "k LM steps (the held-out gradient between two captures is the last one); "
+        "progress_loss: heldout: one forward every k steps (10).",
     )
     heldout_windows: Int = Field(
         1,
         description="heldout_alignment: validation windows per domain in that backward, walking "
-        "back from the end of each domain's validation split, other windows each time (1).",
+        "back from the end of each domain's validation split, other windows each time; "
+        "progress_loss: heldout: the same windows every time, spread evenly over the "
+        "unscored text (1).",
     )
     reward_ema: Float = Field(
         0.98,
@@ -401,6 +415,7 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         "variant": VARIANTS,
         "prior": PRIORS,
         "reward": REWARDS,
+        "progress_loss": PROGRESS_LOSSES,
         "state": STATES,
         "warmup_mixer": WARMUP_MIXERS,
         "exploration": EXPLORATIONS,
@@ -466,6 +481,20 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
         )
     if opts.state_gain and opts.state != "mixlab":
         raise _err("state_gain", "needs state: mixlab", opts.state_gain)
+    if opts.progress_loss == "heldout" and not uses_progress(opts):
+        raise _err(
+            "progress_loss",
+            "heldout is for the progress estimate, which this run does not use (set reward: "
+            "progress, state_gain: true or guard_worst: true)",
+            opts.progress_loss,
+        )
+    if opts.progress_loss == "heldout" and opts.reward == "heldout_alignment":
+        raise _err(
+            "progress_loss",
+            "heldout cannot share the held-out batch of reward: heldout_alignment (that one "
+            "walks through the validation text, the progress estimate needs fixed windows)",
+            opts.progress_loss,
+        )
     if opts.batch_size > opts.buffer_size:
         raise _err("batch_size", f"must be <= buffer_size ({opts.buffer_size})", opts.batch_size)
     ranges = {  # name -> (low, high, low inclusive, high inclusive)
@@ -503,6 +532,12 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
     layers = opts.reward_layers
     if not (isinstance(layers, (list, tuple)) and layers and all(_is_int(b) for b in layers)):
         raise _err("reward_layers", "must be a non-empty list of block indices", layers)
+
+
+def uses_progress(opts: AcodmOptions) -> bool:
+    """True when the run keeps the progress estimate (reward: progress, state_gain or
+    guard_worst)."""
+    return opts.reward == "progress" or bool(opts.state_gain) or bool(opts.guard_worst)
 
 
 def resolve_mode(mode: str, policy_in: str | None, policy_out: str | None) -> str:

@@ -42,7 +42,10 @@ does to the model; the state's counts feed its own choice back to it. mixlab ins
   maximise the mean (``progress``) at the hardest domain's expense; ``guard_worst`` keeps every
   domain above the share at which the own-token model predicts its loss would pass the
   hardest domain's (:mod:`mixlab.mixing.own_tokens`), so only the slack below the worst
-  domain is spent.
+  domain is spent;
+* optionally measures progress on held-out text (``progress_loss: heldout``): the progress
+  estimate (and the guards' ranking) follows the loss of fixed unscored validation windows,
+  one forward every ``heldout_every`` steps, instead of the training loss.
 
 ``mode=frozen`` skips 2 and 3 (no gradients needed) and acts with the actor of a policy file
 (``frozen_exploration``, default none). ``online`` or ``proxy_train`` with a policy file
@@ -57,6 +60,8 @@ What it needs from the trainer (``policy.needs``, :class:`~mixlab.mixing.base.Po
   ``extras.get("grad_count", microbatch_count)[i]``, count 0 = absent;
 * ``heldout_gradients`` (training modes, ``reward: heldout_alignment``): the held-out batch's
   ``extras["heldout_grad_sum"]`` / ``["heldout_grad_count"]`` every ``heldout_every`` steps;
+  with ``progress_loss: heldout`` (whenever the progress estimate is kept), ``losses_only``:
+  ``extras["heldout_loss"]`` of the same windows every ``heldout_every`` steps;
 * ``weight_norms`` (``state: paper``): ``param_norms`` (D,) and
   ``extras["param_diff_norms"]`` (D,) of the MLP down-projections at ``depth_points``
   (:class:`~mixlab.train.probes.WeightNormTracker`: a policy never holds model weights);
@@ -94,6 +99,7 @@ from mixlab.mixing.acodm.options import (
     is_bounded,
     resolve_options,
     resolve_warmup_steps,
+    uses_progress,
     with_variant_defaults,
 )
 from mixlab.mixing.acodm.policy_file import PolicyFile, load_policy_file, save_policy_file
@@ -200,8 +206,10 @@ class AcodmPolicy(PolicyBase):
         self.budget_tokens = float(budget_tokens)
         self.spec = state_spec(opts, k)
         # reward: progress and the state's gain group read one estimate, updated once a step
-        uses_gain = opts.reward == "progress" or opts.state_gain or opts.guard_worst
-        self._progress = ProgressReward(k) if uses_gain else None
+        self._progress = ProgressReward(k) if uses_progress(opts) else None
+        # progress_loss: heldout: training tokens and loss sums since the last held-out probe
+        self._since_tokens = np.zeros(k)
+        self._since_loss = np.zeros(k)
         self._gain: np.ndarray | None = None  # this step's estimate (update)
         self.builder: StateBuilder | MixlabStateBuilder
         if opts.state == "mixlab":
@@ -267,6 +275,10 @@ class AcodmPolicy(PolicyBase):
             heldout = HeldoutGradientNeeds(
                 opts.heldout_every, opts.heldout_windows, blocks, opts.reward_role
             )
+        elif self._heldout_progress:
+            heldout = HeldoutGradientNeeds(
+                opts.heldout_every, opts.heldout_windows, (), losses_only=True
+            )
         return PolicyNeeds(
             gradients=GradientNeeds(blocks, opts.reward_role) if gradients else None,
             heldout_gradients=heldout,
@@ -294,11 +306,25 @@ class AcodmPolicy(PolicyBase):
         return self._weights.copy()
 
     # ------------------------------------------------------------------ the update
+    @property
+    def _updates_progress(self) -> bool:
+        """The progress estimate is kept and this mode reads it (frozen: only for the state
+        or the worst-loss guard)."""
+        opts = self.opts
+        return self._progress is not None and bool(
+            opts.state_gain or opts.guard_worst or opts.mode != "frozen"
+        )
+
+    @property
+    def _heldout_progress(self) -> bool:
+        return self._updates_progress and self.opts.progress_loss == "heldout"
+
     def update(self, feedback: Feedback) -> None:
         t, opts = int(feedback.step), self.opts
-        if self._progress is not None and (
-            opts.state_gain or opts.guard_worst or opts.mode != "frozen"
-        ):
+        if self._heldout_progress:
+            self._update_heldout_progress(feedback)
+        elif self._updates_progress:
+            assert self._progress is not None
             self._gain = self._progress(feedback.mean_loss(), feedback.token_count)
         state = self._state(feedback)
         tokens = np.asarray(feedback.token_count, dtype=np.float64)
@@ -351,6 +377,34 @@ class AcodmPolicy(PolicyBase):
         self._step = t
         self._log_bound()
 
+    def _update_heldout_progress(self, feedback: Feedback) -> None:
+        """``progress_loss: heldout``: at a probe step the held-out losses (taken before this
+        step's update, so after the tokens of the steps before it) feed the estimate with the
+        training tokens since the last probe; a domain without held-out windows gets its
+        training loss over those steps. Between probes the last estimate stands."""
+        assert self._progress is not None
+        heldout = feedback.extras.get("heldout_loss")
+        if heldout is not None:
+            loss = np.asarray(heldout, dtype=np.float64).copy()
+            missing = ~np.isfinite(loss)
+            train = np.divide(
+                self._since_loss,
+                self._since_tokens,
+                out=np.full(loss.shape, np.nan),
+                where=self._since_tokens > 0,
+            )
+            loss[missing] = train[missing]
+            self._gain = self._progress(loss, self._since_tokens)
+            self._since_tokens[:] = 0.0
+            self._since_loss[:] = 0.0
+            for d, v in zip(self.domains, loss, strict=True):
+                self._logs[f"acodm/heldout_loss/{d}"] = float(v)
+        tokens = np.asarray(feedback.token_count, dtype=np.float64)
+        sums = np.asarray(feedback.loss_sum, dtype=np.float64)
+        ok = np.isfinite(tokens) & np.isfinite(sums) & (tokens > 0)
+        self._since_tokens[ok] += tokens[ok]
+        self._since_loss[ok] += sums[ok]
+
     def _state(self, feedback: Feedback) -> np.ndarray:
         t, total = int(feedback.step), int(feedback.total_steps)
         if isinstance(self.builder, MixlabStateBuilder):
@@ -396,6 +450,10 @@ class AcodmPolicy(PolicyBase):
         floor = np.zeros_like(self.prior)
         k = self.opts.guard_hardest
         loss = self.builder.slow_loss if isinstance(self.builder, MixlabStateBuilder) else None
+        if self._heldout_progress and self._progress is not None:
+            heldout = self._progress.loss
+            if np.isfinite(heldout).all():
+                loss = heldout  # rank by the held-out loss the estimate follows
         if k and loss is not None:
             hardest = np.argsort(-loss, kind="stable")[:k]
             floor[hardest] = self.prior[hardest]
@@ -613,6 +671,8 @@ class AcodmPolicy(PolicyBase):
             "skipped_nonfinite": self._skipped_nonfinite,
             "scale": self._scale.state_dict(),
             "progress": None if self._progress is None else self._progress.state_dict(),
+            "since": [self._since_tokens.tolist(), self._since_loss.tolist()],
+            "gain": None if self._gain is None else self._gain.tolist(),
             "heldout": None if self._heldout is None else self._heldout.copy(),
             "pending": [tuple(np.array(x) for x in item) for item in self._pending],
             "served": self._served.tolist(),
@@ -653,6 +713,11 @@ class AcodmPolicy(PolicyBase):
             self._progress.load_state_dict(state["progress"])
         heldout = state.get("heldout")
         self._heldout = None if heldout is None else np.array(heldout, dtype=np.float64)
+        if "since" in state:
+            self._since_tokens = np.array(state["since"][0], dtype=np.float64)
+            self._since_loss = np.array(state["since"][1], dtype=np.float64)
+        gain = state.get("gain")
+        self._gain = None if gain is None else np.array(gain, dtype=np.float64)
         self._pending = deque(
             tuple(np.array(x, dtype=np.float64) for x in item)  # type: ignore[misc]
             for item in state.get("pending", [])
