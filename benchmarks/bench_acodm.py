@@ -14,7 +14,7 @@ averaged per step (``heldout``), and the policy update incl. the agent (``policy
 every step plus one small held-out forward/backward every 10 steps; ``loss`` is the mixlab
 variant with ``reward: loss`` (no probe inside the model: the agent only), ``progress`` the same
 with ``reward: progress`` (plus its per-domain loss history), ``progress_heldout`` that with
-the estimate on held-out text (``progress_loss: heldout``: a forward of 4 fixed validation
+the estimate on held-out text (``progress_loss: heldout``: a forward of 8 fixed validation
 windows per domain every 40 steps, no backward), ``gain`` that with the progress
 estimate in the state (``state_gain``); ``frozen`` is a mixlab proxy policy driving the run (no
 probe inside the model at all), ``frozen_gain`` a ``gain`` policy file driving it (the frozen
@@ -79,12 +79,7 @@ def make_trainer(args: argparse.Namespace, mode: str, root: Path) -> Any:
                 **({"reward": "heldout_alignment"} if mode.startswith("online") else {}),
                 **({"reward": mode} if mode in ("loss", "progress") else {}),
                 **(
-                    {
-                        "reward": "progress",
-                        "progress_loss": "heldout",
-                        "heldout_every": 40,
-                        "heldout_windows": 4,
-                    }
+                    {"reward": "progress", "progress_loss": "heldout"}
                     if mode == "progress_heldout"
                     else {}
                 ),

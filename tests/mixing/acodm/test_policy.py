@@ -610,16 +610,12 @@ def test_heldout_progress_follows_the_heldout_curve_and_the_guard_ranks_by_it() 
     (by the training loss it would hold a)."""
     kw: dict[str, Any] = {"reward": "progress", "actor_lr": 1e-2, "guard_hardest": 1}
     policies = {src: make_mixlab(progress_loss=src, **kw) for src in ("train", "heldout")}
-    probe = policies["heldout"].needs.heldout_gradients
-    assert (
-        probe is not None
-        and probe.losses_only
-        and (probe.every, probe.windows_per_domain)
-        == (
-            10,
-            1,
-        )
-    )
+    policies["heldout"] = make_mixlab(progress_loss="heldout", heldout_every=10, **kw)
+    probe = make_mixlab(progress_loss="heldout", **kw).needs.heldout_gradients
+    assert probe is not None and probe.losses_only
+    assert (probe.every, probe.windows_per_domain) == (40, 8)  # progress_loss's defaults
+    probe = policies["heldout"].needs.heldout_gradients  # every 10, as the feedback below
+    assert probe is not None and (probe.every, probe.windows_per_domain) == (10, 8)
     assert policies["train"].needs.heldout_gradients is None
     rng = np.random.default_rng(0)
     for t in range(1, 301):

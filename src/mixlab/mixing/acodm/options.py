@@ -173,18 +173,20 @@ class AcodmOptions(Section):
         "rank domains by it too. A domain with no unscored validation text keeps its training "
         "loss (a warning names it) (train).",
     )
-    heldout_every: Int = Field(
-        10,
+    heldout_every: Int | None = Field(
+        None,
         description="heldout_alignment: one extra small backward on validation windows every "
         "k LM steps (the held-out gradient between two captures is the last one); "
-        "progress_loss: heldout: one forward every k steps (10).",
+        "progress_loss: heldout: one forward every k steps. null = 10 for heldout_alignment, "
+        "40 for progress_loss: heldout.",
     )
-    heldout_windows: Int = Field(
-        1,
+    heldout_windows: Int | None = Field(
+        None,
         description="heldout_alignment: validation windows per domain in that backward, walking "
         "back from the end of each domain's validation split, other windows each time; "
         "progress_loss: heldout: the same windows every time, spread evenly over the "
-        "unscored text (1).",
+        "unscored text (fewer than ~8 do not stand for a domain). null = 1 for "
+        "heldout_alignment, 8 for progress_loss: heldout.",
     )
     reward_ema: Float = Field(
         0.98,
@@ -458,6 +460,8 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
     }
     for name, low in minimums.items():
         value = getattr(opts, name)
+        if value is None and name in HELDOUT_PROBE_DEFAULTS["heldout_alignment"]:
+            continue  # the probe's user decides (heldout_probe)
         if not (_is_int(value) and value >= low):
             raise _err(name, f"must be an integer >= {low}", value)
     tw = opts.warmup_steps
@@ -532,6 +536,24 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
     layers = opts.reward_layers
     if not (isinstance(layers, (list, tuple)) and layers and all(_is_int(b) for b in layers)):
         raise _err("reward_layers", "must be a non-empty list of block indices", layers)
+
+
+# heldout_every, heldout_windows when null: for the reward's walking backward pass, and for
+# the progress estimate's fixed windows (measured: 4 windows missed the evaluation's drops per
+# doubling by up to 0.2 nats, 16 every 80 steps matched within 0.05 on most domains).
+HELDOUT_PROBE_DEFAULTS: dict[str, dict[str, int]] = {
+    "heldout_alignment": {"heldout_every": 10, "heldout_windows": 1},
+    "progress_loss": {"heldout_every": 40, "heldout_windows": 8},
+}
+
+
+def heldout_probe(opts: AcodmOptions, user: str) -> tuple[int, int]:
+    """(every, windows per domain) of the held-out probe for ``user`` (a key of
+    :data:`HELDOUT_PROBE_DEFAULTS`): the options, or that user's defaults where null."""
+    defaults = HELDOUT_PROBE_DEFAULTS[user]
+    every = defaults["heldout_every"] if opts.heldout_every is None else opts.heldout_every
+    windows = defaults["heldout_windows"] if opts.heldout_windows is None else opts.heldout_windows
+    return int(every), int(windows)
 
 
 def uses_progress(opts: AcodmOptions) -> bool:

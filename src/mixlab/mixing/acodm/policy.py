@@ -96,6 +96,7 @@ from mixlab.mixing.acodm.agent import DdpgAgent
 from mixlab.mixing.acodm.options import (
     LOSS_REWARDS,
     AcodmOptions,
+    heldout_probe,
     is_bounded,
     resolve_options,
     resolve_warmup_steps,
@@ -272,13 +273,11 @@ class AcodmPolicy(PolicyBase):
         blocks = tuple(opts.reward_layers or ())
         heldout = None
         if training and opts.reward == "heldout_alignment":
-            heldout = HeldoutGradientNeeds(
-                opts.heldout_every, opts.heldout_windows, blocks, opts.reward_role
-            )
+            every, windows = heldout_probe(opts, "heldout_alignment")
+            heldout = HeldoutGradientNeeds(every, windows, blocks, opts.reward_role)
         elif self._heldout_progress:
-            heldout = HeldoutGradientNeeds(
-                opts.heldout_every, opts.heldout_windows, (), losses_only=True
-            )
+            every, windows = heldout_probe(opts, "progress_loss")
+            heldout = HeldoutGradientNeeds(every, windows, (), losses_only=True)
         return PolicyNeeds(
             gradients=GradientNeeds(blocks, opts.reward_role) if gradients else None,
             heldout_gradients=heldout,
