@@ -188,16 +188,21 @@ def test_heldout_pass_leaves_training_untouched(tiny_store: Path, tmp_path: Path
     assert curves["heldout_alignment"] == curves["alignment"]
 
 
-def test_resume_in_the_main_phase_is_exact(tiny_store: Path, tmp_path: Path) -> None:
-    cfg = acodm_cfg(tiny_store, checkpoint_every=100, eval_every=0)
-    train(cfg, tmp_path / "full")
+def assert_resumes_exactly(cfg: RunConfig, root: Path, kill_at: int) -> None:
+    """Train ``root/full`` whole and ``root/part`` stopped after step ``kill_at`` and resumed:
+    the mixtures of every step are the same."""
+    train(cfg, root / "full")
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "part", callbacks=[KillAt(9)])
-    train(cfg, tmp_path / "part", resume=True)
-    full, part = weight_rows(tmp_path / "full"), weight_rows(tmp_path / "part")
-    assert sorted(full) == sorted(part) == list(range(1, 15))
+        train(cfg, root / "part", callbacks=[KillAt(kill_at)])
+    train(cfg, root / "part", resume=True)
+    full, part = weight_rows(root / "full"), weight_rows(root / "part")
+    assert sorted(full) == sorted(part) == list(range(1, cfg.train.max_steps + 1))
     for step in full:
         np.testing.assert_array_equal(full[step], part[step], err_msg=f"step {step}")
+
+
+def test_resume_in_the_main_phase_is_exact(tiny_store: Path, tmp_path: Path) -> None:
+    assert_resumes_exactly(acodm_cfg(tiny_store, checkpoint_every=100, eval_every=0), tmp_path, 9)
 
 
 def test_policy_out_needs_a_policy_that_exports(tiny_store: Path, tmp_path: Path) -> None:
@@ -218,15 +223,8 @@ def test_heldout_progress_probes_forward_only_and_resumes_exactly(
     trainer = Trainer(cfg, tmp_path / "probe")
     assert trainer.probes is not None and trainer.probes.capture is None
     assert trainer.probes.heldout is not None and trainer.probes.heldout.capture is None
-    train(cfg, tmp_path / "full")
+    assert_resumes_exactly(cfg, tmp_path, 10)
     records = [r for r in read_metrics(tmp_path / "full") if "train/loss" in r]
     assert [r["step"] for r in records if "mix/heldout_seconds" in r] == [1, 5, 9, 13]
     last = records[-1]
     assert all(np.isfinite(last[f"mix/acodm/heldout_loss/{d}"]) for d in DOMAINS)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "part", callbacks=[KillAt(10)])
-    train(cfg, tmp_path / "part", resume=True)
-    full, part = weight_rows(tmp_path / "full"), weight_rows(tmp_path / "part")
-    assert sorted(full) == sorted(part) == list(range(1, 15))
-    for step in full:
-        np.testing.assert_array_equal(full[step], part[step], err_msg=f"step {step}")

@@ -188,6 +188,22 @@ class ModelProbes:
             self.heldout.capture.close()
 
 
+# losses_only -> (the option that asked for the probe, what to use instead, what a domain
+# without held-out windows gets): for the error and the warning below.
+_PROBE_USERS: dict[bool, tuple[str, str, str]] = {
+    False: (
+        "mixing.acodm.reward=heldout_alignment",
+        "use mixing.acodm.reward=loss",
+        "Their training gradients are still scored against the other domains' held-out gradient",
+    ),
+    True: (
+        "mixing.acodm.progress_loss=heldout",
+        "use mixing.acodm.progress_loss=train",
+        "Their progress is measured on their training loss instead",
+    ),
+}
+
+
 class HeldoutProbe:
     """Per-domain gradients (and losses) of a small batch of validation windows.
 
@@ -252,47 +268,23 @@ class HeldoutProbe:
             if reserved_tokens is None
             else f"its first {reserved_tokens:,} tokens (eval.max_tokens_per_domain)"
         )
+        user, instead, fallback = _PROBE_USERS[needs.losses_only]
         if not self.windows:
             raise ConfigError(
-                f"{self.user}: no domain has validation text that the evaluation does not "
+                f"{user}: no domain has validation text that the evaluation does not "
                 f"score (it reads {what}), so the held-out batch would be taken on the text "
                 "the run is judged on. Lower eval.max_tokens_per_domain below the validation "
-                f"splits, prepare the store with larger validation splits, or {self.instead}"
+                f"splits, prepare the store with larger validation splits, or {instead}"
             )
         if left_out:
             logger.warning(
                 "%s: %s get(s) no held-out windows: the evaluation reads %s. %s; to include "
                 "them, lower eval.max_tokens_per_domain or give them larger validation splits",
-                self.user,
+                user,
                 ", ".join(left_out),
                 what,
-                self.fallback,
+                fallback,
             )
-
-    @property
-    def user(self) -> str:
-        return (
-            "mixing.acodm.progress_loss=heldout"
-            if self.needs.losses_only
-            else "mixing.acodm.reward=heldout_alignment"
-        )
-
-    @property
-    def instead(self) -> str:
-        return (
-            "use mixing.acodm.progress_loss=train"
-            if self.needs.losses_only
-            else "use mixing.acodm.reward=loss"
-        )
-
-    @property
-    def fallback(self) -> str:
-        return (
-            "Their progress is measured on their training loss instead"
-            if self.needs.losses_only
-            else "Their training gradients are still scored against the other domains' "
-            "held-out gradient"
-        )
 
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The (input_ids, domain_id) batches of the capture at ``step``, one per length."""

@@ -460,8 +460,8 @@ def validate(opts: AcodmOptions, num_domains: int) -> None:
     }
     for name, low in minimums.items():
         value = getattr(opts, name)
-        if value is None and name in HELDOUT_PROBE_DEFAULTS["heldout_alignment"]:
-            continue  # the probe's user decides (heldout_probe)
+        if value is None and name in ("heldout_every", "heldout_windows"):
+            continue  # null: the probe's user decides (heldout_probe)
         if not (_is_int(value) and value >= low):
             raise _err(name, f"must be an integer >= {low}", value)
     tw = opts.warmup_steps
